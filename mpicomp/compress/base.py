@@ -1,0 +1,222 @@
+"""The compressor contract: `Payload`, `Compressor`, the wire header and `DecodeError`.
+
+Every operator turns a flat float vector into one contiguous ``uint8`` buffer::
+
+    header (8 bytes, little endian)        body (bit-packed, ``bitorder="little"``)
+    magic 0xC5 | op code | dtype code | flags | d (uint32)  | extra header fields | bits
+
+``nbits`` counts the information bits of the body (norms, signs, levels, indices, values);
+``len(buffer) == header_bytes + ceil(nbits / 8)`` for every operator.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import ClassVar, Optional
+
+import numpy as np
+
+MAGIC = 0xC5
+HEADER = struct.Struct("<BBBBI")
+HEADER_BYTES = HEADER.size
+DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
+MAX_DIM = 2**32 - 1
+
+
+class DecodeError(ValueError):
+    """A buffer that is truncated, malformed or does not match what the caller expects."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """An encoded message.
+
+    Attributes
+    ----------
+    buffer : numpy.ndarray
+        Contiguous ``uint8`` array: header plus bit-packed body.
+    nbits : int
+        Information bits of the body (excludes the header and the final byte's padding).
+    """
+
+    buffer: np.ndarray
+    nbits: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes that go on the wire."""
+        return int(self.buffer.nbytes)
+
+
+def check_dtype(dtype) -> np.dtype:
+    """Return ``dtype`` as a NumPy dtype if it is float32 or float64, else raise TypeError."""
+    dt = np.dtype(dtype)
+    if dt not in DTYPE_CODES:
+        raise TypeError(f"unsupported dtype {dt}: compressors take float32 or float64 vectors")
+    return dt
+
+
+def check_vector(x) -> np.ndarray:
+    """Validate an input vector: 1-D, float32/float64, finite; return it C-contiguous."""
+    if getattr(x, "ndim", None) != 1:
+        raise ValueError(f"expected a flat 1-D vector, got shape {getattr(x, 'shape', None)}")
+    check_dtype(x.dtype)
+    if x.size > MAX_DIM:
+        raise ValueError(f"dimension {x.size} exceeds the wire format's limit {MAX_DIM}")
+    x = np.ascontiguousarray(x)
+    if x.size and not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x))
+        raise ValueError(
+            f"vector has {bad.size} non-finite entries (first at index {bad[0]}: {x[bad[0]]}); "
+            "compressors take finite values only"
+        )
+    return x
+
+
+class Compressor:
+    """Base class of all compression operators (stateless).
+
+    Subclasses set ``name``, ``code``, ``unbiased`` and ``fixed_size`` and implement
+    `_encode_body`, `_decode_body` and `body_bits`.
+    """
+
+    name: ClassVar[str] = ""
+    code: ClassVar[int] = 0
+    unbiased: ClassVar[bool] = False
+    fixed_size: ClassVar[bool] = True
+    #: bytes of operator-specific header fields after the common 8-byte header
+    extra_header: ClassVar[int] = 0
+
+    # -- contract ------------------------------------------------------------------------------
+    def encode(self, x, rng: Optional[np.random.Generator] = None) -> Payload:
+        """Compress ``x`` into a `Payload`.
+
+        Parameters
+        ----------
+        x : array_like
+            Flat float32 or float64 vector (NumPy or CuPy); NaN and Inf are rejected.
+        rng : numpy.random.Generator, optional
+            Source of the random draws of stochastic operators (one 64-bit key per call).
+        """
+        from ..backend import to_host
+
+        x = check_vector(to_host(x))
+        if self.randomised and rng is None:
+            raise ValueError(f"{self.spec()} is randomised: pass rng=np.random.Generator")
+        extra, body, nbits = self._encode_body(x, rng)
+        header = HEADER.pack(MAGIC, self.code, DTYPE_CODES[x.dtype], 0, x.size)
+        buf = np.empty(HEADER_BYTES + len(extra) + body.size, dtype=np.uint8)
+        buf[:HEADER_BYTES] = np.frombuffer(header, np.uint8)
+        buf[HEADER_BYTES : HEADER_BYTES + len(extra)] = np.frombuffer(extra, np.uint8)
+        buf[HEADER_BYTES + len(extra) :] = body
+        return Payload(buf, int(nbits))
+
+    def decode(self, buf, d: int, dtype=np.float32) -> np.ndarray:
+        """Reconstruct the compressed vector of length ``d`` from ``buf``; raise DecodeError."""
+        buf = self._as_bytes(buf)
+        dtype = check_dtype(dtype)
+        if buf.size < HEADER_BYTES + self.extra_header:
+            raise DecodeError(
+                f"{self.spec()}: buffer of {buf.size} bytes is shorter than its "
+                f"{HEADER_BYTES + self.extra_header}-byte header"
+            )
+        magic, code, dcode, _flags, dim = HEADER.unpack_from(buf.tobytes()[:HEADER_BYTES])
+        if magic != MAGIC:
+            raise DecodeError(f"{self.spec()}: bad magic byte 0x{magic:02x} (expected 0x{MAGIC:02x})")
+        if code != self.code:
+            raise DecodeError(
+                f"{self.spec()}: buffer was written by operator code {code}, not {self.code}"
+            )
+        if DTYPES_BY_CODE.get(dcode) != dtype:
+            raise DecodeError(
+                f"{self.spec()}: buffer holds {DTYPES_BY_CODE.get(dcode, 'an unknown dtype')}, "
+                f"caller asked for {dtype}"
+            )
+        if dim != d:
+            raise DecodeError(f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}")
+        extra = buf[HEADER_BYTES : HEADER_BYTES + self.extra_header].tobytes()
+        body = buf[HEADER_BYTES + self.extra_header :]
+        return self._decode_body(extra, body, d, dtype)
+
+    def nbytes_max(self, d: int, dtype=np.float32) -> int:
+        """Upper bound of ``len(buffer)`` for any vector of dimension ``d``."""
+        return HEADER_BYTES + self.extra_header + -(-self.max_body_bits(d, dtype) // 8)
+
+    def max_body_bits(self, d: int, dtype=np.float32) -> int:
+        """Largest ``nbits`` of any message of dimension ``d`` (equals it when fixed_size)."""
+        return self.body_bits(d, dtype)
+
+    def omega(self, d: int) -> Optional[float]:
+        """Variance parameter ω with E‖C(x) − x‖² ≤ ω‖x‖² (unbiased operators), else None."""
+        return None
+
+    def delta(self, d: int) -> Optional[float]:
+        """Contraction δ with E‖C(x) − x‖² ≤ (1 − δ)‖x‖² (biased operators), else None."""
+        return None
+
+    def __call__(self, x, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """The operator's value C(x): ``decode(encode(x))``."""
+        x = check_vector(np.asarray(x))
+        return self.decode(self.encode(x, rng).buffer, x.size, x.dtype)
+
+    # -- to implement ------------------------------------------------------------------------
+    #: whether encode draws random numbers (then rng is required)
+    randomised: ClassVar[bool] = False
+
+    def spec(self) -> str:
+        """The registry string that builds this operator, e.g. ``qsgd:s=4,block=512``."""
+        return self.name
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:  # pragma: no cover - abstract
+        """Exact ``nbits`` for dimension ``d`` (fixed-size operators)."""
+        raise NotImplementedError
+
+    def _encode_body(self, x: np.ndarray, rng) -> tuple[bytes, np.ndarray, int]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _as_bytes(self, buf) -> np.ndarray:
+        from ..backend import to_host
+
+        if isinstance(buf, Payload):
+            buf = buf.buffer
+        buf = to_host(buf)
+        if isinstance(buf, (bytes, bytearray, memoryview)):
+            buf = np.frombuffer(buf, np.uint8)
+        buf = np.asarray(buf)
+        if buf.dtype != np.uint8 or buf.ndim != 1:
+            raise DecodeError(f"{self.spec()}: expected a flat uint8 buffer, got {buf.dtype}{buf.shape}")
+        return buf
+
+    def _check_body_size(self, body: np.ndarray, nbits: int) -> None:
+        want = -(-nbits // 8)
+        if body.size != want:
+            kind = "truncated" if body.size < want else "too long"
+            raise DecodeError(
+                f"{self.spec()}: body is {kind}: {body.size} bytes, expected {want} ({nbits} bits)"
+            )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec()}>"
+
+
+def n_blocks(d: int, block: int) -> int:
+    """Number of blocks of size ``block`` (0 = one block of the whole vector) covering ``d``."""
+    if d == 0:
+        return 0
+    return 1 if block <= 0 else -(-d // block)
+
+
+def block_size(d: int, block: int) -> int:
+    """Size of the largest block (``b`` in the variance bounds)."""
+    return d if block <= 0 else min(block, d)
+
+
+def value_bits(dtype) -> int:
+    """Bits of one transmitted scalar (norms, kept values): the input's own precision."""
+    return 8 * np.dtype(dtype).itemsize

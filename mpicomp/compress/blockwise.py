@@ -1,0 +1,64 @@
+"""Shared pieces of the per-block operators: block layout, transmitted norms, per-element views."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .base import DecodeError
+
+
+def effective_block(d: int, block: int) -> int:
+    """Block length used for a vector of dimension ``d`` (``block`` ≤ 0 means the whole vector)."""
+    return max(1, d if block <= 0 else block)
+
+
+def per_element(values: np.ndarray, block: int, d: int) -> np.ndarray:
+    """Expand one value per block to one value per coordinate."""
+    return np.repeat(values, block)[:d]
+
+
+def norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
+    """‖x_B‖_p per block in float64 (p ∈ {1, 2, inf}).
+
+    The compiled reduction is used whenever Numba is installed (also under
+    ``kernels.forced("numpy")``), so both kernel paths quantise with the very same norms; the
+    summation order differs from NumPy's only in the last bits.
+    """
+    pcode = 0 if np.isinf(p) else int(p)
+    if kernels.HAVE_NUMBA:
+        return kernels.block_norms(x, block, pcode)
+    nb = -(-x.size // block)
+    padded = np.zeros(nb * block, dtype=np.float64)
+    padded[: x.size] = np.abs(x)
+    rows = padded.reshape(nb, block)
+    if pcode == 2:
+        return np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    if pcode == 1:
+        return rows.sum(axis=1)
+    return rows.max(axis=1)
+
+
+def round_up(values: np.ndarray, dtype) -> np.ndarray:
+    """Cast float64 ``values`` to ``dtype`` rounding up, so ``|x_j| ≤ ν`` survives the cast."""
+    cast = values.astype(dtype)
+    low = cast < values
+    if low.any():
+        cast[low] = np.nextafter(cast[low], dtype.type(np.inf))
+    return cast
+
+
+def read_scalars(body: np.ndarray, count: int, dtype, what: str) -> np.ndarray:
+    """Read ``count`` transmitted scalars (norms, scales) from the start of ``body``; validate them."""
+    size = count * dtype.itemsize
+    if body.size < size:
+        raise DecodeError(f"buffer truncated inside the {what}: {body.size} bytes, need {size}")
+    vals = body[:size].view(dtype.newbyteorder("<")).astype(dtype)
+    if count and (not np.isfinite(vals).all() or (vals < 0).any()):
+        raise DecodeError(f"corrupted buffer: {what} must be finite and ≥ 0, got {vals[:4]}…")
+    return vals
+
+
+def scalar_bytes(values: np.ndarray) -> np.ndarray:
+    """Little-endian bytes of transmitted scalars."""
+    return values.astype(values.dtype.newbyteorder("<")).view(np.uint8)

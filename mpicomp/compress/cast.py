@@ -1,0 +1,98 @@
+"""Deterministic casts: `Identity` (the input precision), `FP16`, `BF16` (16 bits a value)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Compressor, DecodeError, value_bits
+
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+class Identity(Compressor):
+    """Sends the values as they are (float32 or float64): ω = 0."""
+
+    name = "identity"
+    code = 1
+    unbiased = True
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return value_bits(dtype) * d
+
+    def omega(self, d: int) -> float:
+        return 0.0
+
+    def _encode_body(self, x, rng):
+        return b"", x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy(), x.size * value_bits(x.dtype)
+
+    def _decode_body(self, extra, body, d, dtype):
+        self._check_body_size(body, self.body_bits(d, dtype))
+        return body.view(dtype.newbyteorder("<")).astype(dtype)
+
+
+class FP16(Compressor):
+    """IEEE half precision, round to nearest even (biased).
+
+    Notes
+    -----
+    A value beyond ±65504 is an error (it would become Inf). In the normal range the relative
+    error is ≤ 2⁻¹¹, so δ = 1 − 2⁻²² there; values below 2⁻¹⁴ lose relative precision.
+    """
+
+    name = "fp16"
+    code = 7
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return 16 * d
+
+    def delta(self, d: int) -> float:
+        return 1.0 - 2.0**-22
+
+    def _encode_body(self, x, rng):
+        if x.size and np.abs(x).max() > FP16_MAX:
+            j = int(np.argmax(np.abs(x)))
+            raise ValueError(f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}")
+        return b"", x.astype("<f2").view(np.uint8), 16 * x.size
+
+    def _decode_body(self, extra, body, d, dtype):
+        self._check_body_size(body, 16 * d)
+        half = body.view("<f2")
+        if not np.isfinite(half).all():
+            raise DecodeError("fp16: buffer holds Inf or NaN: corrupted")
+        return half.astype(dtype)
+
+
+class BF16(Compressor):
+    """bfloat16: the top 16 bits of float32, round to nearest even (biased).
+
+    Notes
+    -----
+    Same exponent range as float32 (float64 input is first rounded to float32); relative error
+    ≤ 2⁻⁸ for normal values, so δ = 1 − 2⁻¹⁶.
+    """
+
+    name = "bf16"
+    code = 8
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return 16 * d
+
+    def delta(self, d: int) -> float:
+        return 1.0 - 2.0**-16
+
+    def _encode_body(self, x, rng):
+        f32 = x.astype(np.float32)
+        if f32.size and not np.isfinite(f32).all():
+            raise ValueError("bf16: a value overflows float32 (bfloat16 has float32's range)")
+        bits = f32.view(np.uint32).astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
+        if ((rounded & 0x7F80) == 0x7F80).any():
+            raise ValueError("bf16: a value rounds past the largest finite bfloat16")
+        return b"", rounded.astype("<u2").view(np.uint8), 16 * x.size
+
+    def _decode_body(self, extra, body, d, dtype):
+        self._check_body_size(body, 16 * d)
+        bits = body.view("<u2").astype(np.uint32)
+        if ((bits & 0x7F80) == 0x7F80).any():
+            raise DecodeError("bf16: buffer holds Inf or NaN: corrupted")
+        return (bits << 16).view(np.float32).astype(dtype)

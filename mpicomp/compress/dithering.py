@@ -1,0 +1,387 @@
+"""Random dithering and its special cases: `Dither`, `QSGD`, `TernGrad`, `NaturalDither`.
+
+For each block B with norm ν = ‖x_B‖_p (sent in the input's precision, rounded up) the level of
+coordinate j is ``ℓ_j = ⌊s|x_j|/ν + u_j⌋`` with u_j uniform, and ``C(x)_j = ν·sign(x_j)·ℓ_j/s``.
+Each coordinate travels as one ``1 + ⌈log₂(s+1)⌉``-bit field (level, then a sign bit that is set
+only for non-zero levels), or, with ``coder="elias"``, in QSGD's Elias-γ stream.
+
+References
+----------
+Alistarh et al., "QSGD: Communication-efficient SGD via gradient quantization and encoding",
+NeurIPS 2017. Wen et al., "TernGrad: Ternary gradients to reduce communication in distributed
+deep learning", NeurIPS 2017. Mishchenko et al., "Distributed learning with compressed gradient
+differences", 2019 (p-quantization). Horváth et al., "Natural compression for distributed deep
+learning", 2019 (natural dithering).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+
+from . import blockwise, kernels
+from .base import Compressor, DecodeError, n_blocks, value_bits
+from .bitpack import check_padding, field_width, pack_fields, unpack_fields
+from .counter_rng import draw_key, words32
+
+CODERS = ("dense", "elias")
+NNZ = struct.Struct("<I")
+
+
+def _check_p(p) -> float:
+    text = str(p).strip().lower()
+    try:
+        value = math.inf if text in ("inf", "∞") else float(text)
+    except ValueError:
+        value = None
+    if value not in (1.0, 2.0, math.inf):
+        raise ValueError(f"unknown norm p={p!r}: choose one of 1, 2, inf")
+    return value
+
+
+def _check_s(s) -> int:
+    if int(s) != s or s < 1:
+        raise ValueError(f"number of levels s={s!r} must be an integer ≥ 1")
+    return int(s)
+
+
+class Dither(Compressor):
+    """Random dithering with ``s`` levels in the ℓ_p norm of each block (unbiased).
+
+    Parameters
+    ----------
+    p : {1, 2, inf}
+        Norm that scales each block.
+    s : int
+        Number of non-zero levels (s = 1 is DIANA's p-quantization).
+    block : int
+        Block length; 0 means the whole vector is one block.
+    coder : {"dense", "elias"}
+        Fixed-width fields, or QSGD's Elias-γ stream of the non-zero levels (variable size).
+
+    Notes
+    -----
+    Variance: ω = √b − 1 (p = 2) and (√b − 1)/2 (p = ∞) for s = 1 (tight, DIANA's α_p), else
+    min(b/s², √b/s) for p = 2 (QSGD Lemma 3.1), min(b/(4s²), (1 + √b)/(2s)) for p = ∞ and
+    min(b²/(4s²), b/s) for p = 1, with b the block length. The uniforms have 2⁻³² resolution,
+    so the rounding probability of each level is exact to within 2⁻³².
+    """
+
+    name = "dither"
+    code = 4
+    unbiased = True
+    randomised = True
+
+    def __init__(self, p=2, s: int = 1, block: int = 0, coder: str = "dense"):
+        self.p = _check_p(p)
+        self.s = _check_s(s)
+        if int(block) != block or block < 0:
+            raise ValueError(f"block={block!r} must be an integer ≥ 0 (0 = whole vector)")
+        self.block = int(block)
+        if coder not in CODERS:
+            raise ValueError(f"unknown coder {coder!r}: choose one of {', '.join(CODERS)}")
+        self.coder = coder
+        self.fixed_size = coder == "dense"
+        self.extra_header = 0 if coder == "dense" else NNZ.size
+        self.level_bits = field_width(self.s)
+        self.width = 1 + self.level_bits
+
+    def spec(self) -> str:
+        p = "inf" if math.isinf(self.p) else int(self.p)
+        parts = [f"p={p}", f"s={self.s}"] + ([f"block={self.block}"] if self.block else [])
+        parts += [f"coder={self.coder}"] if self.coder != "dense" else []
+        return f"{self.name}:{','.join(parts)}"
+
+    # -- sizes -------------------------------------------------------------------------------
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        if self.coder != "dense":
+            raise ValueError(f"{self.spec()} has a data-dependent size: see Payload.nbits")
+        return value_bits(dtype) * n_blocks(d, self.block) + d * self.width
+
+    def max_body_bits(self, d: int, dtype=np.float32) -> int:
+        if self.coder == "dense":
+            return self.body_bits(d, dtype)
+        # every coordinate non-zero: γ(1) = 1 bit gap, 1 sign bit, γ(s) level bits
+        return value_bits(dtype) * n_blocks(d, self.block) + d * (2 + 2 * self.level_bits - 1)
+
+    def omega(self, d: int) -> float:
+        b = max(1, d if self.block <= 0 else min(self.block, d))
+        s = self.s
+        if math.isinf(self.p):
+            return (math.sqrt(b) - 1) / 2 if s == 1 else min(b / (4 * s * s), (1 + math.sqrt(b)) / (2 * s))
+        if self.p == 2:
+            return math.sqrt(b) - 1 if s == 1 else min(b / s**2, math.sqrt(b) / s)
+        return b - 1 if s == 1 else min(b * b / (4 * s * s), b / s)
+
+    # -- encode / decode ---------------------------------------------------------------------
+    def _prepare(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Vector actually quantised (TernGrad clips it) and its block length."""
+        return x, blockwise.effective_block(x.size, self.block)
+
+    def _encode_body(self, x, rng):
+        key = draw_key(rng)
+        x, block = self._prepare(x)
+        d = x.size
+        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        with np.errstate(divide="ignore"):
+            scale = np.where(nu > 0, self.s / nu.astype(np.float64), 0.0)
+        head = blockwise.scalar_bytes(nu)
+        if self.coder == "elias":
+            levels, negative = self._levels(x, scale, block, key)
+            return self._elias_body(head, levels, negative)
+        fields = np.zeros(-(-d * self.width // 8), dtype=np.uint8)
+        if kernels.active():
+            kernels.dither_levels(x, scale, block, self.s, np.uint64(key), self.width, fields)
+        else:
+            levels, negative = self._levels(x, scale, block, key)
+            fields = pack_fields(levels | (negative.astype(np.uint32) << (self.width - 1)), self.width)
+        return b"", np.concatenate([head, fields]), head.size * 8 + d * self.width
+
+    def _levels(self, x, scale, block, key):
+        """Levels and sign flags, vectorised (the reference of `kernels.dither_levels`)."""
+        t = np.abs(x).astype(np.float64) * blockwise.per_element(scale, block, x.size)
+        lev = t.astype(np.int64)
+        lev += words32(key, x.size).astype(np.float64) < (t - lev) * 4294967296.0
+        np.minimum(lev, self.s, out=lev)
+        return lev.astype(np.uint32), (x < 0) & (lev > 0)
+
+    def _elias_body(self, head, levels, negative):
+        from .kernels import elias_levels_bits, elias_levels_encode
+
+        lv = levels.astype(np.int64)
+        nbits = int(elias_levels_bits(lv))
+        stream = np.zeros(-(-nbits // 8), dtype=np.uint8)
+        elias_levels_encode(lv, negative.astype(np.uint8), stream)
+        nnz = int(np.count_nonzero(lv))
+        return NNZ.pack(nnz), np.concatenate([head, stream]), head.size * 8 + nbits
+
+    def _decode_body(self, extra, body, d, dtype):
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms")
+        unit = nu.astype(np.float64) / self.s
+        fields = body[nb * dtype.itemsize :]
+        if self.coder == "elias":
+            return self._decode_elias(extra, fields, d, dtype, unit, block)
+        nbits = d * self.width
+        self._check_body_size(fields, nbits)
+        check_padding(fields, nbits)
+        out = np.empty(d, dtype=dtype)
+        if kernels.active():
+            bad = kernels.dither_values(fields, unit, block, self.s, self.width, out)
+            if bad >= 0:
+                raise DecodeError(f"{self.spec()}: corrupted field at coordinate {bad}")
+            return out
+        f = unpack_fields(fields, self.width, d).astype(np.uint32)
+        lev = f & np.uint32((1 << (self.width - 1)) - 1)
+        neg = (f >> np.uint32(self.width - 1)).astype(bool)
+        bad = (lev > self.s) | (neg & (lev == 0))
+        if bad.any():
+            raise DecodeError(f"{self.spec()}: corrupted field at coordinate {int(np.argmax(bad))}")
+        val = lev.astype(np.float64) * blockwise.per_element(unit, block, d)
+        out[:] = np.where(neg, -val, val)
+        return out
+
+    def _decode_elias(self, extra, stream, d, dtype, unit, block):
+        (nnz,) = NNZ.unpack(extra)
+        if nnz > d:
+            raise DecodeError(f"{self.spec()}: header claims {nnz} non-zeros in dimension {d}")
+        levels = np.zeros(d, dtype=np.int64)
+        negative = np.zeros(d, dtype=np.uint8)
+        used = kernels.elias_levels_decode(stream, nnz, stream.size * 8, self.s, levels, negative)
+        if used < 0:
+            raise DecodeError(f"{self.spec()}: Elias stream truncated or malformed")
+        if -(-used // 8) != stream.size:
+            raise DecodeError(
+                f"{self.spec()}: Elias stream has {stream.size} bytes, its {nnz} codes use {used} bits"
+            )
+        check_padding(stream, used)
+        val = levels.astype(np.float64) * blockwise.per_element(unit, block, d)
+        return np.where(negative.astype(bool), -val, val).astype(dtype)
+
+
+class QSGD(Dither):
+    """QSGD: dithering in the ℓ2 norm with ``s`` levels (default 4), dense or Elias-coded."""
+
+    name = "qsgd"
+    code = 5
+
+    def __init__(self, s: int = 4, block: int = 0, coder: str = "dense"):
+        super().__init__(p=2, s=s, block=block, coder=coder)
+
+    def spec(self) -> str:
+        return super().spec().replace("dither:p=2,", "qsgd:")
+
+
+class TernGrad(Dither):
+    """TernGrad: ℓ∞ dithering with s = 1 (levels −1, 0, +1 times the block maximum).
+
+    Parameters
+    ----------
+    block : int
+        Block length (0 = whole vector, i.e. per layer when a layer is passed).
+    clip : float
+        If > 0, first clip each block to ``|g_j| ≤ clip·σ_B`` (σ_B the block's standard
+        deviation; the paper uses 2.5). Clipping makes the operator biased.
+    pack : {"bits", "trits"}
+        Two bits a coordinate, or base-3 packing of five ternary digits a byte (1.6 bits).
+
+    Notes
+    -----
+    ω = ‖x‖₁‖x‖∞/‖x‖² − 1 ≤ (√b − 1)/2 without clipping.
+    """
+
+    name = "terngrad"
+    code = 6
+    PACKS = ("bits", "trits")
+
+    def __init__(self, block: int = 0, clip: float = 0.0, pack: str = "bits"):
+        super().__init__(p=math.inf, s=1, block=block)
+        if not clip >= 0:
+            raise ValueError(f"clip={clip!r} must be ≥ 0 (0 = no clipping)")
+        if pack not in self.PACKS:
+            raise ValueError(f"unknown pack {pack!r}: choose one of {', '.join(self.PACKS)}")
+        self.clip = float(clip)
+        self.pack = pack
+        self.unbiased = self.clip == 0
+
+    def spec(self) -> str:
+        parts = ([f"block={self.block}"] if self.block else []) + (
+            [f"clip={self.clip:g}"] if self.clip else []
+        ) + ([f"pack={self.pack}"] if self.pack != "bits" else [])
+        return "terngrad" + (":" + ",".join(parts) if parts else "")
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        if self.pack == "trits":
+            return value_bits(dtype) * n_blocks(d, self.block) + 8 * -(-d // 5)
+        return super().body_bits(d, dtype)
+
+    def omega(self, d: int):
+        return super().omega(d) if self.unbiased else None
+
+    def _prepare(self, x):
+        x, block = super()._prepare(x)
+        if not self.clip or x.size == 0:
+            return x, block
+        nb = -(-x.size // block)
+        sigma = np.array([np.std(x[b * block : (b + 1) * block], dtype=np.float64) for b in range(nb)])
+        bound = blockwise.per_element(self.clip * sigma, block, x.size)
+        return np.clip(x, -bound, bound).astype(x.dtype), block
+
+    def _encode_body(self, x, rng):
+        if self.pack == "bits":
+            return super()._encode_body(x, rng)
+        key = draw_key(rng)
+        x, block = self._prepare(x)
+        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        with np.errstate(divide="ignore"):
+            scale = np.where(nu > 0, 1.0 / nu.astype(np.float64), 0.0)
+        levels, negative = self._levels(x, scale, block, key)
+        trits = levels.astype(np.int64) * np.where(negative, -1, 1) + 1  # 0, 1, 2
+        padded = np.ones(-(-x.size // 5) * 5, dtype=np.int64)
+        padded[: x.size] = trits
+        packed = (padded.reshape(-1, 5) * (3 ** np.arange(5))).sum(axis=1).astype(np.uint8)
+        head = blockwise.scalar_bytes(nu)
+        return b"", np.concatenate([head, packed]), self.body_bits(x.size, x.dtype)
+
+    def _decode_body(self, extra, body, d, dtype):
+        if self.pack == "bits":
+            return super()._decode_body(extra, body, d, dtype)
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms")
+        packed = body[nb * dtype.itemsize :]
+        self._check_body_size(packed, 8 * -(-d // 5))
+        if (packed > 242).any():
+            raise DecodeError(f"{self.spec()}: byte above 242 is no base-3 group of five trits")
+        digits = (packed.astype(np.int64)[:, None] // (3 ** np.arange(5))) % 3
+        flat = digits.ravel()
+        if (flat[d:] != 1).any():
+            raise DecodeError(f"{self.spec()}: non-zero padding trits: corrupted buffer")
+        trit = flat[:d] - 1
+        return (trit * blockwise.per_element(nu.astype(np.float64), block, d)).astype(dtype)
+
+
+class NaturalDither(Compressor):
+    """Natural dithering: levels {0, 2^(1−s), …, ½, 1}·‖x_B‖_p with unbiased rounding.
+
+    Notes
+    -----
+    ω = 1/8 + b^(1/r)·2^(1−s)·min(1, b^(1/r)·2^(1−s)), r = min(p, 2) (Horváth et al. 2019,
+    Theorem 7). Level index L is sent in ⌈log₂(s+1)⌉ bits plus a sign bit.
+    """
+
+    name = "natural_dither"
+    code = 9
+    unbiased = True
+    randomised = True
+
+    def __init__(self, p=2, s: int = 8, block: int = 0):
+        self.p = _check_p(p)
+        self.s = _check_s(s)
+        if self.s > 60:
+            raise ValueError(f"s={s} levels: natural dithering supports s ≤ 60")
+        if int(block) != block or block < 0:
+            raise ValueError(f"block={block!r} must be an integer ≥ 0 (0 = whole vector)")
+        self.block = int(block)
+        self.width = 1 + field_width(self.s)
+
+    def spec(self) -> str:
+        p = "inf" if math.isinf(self.p) else int(self.p)
+        return f"natural_dither:p={p},s={self.s}" + (f",block={self.block}" if self.block else "")
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return value_bits(dtype) * n_blocks(d, self.block) + d * self.width
+
+    def omega(self, d: int) -> float:
+        b = max(1, d if self.block <= 0 else min(self.block, d))
+        r = min(self.p, 2.0)
+        t = b ** (1 / r) * 2.0 ** (1 - self.s)
+        return 1 / 8 + t * min(1.0, t)
+
+    def _encode_body(self, x, rng):
+        key = draw_key(rng)
+        d = x.size
+        block = blockwise.effective_block(d, self.block)
+        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        with np.errstate(divide="ignore"):
+            inv = np.where(nu > 0, 1.0 / nu.astype(np.float64), 0.0)
+        if kernels.active():
+            fields = np.zeros(-(-d * self.width // 8), dtype=np.uint8)
+            kernels.natural_dither_levels(x, inv, block, self.s, np.uint64(key), self.width, fields)
+        else:
+            y = np.minimum(np.abs(x).astype(np.float64) * blockwise.per_element(inv, block, d), 1.0)
+            m, ex = np.frexp(y)
+            lev = ex.astype(np.int64) - 1 + self.s
+            top = lev >= 1
+            prob = np.where(top, 2.0 * m - 1.0, y * 2.0 ** (self.s - 1))
+            lev = np.where(top, lev, 0) + (words32(key, d).astype(np.float64) < prob * 4294967296.0)
+            lev = np.where(y > 0, lev, 0).astype(np.uint32)
+            neg = (x < 0) & (lev > 0)
+            fields = pack_fields(lev | (neg.astype(np.uint32) << (self.width - 1)), self.width)
+        head = blockwise.scalar_bytes(nu)
+        return b"", np.concatenate([head, fields]), self.body_bits(d, x.dtype)
+
+    def _decode_body(self, extra, body, d, dtype):
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
+        fields = body[nb * dtype.itemsize :]
+        self._check_body_size(fields, d * self.width)
+        check_padding(fields, d * self.width)
+        out = np.empty(d, dtype=dtype)
+        if kernels.active():
+            bad = kernels.natural_dither_values(fields, nu, block, self.s, self.width, out)
+        else:
+            f = unpack_fields(fields, self.width, d).astype(np.int64)
+            lev = f & ((1 << (self.width - 1)) - 1)
+            neg = (f >> (self.width - 1)).astype(bool)
+            badmask = (lev > self.s) | (neg & (lev == 0))
+            bad = int(np.argmax(badmask)) if badmask.any() else -1
+            val = np.where(lev > 0, np.ldexp(blockwise.per_element(nu, block, d), lev - self.s), 0.0)
+            out[:] = np.where(neg, -val, val)
+        if bad >= 0:
+            raise DecodeError(f"{self.spec()}: corrupted field at coordinate {bad}")
+        return out

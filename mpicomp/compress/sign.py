@@ -1,0 +1,94 @@
+"""1-bit operators: `Sign` (signSGD) and `ScaledSign` (ℓ1-scaled sign per block).
+
+References
+----------
+Bernstein et al., "signSGD: Compressed optimisation for non-convex problems", ICML 2018.
+Karimireddy et al., "Error feedback fixes SignSGD and other gradient compression schemes", 2019.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import blockwise, kernels
+from .base import Compressor, n_blocks, value_bits
+from .bitpack import check_padding
+
+
+def _pack_signs(x: np.ndarray) -> np.ndarray:
+    if kernels.active():
+        out = np.empty(-(-x.size // 8), dtype=np.uint8)
+        kernels.sign_pack(x, out)
+        return out
+    return np.packbits(x < 0, bitorder="little")
+
+
+def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype) -> np.ndarray:
+    check_padding(bits, d)
+    scales = scales.astype(dtype)
+    if kernels.active():
+        out = np.empty(d, dtype=dtype)
+        kernels.sign_unpack(bits, scales, block, out)
+        return out
+    negative = np.unpackbits(bits, count=d, bitorder="little").astype(bool)
+    mag = blockwise.per_element(scales, block, d)
+    return np.where(negative, -mag, mag).astype(dtype)
+
+
+class Sign(Compressor):
+    """sign(x) with sign(0) = +1, one bit a coordinate (biased, not a contraction)."""
+
+    name = "sign"
+    code = 2
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return d
+
+    def _encode_body(self, x, rng):
+        return b"", _pack_signs(x), x.size
+
+    def _decode_body(self, extra, body, d, dtype):
+        self._check_body_size(body, d)
+        return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype)
+
+
+class ScaledSign(Compressor):
+    """``(‖x_B‖₁/|B|)·sign(x_B)`` per block B (biased; contraction δ = 1/b).
+
+    Notes
+    -----
+    ‖C(x) − x‖² = ‖x‖² − ‖x‖₁²/b per block ≤ (1 − 1/b)‖x‖² (Karimireddy et al. 2019, Lemma 8).
+    """
+
+    name = "scaled_sign"
+    code = 3
+
+    def __init__(self, block: int = 0):
+        if int(block) != block or block < 0:
+            raise ValueError(f"block={block!r} must be an integer ≥ 0 (0 = whole vector)")
+        self.block = int(block)
+
+    def spec(self) -> str:
+        return self.name + (f":block={self.block}" if self.block else "")
+
+    def body_bits(self, d: int, dtype=np.float32) -> int:
+        return d + value_bits(dtype) * n_blocks(d, self.block)
+
+    def delta(self, d: int) -> float:
+        return 1.0 / max(1, d if self.block <= 0 else min(self.block, d))
+
+    def _encode_body(self, x, rng):
+        block = blockwise.effective_block(x.size, self.block)
+        l1 = blockwise.norms(x, block, 1)
+        sizes = np.minimum(block, x.size - block * np.arange(l1.size))
+        scales = (l1 / np.maximum(sizes, 1)).astype(x.dtype)
+        head = blockwise.scalar_bytes(scales)
+        return b"", np.concatenate([head, _pack_signs(x)]), self.body_bits(x.size, x.dtype)
+
+    def _decode_body(self, extra, body, d, dtype):
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        scales = blockwise.read_scalars(body, nb, dtype, "block scales")
+        bits = body[nb * dtype.itemsize :]
+        self._check_body_size(bits, d)
+        return _unpack_signs(bits, scales, block, d, dtype)
