@@ -58,20 +58,33 @@ def check_dtype(dtype) -> np.dtype:
     return dt
 
 
-def check_vector(x) -> np.ndarray:
-    """Validate an input vector: 1-D, float32/float64, finite; return it C-contiguous."""
+def raise_non_finite(x: np.ndarray) -> None:
+    """Raise the ValueError that names the first NaN/Inf entry of ``x`` (if there is one)."""
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(
+            f"vector has {bad.size} non-finite entries (first at index {bad[0]}: {x[bad[0]]}); "
+            "compressors take finite values only"
+        )
+
+
+def check_vector(x, finite: bool = True) -> np.ndarray:
+    """Validate an input vector: 1-D, float32/float64 and (unless ``finite=False``) finite.
+
+    Returns it C-contiguous. Operators whose kernels detect NaN/Inf on their own pass
+    ``finite=False`` and call `raise_non_finite` when their kernel reports one.
+    """
     if getattr(x, "ndim", None) != 1:
         raise ValueError(f"expected a flat 1-D vector, got shape {getattr(x, 'shape', None)}")
     check_dtype(x.dtype)
     if x.size > MAX_DIM:
         raise ValueError(f"dimension {x.size} exceeds the wire format's limit {MAX_DIM}")
     x = np.ascontiguousarray(x)
-    if x.size and not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x))
-        raise ValueError(
-            f"vector has {bad.size} non-finite entries (first at index {bad[0]}: {x[bad[0]]}); "
-            "compressors take finite values only"
-        )
+    if finite and x.size:
+        from .kernels import active, all_finite
+
+        if not (all_finite(x) if active() else np.isfinite(x).all()):
+            raise_non_finite(x)
     return x
 
 
@@ -88,6 +101,8 @@ class Compressor:
     fixed_size: ClassVar[bool] = True
     #: bytes of operator-specific header fields after the common 8-byte header
     extra_header: ClassVar[int] = 0
+    #: the compiled kernel reports NaN/Inf itself, so encode skips the separate scan
+    kernel_checks_finite: ClassVar[bool] = False
 
     # -- contract ------------------------------------------------------------------------------
     def encode(self, x, rng: Optional[np.random.Generator] = None) -> Payload:
@@ -102,16 +117,16 @@ class Compressor:
         """
         from ..backend import to_host
 
-        x = check_vector(to_host(x))
+        from .kernels import active
+
+        x = check_vector(to_host(x), finite=not (self.kernel_checks_finite and active()))
         if self.randomised and rng is None:
             raise ValueError(f"{self.spec()} is randomised: pass rng=np.random.Generator")
         extra, body, nbits = self._encode_body(x, rng)
         header = HEADER.pack(MAGIC, self.code, DTYPE_CODES[x.dtype], 0, x.size)
-        buf = np.empty(HEADER_BYTES + len(extra) + body.size, dtype=np.uint8)
-        buf[:HEADER_BYTES] = np.frombuffer(header, np.uint8)
-        buf[HEADER_BYTES : HEADER_BYTES + len(extra)] = np.frombuffer(extra, np.uint8)
-        buf[HEADER_BYTES + len(extra) :] = body
-        return Payload(buf, int(nbits))
+        parts = [np.frombuffer(header + extra, np.uint8)]
+        parts += list(body) if isinstance(body, (list, tuple)) else [body]
+        return Payload(np.concatenate(parts), int(nbits))
 
     def decode(self, buf, d: int, dtype=np.float32) -> np.ndarray:
         """Reconstruct the compressed vector of length ``d`` from ``buf``; raise DecodeError."""
@@ -122,7 +137,7 @@ class Compressor:
                 f"{self.spec()}: buffer of {buf.size} bytes is shorter than its "
                 f"{HEADER_BYTES + self.extra_header}-byte header"
             )
-        magic, code, dcode, _flags, dim = HEADER.unpack_from(buf.tobytes()[:HEADER_BYTES])
+        magic, code, dcode, _flags, dim = HEADER.unpack_from(buf[:HEADER_BYTES].tobytes())
         if magic != MAGIC:
             raise DecodeError(f"{self.spec()}: bad magic byte 0x{magic:02x} (expected 0x{MAGIC:02x})")
         if code != self.code:
@@ -158,7 +173,7 @@ class Compressor:
 
     def __call__(self, x, rng: Optional[np.random.Generator] = None) -> np.ndarray:
         """The operator's value C(x): ``decode(encode(x))``."""
-        x = check_vector(np.asarray(x))
+        x = check_vector(np.asarray(x), finite=False)
         return self.decode(self.encode(x, rng).buffer, x.size, x.dtype)
 
     # -- to implement ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import DecodeError
+from .base import DecodeError, raise_non_finite
 
 
 def effective_block(d: int, block: int) -> int:
@@ -26,6 +26,12 @@ def norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
     summation order differs from NumPy's only in the last bits.
     """
     pcode = 0 if np.isinf(p) else int(p)
+    if kernels.HAVE_NUMBA and pcode == 0:
+        if x.size == 0:
+            return np.zeros(0)
+        utype = np.uint32 if x.itemsize == 4 else np.uint64
+        mask = utype(np.iinfo(utype).max >> 1)
+        return kernels.block_absmax_bits(x.view(utype), block, mask).view(x.dtype).astype(np.float64)
     if kernels.HAVE_NUMBA:
         return kernels.block_norms(x, block, pcode)
     nb = -(-x.size // block)
@@ -37,6 +43,15 @@ def norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
     if pcode == 1:
         return rows.sum(axis=1)
     return rows.max(axis=1)
+
+
+def finite_norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
+    """`norms`, raising the non-finite-entry error if a norm is NaN/Inf (NaN/Inf propagate)."""
+    nu = norms(x, block, p)
+    if not np.isfinite(nu).all():
+        raise_non_finite(x)
+        raise ValueError(f"the ℓ{p:g} norm of a block overflows {x.dtype}: rescale the vector")
+    return nu
 
 
 def round_up(values: np.ndarray, dtype) -> np.ndarray:

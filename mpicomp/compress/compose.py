@@ -73,6 +73,8 @@ class Composition(Compressor):
     def _encode_body(self, x, rng):
         idx, extra_a = self.outer.select(x, rng)
         extra_b, body_b, bits_b = self.inner._encode_body(np.ascontiguousarray(x[idx]), rng)
+        if isinstance(body_b, (list, tuple)):
+            body_b = np.concatenate(body_b)
         length = INNER_BITS.pack(bits_b) if self._len_field else b""
         extra = extra_a + extra_b + length
         if self.outer.shared:

@@ -73,6 +73,7 @@ class Dither(Compressor):
     code = 4
     unbiased = True
     randomised = True
+    kernel_checks_finite = True
 
     def __init__(self, p=2, s: int = 1, block: int = 0, coder: str = "dense"):
         self.p = _check_p(p)
@@ -124,7 +125,7 @@ class Dither(Compressor):
         key = draw_key(rng)
         x, block = self._prepare(x)
         d = x.size
-        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        nu = blockwise.round_up(blockwise.finite_norms(x, block, self.p), x.dtype)
         with np.errstate(divide="ignore"):
             scale = np.where(nu > 0, self.s / nu.astype(np.float64), 0.0)
         head = blockwise.scalar_bytes(nu)
@@ -137,7 +138,7 @@ class Dither(Compressor):
         else:
             levels, negative = self._levels(x, scale, block, key)
             fields = pack_fields(levels | (negative.astype(np.uint32) << (self.width - 1)), self.width)
-        return b"", np.concatenate([head, fields]), head.size * 8 + d * self.width
+        return b"", [head, fields], head.size * 8 + d * self.width
 
     def _levels(self, x, scale, block, key):
         """Levels and sign flags, vectorised (the reference of `kernels.dither_levels`)."""
@@ -155,7 +156,7 @@ class Dither(Compressor):
         stream = np.zeros(-(-nbits // 8), dtype=np.uint8)
         elias_levels_encode(lv, negative.astype(np.uint8), stream)
         nnz = int(np.count_nonzero(lv))
-        return NNZ.pack(nnz), np.concatenate([head, stream]), head.size * 8 + nbits
+        return NNZ.pack(nnz), [head, stream], head.size * 8 + nbits
 
     def _decode_body(self, extra, body, d, dtype):
         block = blockwise.effective_block(d, self.block)
@@ -275,7 +276,7 @@ class TernGrad(Dither):
             return super()._encode_body(x, rng)
         key = draw_key(rng)
         x, block = self._prepare(x)
-        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        nu = blockwise.round_up(blockwise.finite_norms(x, block, self.p), x.dtype)
         with np.errstate(divide="ignore"):
             scale = np.where(nu > 0, 1.0 / nu.astype(np.float64), 0.0)
         levels, negative = self._levels(x, scale, block, key)
@@ -284,7 +285,7 @@ class TernGrad(Dither):
         padded[: x.size] = trits
         packed = (padded.reshape(-1, 5) * (3 ** np.arange(5))).sum(axis=1).astype(np.uint8)
         head = blockwise.scalar_bytes(nu)
-        return b"", np.concatenate([head, packed]), self.body_bits(x.size, x.dtype)
+        return b"", [head, packed], self.body_bits(x.size, x.dtype)
 
     def _decode_body(self, extra, body, d, dtype):
         if self.pack == "bits":
@@ -317,6 +318,7 @@ class NaturalDither(Compressor):
     code = 9
     unbiased = True
     randomised = True
+    kernel_checks_finite = True
 
     def __init__(self, p=2, s: int = 8, block: int = 0):
         self.p = _check_p(p)
@@ -345,7 +347,7 @@ class NaturalDither(Compressor):
         key = draw_key(rng)
         d = x.size
         block = blockwise.effective_block(d, self.block)
-        nu = blockwise.round_up(blockwise.norms(x, block, self.p), x.dtype)
+        nu = blockwise.round_up(blockwise.finite_norms(x, block, self.p), x.dtype)
         with np.errstate(divide="ignore"):
             inv = np.where(nu > 0, 1.0 / nu.astype(np.float64), 0.0)
         if kernels.active():
@@ -362,7 +364,7 @@ class NaturalDither(Compressor):
             neg = (x < 0) & (lev > 0)
             fields = pack_fields(lev | (neg.astype(np.uint32) << (self.width - 1)), self.width)
         head = blockwise.scalar_bytes(nu)
-        return b"", np.concatenate([head, fields]), self.body_bits(d, x.dtype)
+        return b"", [head, fields], self.body_bits(d, x.dtype)
 
     def _decode_body(self, extra, body, d, dtype):
         block = blockwise.effective_block(d, self.block)

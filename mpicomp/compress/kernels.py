@@ -81,39 +81,150 @@ def splitmix(key, counter):
     return z ^ (z >> np.uint64(31))
 
 
+CHUNK = 2048  # fields per chunk: 2048·w bits is a whole number of 32-bit words for any w
+
+EXP32 = np.uint32(0x7F800000)
+EXP64 = np.uint64(0x7FF0000000000000)
+
+
+@njit
+def all_finite(x):
+    """True if no entry of the float32/float64 vector is NaN or ±Inf (exponent bits all ones)."""
+    if x.itemsize == 4:
+        bits = x.view(np.uint32)
+        worst = np.uint32(0)
+        for j in range(bits.size):
+            worst = max(worst, bits[j] & EXP32)
+        return worst != EXP32
+    bits64 = x.view(np.uint64)
+    worst64 = np.uint64(0)
+    for j in range(bits64.size):
+        worst64 = max(worst64, bits64[j] & EXP64)
+    return worst64 != EXP64
+
+
 # --- norms -----------------------------------------------------------------------------------
 @njit_fast
+def _norm2(x, lo, hi):
+    xs = x[lo:hi]  # loops from 0 vectorise: Numba adds no negative-index checks
+    acc = 0.0
+    for j in range(xs.size):
+        v = np.float64(xs[j])
+        acc += v * v
+    return math.sqrt(acc)
+
+
+@njit_fast
+def _norm1(x, lo, hi):
+    xs = x[lo:hi]
+    acc = 0.0
+    for j in range(xs.size):
+        acc += abs(np.float64(xs[j]))
+    return acc
+
+
+@njit
+def block_absmax_bits(bits, block, mask):
+    """Per block, the max of the sign-cleared bit patterns (``mask`` clears the sign bit).
+
+    For non-negative IEEE floats integer order is value order, and NaN/Inf patterns exceed every
+    finite one, so viewing the result as floats gives max|x_B| with NaN/Inf propagated.
+    """
+    d = bits.size
+    nb = (d + block - 1) // block
+    out = np.empty_like(bits[:nb])
+    for b in range(nb):
+        bs = bits[b * block : min(d, (b + 1) * block)]
+        worst = bs[0] & mask
+        for j in range(bs.size):
+            worst = max(worst, bs[j] & mask)
+        out[b] = worst
+    return out
+
+
+@njit
 def block_norms(x, block, p):
-    """‖x_B‖_p of each block (p = 1, 2 or 0 for ∞), accumulated in float64."""
+    """‖x_B‖_p of each block (p = 1 or 2), accumulated in float64."""
     d = x.size
     nb = (d + block - 1) // block
     out = np.empty(nb, dtype=np.float64)
     for b in range(nb):
         lo = b * block
         hi = min(lo + block, d)
-        acc = 0.0
-        if p == 2:
-            for j in range(lo, hi):
-                v = np.float64(x[j])
-                acc += v * v
-            out[b] = math.sqrt(acc)
-        elif p == 1:
-            for j in range(lo, hi):
-                acc += abs(np.float64(x[j]))
-            out[b] = acc
-        else:
-            for j in range(lo, hi):
-                v = abs(np.float64(x[j]))
-                if v > acc:
-                    acc = v
-            out[b] = acc
+        out[b] = _norm2(x, lo, hi) if p == 2 else _norm1(x, lo, hi)
     return out
+# --- random words and field packing, one chunk at a time -------------------------------------
+@njit
+def _chunk_words(key, start, n, words64):
+    """Random words of coordinates start … start+n−1 (start even), as a uint32 view."""
+    base = start >> 1
+    for m in range((n + 1) >> 1):
+        words64[m] = splitmix(key, base + m)
+    return words64.view(np.uint32)
+
+
+@njit
+def _pack_chunk(fields, n, width, out, bit0):
+    """Pack n fields of ``width`` bits at stream bit ``bit0`` (a multiple of 8) of ``out``."""
+    pos = bit0 >> 3
+    if width == 1 or width == 2 or width == 4 or width == 8:
+        per = 8 // width
+        for i in range((n * width + 7) >> 3):
+            byte = np.uint32(0)
+            for k in range(per):
+                j = i * per + k
+                if j < n:
+                    byte |= fields[j] << np.uint32(k * width)
+            out[pos + i] = np.uint8(byte)
+        return
+    acc = np.uint64(0)
+    nacc = 0
+    for i in range(n):
+        acc |= np.uint64(fields[i]) << np.uint64(nacc)
+        nacc += width
+        if nacc >= 32:
+            out[pos] = np.uint8(acc & np.uint64(0xFF))
+            out[pos + 1] = np.uint8((acc >> np.uint64(8)) & np.uint64(0xFF))
+            out[pos + 2] = np.uint8((acc >> np.uint64(16)) & np.uint64(0xFF))
+            out[pos + 3] = np.uint8((acc >> np.uint64(24)) & np.uint64(0xFF))
+            pos += 4
+            acc >>= np.uint64(32)
+            nacc -= 32
+    while nacc > 0:
+        out[pos] = np.uint8(acc & np.uint64(0xFF))
+        acc >>= np.uint64(8)
+        nacc -= 8
+        pos += 1
+
+
+@njit
+def _unpack_chunk(buf, bit0, n, width, fields):
+    """Read n fields of ``width`` bits starting at stream bit ``bit0`` (a multiple of 8)."""
+    pos = bit0 >> 3
+    if width == 1 or width == 2 or width == 4 or width == 8:
+        per = 8 // width
+        mask = np.uint32((1 << width) - 1)
+        for j in range(n):
+            i = j // per
+            fields[j] = (np.uint32(buf[pos + i]) >> np.uint32((j - i * per) * width)) & mask
+        return
+    acc = np.uint64(0)
+    nacc = 0
+    mask = (np.uint64(1) << np.uint64(width)) - U1
+    for i in range(n):
+        while nacc < width:
+            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
+            pos += 1
+            nacc += 8
+        fields[i] = np.uint32(acc & mask)
+        acc >>= np.uint64(width)
+        nacc -= width
 
 
 # --- signs -----------------------------------------------------------------------------------
 @njit
 def sign_pack(x, out):
-    """Bit j of ``out`` = 1 where x[j] < 0 (sign(0) = +1)."""
+    """Bit j of ``out`` = 1 where x[j] < 0 (sign(0) = +1); returns False if x has NaN/Inf."""
     d = x.size
     full = d // 8
     for i in range(full):
@@ -133,38 +244,21 @@ def sign_pack(x, out):
         for j in range(8 * full, d):
             byte |= (x[j] < 0) << (j - 8 * full)
         out[full] = byte
+    return all_finite(x)
 
 
 @njit
 def sign_unpack(buf, scales, block, out):
-    """out[j] = scales[j // block] · (−1 if bit j else +1)."""
+    """out[j] = scales[block of j] · (−1 if bit j else +1)."""
     d = out.size
-    for j0 in range(0, d, 8):
-        byte = buf[j0 // 8]
-        for k in range(min(8, d - j0)):
-            j = j0 + k
-            s = scales[j // block]
-            out[j] = -s if (byte >> k) & 1 else s
-
-
-# --- generic b-bit field writer --------------------------------------------------------------
-@njit
-def _flush(out, pos, acc, nacc):
-    while nacc >= 8:
-        out[pos] = acc & np.uint64(0xFF)
-        acc >>= np.uint64(8)
-        nacc -= 8
-        pos += 1
-    return pos, acc, nacc
-
-
-@njit
-def _finish(out, pos, acc, nacc):
-    while nacc > 0:
-        out[pos] = acc & np.uint64(0xFF)
-        acc >>= np.uint64(8)
-        nacc -= 8
-        pos += 1
+    for b in range(scales.size):
+        s = scales[b]
+        two_s = s + s
+        lo = np.uint64(b * block)
+        ob = out[b * block : min(d, (b + 1) * block)]
+        for i in range(ob.size):
+            j = lo + np.uint64(i)
+            ob[i] = s - two_s * ((buf[j >> np.uint64(3)] >> (j & np.uint64(7))) & np.uint8(1))
 
 
 # --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------
@@ -173,63 +267,62 @@ def dither_levels(x, scale, block, s, key, width, out):
     """Signed-level fields ``level | sign << (width − 1)`` packed into ``out``.
 
     ``level = ⌊t⌋ + [word32_j < frac(t)·2³²]`` with ``t = |x_j|·scale[block]``, capped at s;
-    the sign bit is set only for non-zero levels. Returns the number of non-zero levels.
+    the sign bit is set only for non-zero levels.
     """
     d = x.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    nnz = 0
-    h = np.uint64(0)
-    sbit = np.uint64(1) << np.uint64(width - 1)
-    for j in range(d):
-        if (j & 1) == 0:
-            h = splitmix(key, j >> 1)
-            w = h & LOW32
-        else:
-            w = h >> np.uint64(32)
-        v = np.float64(x[j])
-        t = abs(v) * scale[j // block]
-        lev = int(t)
-        if np.float64(w) < (t - lev) * 4294967296.0:
-            lev += 1
-        if lev > s:
-            lev = s
-        f = np.uint64(lev)
-        if lev > 0:
-            nnz += 1
-            if v < 0:
-                f |= sbit
-        acc |= f << np.uint64(nacc)
-        nacc += width
-        if nacc >= 32:
-            pos, acc, nacc = _flush(out, pos, acc, nacc)
-    _finish(out, pos, acc, nacc)
-    return nnz
+    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    sbit = np.uint32(1) << np.uint32(width - 1)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        words = _chunk_words(key, c0, n, words64)
+        j = c0
+        while j < c0 + n:  # runs of one block inside the chunk
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            sc = scale[b]
+            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
+            for i in range(xs.size):
+                v = np.float64(xs[i])
+                t = abs(v) * sc
+                lev = np.int64(t)
+                lev += np.float64(np.int64(ws[i])) < (t - lev) * 4294967296.0
+                lev = min(lev, s)
+                fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
+            j = stop
+        _pack_chunk(fields, n, width, out, c0 * width)
 
 
 @njit
 def dither_values(buf, unit, block, s, width, out):
     """Decode signed-level fields: out[j] = ±level·unit[block]; returns −1 or the first bad j."""
     d = out.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    mask = (np.uint64(1) << np.uint64(width - 1)) - U1
-    sbit = np.uint64(1) << np.uint64(width - 1)
-    for j in range(d):
-        while nacc < width:
-            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
-            pos += 1
-            nacc += 8
-        f = acc & (mask | sbit)
-        acc >>= np.uint64(width)
-        nacc -= width
-        lev = f & mask
-        if lev > np.uint64(s) or (lev == 0 and (f & sbit) != 0):
-            return j
-        val = np.float64(lev) * unit[j // block]
-        out[j] = -val if (f & sbit) != 0 else val
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
+    shift = np.uint32(width - 1)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        bad = False
+        j = c0
+        while j < c0 + n:
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            u = unit[b]
+            fs, os = fields[j - c0 : stop - c0], out[j:stop]
+            for i in range(fs.size):
+                f = fs[i]
+                lev = f & mask
+                neg = f >> shift
+                bad |= (lev > s) | ((lev == 0) & (neg != 0))
+                val = np.float64(lev) * u
+                os[i] = val - 2.0 * val * neg
+            j = stop
+        if bad:
+            for i in range(n):
+                f = fields[i]
+                if (f & mask) > s or ((f & mask) == 0 and (f >> shift) != 0):
+                    return c0 + i
     return -1
 
 
@@ -239,31 +332,28 @@ def natural_pack32(bits, key, out):
     """C_nat of float32 bit patterns: fields ``sign << 8 | exponent'`` (9 bits).
 
     Rounds the exponent up with probability mantissa/2²³ (the top 23 bits of the word decide,
-    so the probability is exact). Returns the index of an overflow to exponent 255, or −1.
+    so the probability is exact). Returns the first index whose input is NaN/Inf or whose
+    exponent would round up to 255, or −1.
     """
     d = bits.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    h = np.uint64(0)
-    for j in range(d):
-        if (j & 1) == 0:
-            h = splitmix(key, j >> 1)
-            w = h & LOW32
-        else:
-            w = h >> np.uint64(32)
-        b = np.uint64(bits[j])
-        e = (b >> np.uint64(23)) & np.uint64(0xFF)
-        m = b & np.uint64(0x7FFFFF)
-        if (w >> np.uint64(9)) < m:
-            e += U1
-        if e == np.uint64(0xFF):
-            return j
-        acc |= (((b >> np.uint64(31)) << np.uint64(8)) | e) << np.uint64(nacc)
-        nacc += 9
-        if nacc >= 32:
-            pos, acc, nacc = _flush(out, pos, acc, nacc)
-    _finish(out, pos, acc, nacc)
+    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        words = _chunk_words(key, c0, n, words64)
+        worst = np.uint32(0)
+        bc = bits[c0 : c0 + n]
+        for i in range(n):
+            b = bc[i]
+            e = (b >> np.uint32(23)) & np.uint32(0xFF)
+            e += np.uint32((words[i] >> np.uint32(9)) < (b & np.uint32(0x7FFFFF)))
+            worst = max(worst, e)
+            fields[i] = ((b >> np.uint32(31)) << np.uint32(8)) | e
+        if worst >= 0xFF:
+            for i in range(n):
+                if (fields[i] & np.uint32(0xFF)) >= 0xFF:
+                    return c0 + i
+        _pack_chunk(fields, n, 9, out, c0 * 9)
     return -1
 
 
@@ -271,21 +361,21 @@ def natural_pack32(bits, key, out):
 def natural_unpack32(buf, out_bits):
     """Inverse of `natural_pack32` into float32 bit patterns; returns −1 or the first bad j."""
     d = out_bits.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    for j in range(d):
-        while nacc < 9:
-            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
-            pos += 1
-            nacc += 8
-        f = acc & np.uint64(0x1FF)
-        acc >>= np.uint64(9)
-        nacc -= 9
-        e = f & np.uint64(0xFF)
-        if e == np.uint64(0xFF):
-            return j
-        out_bits[j] = np.uint32(((f >> np.uint64(8)) << np.uint64(31)) | (e << np.uint64(23)))
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * 9, n, 9, fields)
+        worst = np.uint32(0)
+        oc = out_bits[c0 : c0 + n]
+        for i in range(n):
+            f = fields[i]
+            e = f & np.uint32(0xFF)
+            worst = max(worst, e)
+            oc[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
+        if worst == 0xFF:
+            for i in range(n):
+                if (fields[i] & np.uint32(0xFF)) == 0xFF:
+                    return c0 + i
     return -1
 
 
@@ -294,63 +384,60 @@ def natural_unpack32(buf, out_bits):
 def natural_dither_levels(x, inv_norm, block, s, key, width, out):
     """Level index L ∈ {0…s} (value 2^(L−s), 0 for L = 0) with unbiased rounding, plus sign."""
     d = x.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    h = np.uint64(0)
-    sbit = np.uint64(1) << np.uint64(width - 1)
+    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    sbit = np.uint32(1) << np.uint32(width - 1)
     bottom = 2.0 ** (s - 1)  # 1 / 2^(1−s)
-    for j in range(d):
-        if (j & 1) == 0:
-            h = splitmix(key, j >> 1)
-            w = h & LOW32
-        else:
-            w = h >> np.uint64(32)
-        v = np.float64(x[j])
-        y = min(abs(v) * inv_norm[j // block], 1.0)
-        lev = 0
-        if y > 0.0:
-            m, ex = math.frexp(y)  # y = m·2^ex, m ∈ [0.5, 1)
-            lev = ex - 1 + s
-            if lev >= 1:
-                prob = 2.0 * m - 1.0
-            else:
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        words = _chunk_words(key, c0, n, words64)
+        j = c0
+        while j < c0 + n:
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            inv = inv_norm[b]
+            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
+            for i in range(xs.size):
+                v = np.float64(xs[i])
+                y = min(abs(v) * inv, 1.0)
                 lev = 0
-                prob = y * bottom
-            if np.float64(w) < prob * 4294967296.0:
-                lev += 1
-        f = np.uint64(lev)
-        if lev > 0 and v < 0:
-            f |= sbit
-        acc |= f << np.uint64(nacc)
-        nacc += width
-        if nacc >= 32:
-            pos, acc, nacc = _flush(out, pos, acc, nacc)
-    _finish(out, pos, acc, nacc)
+                if y > 0.0:
+                    m, ex = math.frexp(y)  # y = m·2^ex, m ∈ [0.5, 1)
+                    lev = ex - 1 + s
+                    if lev >= 1:
+                        prob = 2.0 * m - 1.0
+                    else:
+                        lev = 0
+                        prob = y * bottom
+                    if np.float64(np.int64(ws[i])) < prob * 4294967296.0:
+                        lev += 1
+                f = np.uint32(lev)
+                if lev > 0 and v < 0:
+                    f |= sbit
+                fs[i] = f
+            j = stop
+        _pack_chunk(fields, n, width, out, c0 * width)
 
 
 @njit
 def natural_dither_values(buf, norm, block, s, width, out):
     """Decode natural-dithering fields: ±2^(L−s)·norm[block]; returns −1 or the first bad j."""
     d = out.size
-    acc = np.uint64(0)
-    nacc = 0
-    pos = 0
-    mask = (np.uint64(1) << np.uint64(width - 1)) - U1
-    sbit = np.uint64(1) << np.uint64(width - 1)
-    for j in range(d):
-        while nacc < width:
-            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
-            pos += 1
-            nacc += 8
-        f = acc & (mask | sbit)
-        acc >>= np.uint64(width)
-        nacc -= width
-        lev = int(f & mask)
-        if lev > s or (lev == 0 and (f & sbit) != 0):
-            return j
-        val = 0.0 if lev == 0 else math.ldexp(norm[j // block], lev - s)
-        out[j] = -val if (f & sbit) != 0 else val
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
+    shift = np.uint32(width - 1)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        for i in range(n):
+            f = fields[i]
+            lev = int(f & mask)
+            neg = (f >> shift) != 0
+            if lev > s or (lev == 0 and neg):
+                return c0 + i
+            j = c0 + i
+            val = 0.0 if lev == 0 else math.ldexp(norm[j // block], lev - s)
+            out[j] = -val if neg else val
     return -1
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import Compressor, DecodeError
+from .base import Compressor, DecodeError, raise_non_finite
 from .bitpack import check_padding, pack_fields, unpack_fields
 from .counter_rng import draw_key, words32, words64
 
@@ -38,6 +38,7 @@ class Natural(Compressor):
     code = 10
     unbiased = True
     randomised = True
+    kernel_checks_finite = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return d * (1 + LAYOUT[np.dtype(dtype)][1])
@@ -62,10 +63,11 @@ class Natural(Compressor):
             else:
                 up = (words64(key, x.size) >> np.uint64(64 - mbits)) < m
             e = e + up.astype(utype)
-            over = e == top
+            over = e >= top
             bad = int(np.argmax(over)) if over.any() else -1
             out = pack_fields((((bits >> utype(8 * x.itemsize - 1)) << utype(ebits)) | e).astype(np.uint32), width)
         if bad >= 0:
+            raise_non_finite(x)
             raise ValueError(
                 f"natural: |x[{bad}]| = {abs(x[bad]):g} would round up past the largest finite "
                 f"power of two of {x.dtype}"

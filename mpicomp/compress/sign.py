@@ -11,14 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from . import blockwise, kernels
-from .base import Compressor, n_blocks, value_bits
+from .base import Compressor, n_blocks, raise_non_finite, value_bits
 from .bitpack import check_padding
 
 
 def _pack_signs(x: np.ndarray) -> np.ndarray:
     if kernels.active():
         out = np.empty(-(-x.size // 8), dtype=np.uint8)
-        kernels.sign_pack(x, out)
+        if not kernels.sign_pack(x, out):
+            raise_non_finite(x)
         return out
     return np.packbits(x < 0, bitorder="little")
 
@@ -40,6 +41,7 @@ class Sign(Compressor):
 
     name = "sign"
     code = 2
+    kernel_checks_finite = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return d
@@ -62,6 +64,7 @@ class ScaledSign(Compressor):
 
     name = "scaled_sign"
     code = 3
+    kernel_checks_finite = True
 
     def __init__(self, block: int = 0):
         if int(block) != block or block < 0:
@@ -79,11 +82,11 @@ class ScaledSign(Compressor):
 
     def _encode_body(self, x, rng):
         block = blockwise.effective_block(x.size, self.block)
-        l1 = blockwise.norms(x, block, 1)
+        l1 = blockwise.finite_norms(x, block, 1)
         sizes = np.minimum(block, x.size - block * np.arange(l1.size))
         scales = (l1 / np.maximum(sizes, 1)).astype(x.dtype)
         head = blockwise.scalar_bytes(scales)
-        return b"", np.concatenate([head, _pack_signs(x)]), self.body_bits(x.size, x.dtype)
+        return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
 
     def _decode_body(self, extra, body, d, dtype):
         block = blockwise.effective_block(d, self.block)
