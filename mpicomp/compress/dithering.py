@@ -66,7 +66,8 @@ class Dither(Compressor):
     Variance: ω = √b − 1 (p = 2) and (√b − 1)/2 (p = ∞) for s = 1 (tight, DIANA's α_p), else
     min(b/s², √b/s) for p = 2 (QSGD Lemma 3.1), min(b/(4s²), (1 + √b)/(2s)) for p = ∞ and
     min(b²/(4s²), b/s) for p = 1, with b the block length. The uniforms have 2⁻³² resolution,
-    so the rounding probability of each level is exact to within 2⁻³².
+    so the rounding probability of each level is exact to within 2⁻³² (up to the float64
+    round-off of ``t + u``).
     """
 
     name = "dither"
@@ -143,9 +144,7 @@ class Dither(Compressor):
     def _levels(self, x, scale, block, key):
         """Levels and sign flags, vectorised (the reference of `kernels.dither_levels`)."""
         t = np.abs(x).astype(np.float64) * blockwise.per_element(scale, block, x.size)
-        lev = t.astype(np.int64)
-        lev += words32(key, x.size).astype(np.float64) < (t - lev) * 4294967296.0
-        np.minimum(lev, self.s, out=lev)
+        lev = np.minimum((t + words32(key, x.size) * 2.0**-32).astype(np.int64), self.s)
         return lev.astype(np.uint32), (x < 0) & (lev > 0)
 
     def _elias_body(self, head, levels, negative):
@@ -213,7 +212,7 @@ class QSGD(Dither):
         super().__init__(p=2, s=s, block=block, coder=coder)
 
     def spec(self) -> str:
-        return super().spec().replace("dither:p=2,", "qsgd:")
+        return super().spec().replace(":p=2,", ":", 1)
 
 
 class TernGrad(Dither):

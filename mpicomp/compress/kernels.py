@@ -70,6 +70,7 @@ GAMMA = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
 LOW32 = np.uint64(0xFFFFFFFF)
+INV_2_32 = 2.0**-32
 
 
 @njit
@@ -266,7 +267,7 @@ def sign_unpack(buf, scales, block, out):
 def dither_levels(x, scale, block, s, key, width, out):
     """Signed-level fields ``level | sign << (width − 1)`` packed into ``out``.
 
-    ``level = ⌊t⌋ + [word32_j < frac(t)·2³²]`` with ``t = |x_j|·scale[block]``, capped at s;
+    ``level = ⌊t + u_j⌋`` with ``t = |x_j|·scale[block]``, ``u_j = word32_j·2⁻³²``, capped at s;
     the sign bit is set only for non-zero levels.
     """
     d = x.size
@@ -285,9 +286,7 @@ def dither_levels(x, scale, block, s, key, width, out):
             for i in range(xs.size):
                 v = np.float64(xs[i])
                 t = abs(v) * sc
-                lev = np.int64(t)
-                lev += np.float64(np.int64(ws[i])) < (t - lev) * 4294967296.0
-                lev = min(lev, s)
+                lev = min(np.int64(t + np.float64(np.int64(ws[i])) * INV_2_32), s)
                 fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
             j = stop
         _pack_chunk(fields, n, width, out, c0 * width)
