@@ -348,9 +348,11 @@ def natural_pack32(bits, key, out):
             e += np.uint32((words[i] >> np.uint32(9)) < (b & np.uint32(0x7FFFFF)))
             worst = max(worst, e)
             fields[i] = ((b >> np.uint32(31)) << np.uint32(8)) | e
-        if worst >= 0xFF:
+        if worst >= 0xFF:  # NaN/Inf input (exponent 255) or rounding up to 255
             for i in range(n):
-                if (fields[i] & np.uint32(0xFF)) >= 0xFF:
+                b = bc[i]
+                e = (b >> np.uint32(23)) & np.uint32(0xFF)
+                if e == 0xFF or (e == 0xFE and (words[i] >> np.uint32(9)) < (b & np.uint32(0x7FFFFF))):
                     return c0 + i
         _pack_chunk(fields, n, 9, out, c0 * 9)
     return -1

@@ -24,7 +24,7 @@ OPERATORS: dict[str, type[Compressor]] = {
 
 def parameters(name: str) -> list[str]:
     """The keyword parameters that operator ``name`` accepts."""
-    return [p for p in inspect.signature(OPERATORS[name].__init__).parameters if p != "self"]
+    return list(inspect.signature(OPERATORS[name]).parameters)
 
 
 def _value(text: str):
