@@ -128,8 +128,15 @@ class Compressor:
         parts += list(body) if isinstance(body, (list, tuple)) else [body]
         return Payload(np.concatenate(parts), int(nbits))
 
-    def decode(self, buf, d: int, dtype=np.float32) -> np.ndarray:
-        """Reconstruct the compressed vector of length ``d`` from ``buf``; raise DecodeError."""
+    def decode(self, buf, d: int, dtype=np.float32, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Reconstruct the compressed vector of length ``d`` from ``buf``; raise DecodeError.
+
+        Parameters
+        ----------
+        out : numpy.ndarray, optional
+            A C-contiguous vector of ``d`` values of ``dtype`` to write into (reused buffers
+            avoid page-faulting a fresh array on every call); returned.
+        """
         buf = self._as_bytes(buf)
         dtype = check_dtype(dtype)
         if buf.size < HEADER_BYTES + self.extra_header:
@@ -153,7 +160,13 @@ class Compressor:
             raise DecodeError(f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}")
         extra = buf[HEADER_BYTES : HEADER_BYTES + self.extra_header].tobytes()
         body = buf[HEADER_BYTES + self.extra_header :]
-        return self._decode_body(extra, body, d, dtype)
+        if out is not None and (out.shape != (d,) or out.dtype != dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, got {out.dtype}{out.shape}")
+        result = self._decode_body(extra, body, d, dtype, out)
+        if out is not None and result is not out:
+            out[...] = result
+            return out
+        return result
 
     def nbytes_max(self, d: int, dtype=np.float32) -> int:
         """Upper bound of ``len(buffer)`` for any vector of dimension ``d``."""
@@ -191,10 +204,15 @@ class Compressor:
     def _encode_body(self, x: np.ndarray, rng) -> tuple[bytes, np.ndarray, int]:  # pragma: no cover
         raise NotImplementedError
 
-    def _decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype) -> np.ndarray:  # pragma: no cover
+    def _decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype, out=None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
     # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _output(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
+        """``out`` if the caller gave one, else a new array of ``d`` values."""
+        return np.empty(d, dtype=dtype) if out is None else out
+
     def _as_bytes(self, buf) -> np.ndarray:
         from ..backend import to_host
 

@@ -25,7 +25,7 @@ class Identity(Compressor):
     def _encode_body(self, x, rng):
         return b"", x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy(), x.size * value_bits(x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, self.body_bits(d, dtype))
         return body.view(dtype.newbyteorder("<")).astype(dtype)
 
@@ -54,7 +54,7 @@ class FP16(Compressor):
             raise ValueError(f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}")
         return b"", x.astype("<f2").view(np.uint8), 16 * x.size
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
         half = body.view("<f2")
         if not np.isfinite(half).all():
@@ -90,7 +90,7 @@ class BF16(Compressor):
             raise ValueError("bf16: a value rounds past the largest finite bfloat16")
         return b"", rounded.astype("<u2").view(np.uint8), 16 * x.size
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
         bits = body.view("<u2").astype(np.uint32)
         if ((bits & 0x7F80) == 0x7F80).any():

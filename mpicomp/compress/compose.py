@@ -82,7 +82,7 @@ class Composition(Compressor):
         section, nib = pack_indices(idx, x.size)
         return extra, append_bits(section, nib, body_b, bits_b), nib + bits_b
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         k = self.outer.k_of(d)
         na = self.outer.extra_header
         extra_a, extra_b = extra[:na], extra[na : na + self.inner.extra_header]

@@ -157,7 +157,7 @@ class Dither(Compressor):
         nnz = int(np.count_nonzero(lv))
         return NNZ.pack(nnz), [head, stream], head.size * 8 + nbits
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms")
@@ -168,7 +168,7 @@ class Dither(Compressor):
         nbits = d * self.width
         self._check_body_size(fields, nbits)
         check_padding(fields, nbits)
-        out = np.empty(d, dtype=dtype)
+        out = self._output(out, d, dtype)
         if kernels.active():
             bad = kernels.dither_values(fields, unit, block, self.s, self.width, out)
             if bad >= 0:
@@ -286,9 +286,9 @@ class TernGrad(Dither):
         head = blockwise.scalar_bytes(nu)
         return b"", [head, packed], self.body_bits(x.size, x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         if self.pack == "bits":
-            return super()._decode_body(extra, body, d, dtype)
+            return super()._decode_body(extra, body, d, dtype, out)
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms")
@@ -310,7 +310,9 @@ class NaturalDither(Compressor):
     Notes
     -----
     ω = 1/8 + b^(1/r)·2^(1−s)·min(1, b^(1/r)·2^(1−s)), r = min(p, 2) (Horváth et al. 2019,
-    Theorem 7). Level index L is sent in ⌈log₂(s+1)⌉ bits plus a sign bit.
+    Theorem 7). Level index L is sent in ⌈log₂(s+1)⌉ bits plus a sign bit. Between the
+    levels 2^(L−s) and 2^(L+1−s) the rounding probability is the mantissa of y = |x|/ν over
+    2⁵², decided exactly by an integer comparison with the coordinate's 32-bit word.
     """
 
     name = "natural_dither"
@@ -354,25 +356,26 @@ class NaturalDither(Compressor):
             kernels.natural_dither_levels(x, inv, block, self.s, np.uint64(key), self.width, fields)
         else:
             y = np.minimum(np.abs(x).astype(np.float64) * blockwise.per_element(inv, block, d), 1.0)
-            m, ex = np.frexp(y)
-            lev = ex.astype(np.int64) - 1 + self.s
+            yb = y.view(np.uint64)
+            lev = (yb >> np.uint64(52)).astype(np.int64) - 1023 + self.s
+            w = words32(key, d).astype(np.uint64)
             top = lev >= 1
-            prob = np.where(top, 2.0 * m - 1.0, y * 2.0 ** (self.s - 1))
-            lev = np.where(top, lev, 0) + (words32(key, d).astype(np.float64) < prob * 4294967296.0)
-            lev = np.where(y > 0, lev, 0).astype(np.uint32)
+            up_top = (w << np.uint64(20)) < (yb & np.uint64((1 << 52) - 1))
+            up_bottom = w * 2.0**-32 < y * 2.0 ** (self.s - 1)
+            lev = np.where(top, lev + up_top, up_bottom).astype(np.uint32)
             neg = (x < 0) & (lev > 0)
             fields = pack_fields(lev | (neg.astype(np.uint32) << (self.width - 1)), self.width)
         head = blockwise.scalar_bytes(nu)
         return b"", [head, fields], self.body_bits(d, x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
         fields = body[nb * dtype.itemsize :]
         self._check_body_size(fields, d * self.width)
         check_padding(fields, d * self.width)
-        out = np.empty(d, dtype=dtype)
+        out = self._output(out, d, dtype)
         if kernels.active():
             bad = kernels.natural_dither_values(fields, nu, block, self.s, self.width, out)
         else:

@@ -66,6 +66,7 @@ def njit_fast(fn):
 
 
 U1 = np.uint64(1)
+MANT52 = np.uint64((1 << 52) - 1)
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX2 = np.uint64(0x94D049BB133111EB)
@@ -170,17 +171,44 @@ def _pack_chunk(fields, n, width, out, bit0):
     pos = bit0 >> 3
     if width == 1 or width == 2 or width == 4 or width == 8:
         per = 8 // width
-        for i in range((n * width + 7) >> 3):
+        full = n // per
+        rows = fields[: full * per].reshape(full, per)
+        for i in range(full):
             byte = np.uint32(0)
             for k in range(per):
-                j = i * per + k
-                if j < n:
-                    byte |= fields[j] << np.uint32(k * width)
+                byte |= rows[i, k] << np.uint32(k * width)
             out[pos + i] = np.uint8(byte)
+        if n > full * per:
+            byte = np.uint32(0)
+            for j in range(full * per, n):
+                byte |= fields[j] << np.uint32((j - full * per) * width)
+            out[pos + full] = np.uint8(byte)
         return
+    start = 0
+    if width <= 16:  # 8 fields of w bits are exactly w bytes: pack them branch-free
+        groups = n >> 3
+        for g in range(groups):
+            lo = np.uint64(0)
+            hi = np.uint64(0)
+            for k in range(8):
+                f = np.uint64(fields[8 * g + k])
+                sh = k * width
+                if sh < 64:
+                    lo |= f << np.uint64(sh)
+                    if sh + width > 64:
+                        hi |= f >> np.uint64(64 - sh)
+                else:
+                    hi |= f << np.uint64(sh - 64)
+            base = pos + g * width
+            for b in range(min(8, width)):
+                out[base + b] = np.uint8((lo >> np.uint64(8 * b)) & np.uint64(0xFF))
+            for b in range(8, width):
+                out[base + b] = np.uint8((hi >> np.uint64(8 * (b - 8))) & np.uint64(0xFF))
+        start = groups * 8
+        pos += groups * width
     acc = np.uint64(0)
     nacc = 0
-    for i in range(n):
+    for i in range(start, n):
         acc |= np.uint64(fields[i]) << np.uint64(nacc)
         nacc += width
         if nacc >= 32:
@@ -205,14 +233,41 @@ def _unpack_chunk(buf, bit0, n, width, fields):
     if width == 1 or width == 2 or width == 4 or width == 8:
         per = 8 // width
         mask = np.uint32((1 << width) - 1)
-        for j in range(n):
-            i = j // per
-            fields[j] = (np.uint32(buf[pos + i]) >> np.uint32((j - i * per) * width)) & mask
+        full = n // per
+        rows = fields[: full * per].reshape(full, per)
+        for i in range(full):
+            byte = np.uint32(buf[pos + i])
+            for k in range(per):
+                rows[i, k] = (byte >> np.uint32(k * width)) & mask
+        for j in range(full * per, n):
+            fields[j] = (np.uint32(buf[pos + j // per]) >> np.uint32((j % per) * width)) & mask
         return
+    mask = (np.uint64(1) << np.uint64(width)) - U1
+    start = 0
+    if width <= 16:  # whole groups of 8 fields = w bytes
+        groups = n >> 3
+        for g in range(groups):
+            base = pos + g * width
+            lo = np.uint64(0)
+            hi = np.uint64(0)
+            for b in range(min(8, width)):
+                lo |= np.uint64(buf[base + b]) << np.uint64(8 * b)
+            for b in range(8, width):
+                hi |= np.uint64(buf[base + b]) << np.uint64(8 * (b - 8))
+            for k in range(8):
+                sh = k * width
+                if sh + width <= 64:
+                    f = lo >> np.uint64(sh)
+                elif sh >= 64:
+                    f = hi >> np.uint64(sh - 64)
+                else:
+                    f = (lo >> np.uint64(sh)) | (hi << np.uint64(64 - sh))
+                fields[8 * g + k] = np.uint32(f & mask)
+        start = groups * 8
+        pos += groups * width
     acc = np.uint64(0)
     nacc = 0
-    mask = (np.uint64(1) << np.uint64(width)) - U1
-    for i in range(n):
+    for i in range(start, n):
         while nacc < width:
             acc |= np.uint64(buf[pos]) << np.uint64(nacc)
             pos += 1
@@ -250,16 +305,29 @@ def sign_pack(x, out):
 
 @njit
 def sign_unpack(buf, scales, block, out):
-    """out[j] = scales[block of j] · (−1 if bit j else +1)."""
+    """out[j] = scales[block of j] · (−1 if bit j else +1).
+
+    Each byte expands through a 256 × 8 table of ±1 (one scale: of ±scale), then blocks are
+    scaled in place.
+    """
     d = out.size
-    for b in range(scales.size):
-        s = scales[b]
-        two_s = s + s
-        lo = np.uint64(b * block)
-        ob = out[b * block : min(d, (b + 1) * block)]
-        for i in range(ob.size):
-            j = lo + np.uint64(i)
-            ob[i] = s - two_s * ((buf[j >> np.uint64(3)] >> (j & np.uint64(7))) & np.uint8(1))
+    one = scales[0] if scales.size == 1 else 1.0  # several blocks: scaled afterwards
+    table = np.empty((256, 8), dtype=out.dtype)
+    for v in range(256):
+        for k in range(8):
+            table[v, k] = -one if (v >> k) & 1 else one
+    full = d >> 3
+    rows = out[: full * 8].reshape(full, 8)
+    for i in range(full):
+        rows[i, :] = table[buf[i]]
+    for j in range(full * 8, d):
+        out[j] = table[buf[j >> 3], j & 7]
+    if scales.size > 1:
+        for b in range(scales.size):
+            ob = out[b * block : min(d, (b + 1) * block)]
+            sc = scales[b]
+            for i in range(ob.size):
+                ob[i] *= sc
 
 
 # --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------
@@ -389,6 +457,7 @@ def natural_dither_levels(x, inv_norm, block, s, key, width, out):
     fields = np.empty(CHUNK, dtype=np.uint32)
     sbit = np.uint32(1) << np.uint32(width - 1)
     bottom = 2.0 ** (s - 1)  # 1 / 2^(1−s)
+    ybuf = np.empty(CHUNK, dtype=np.float64)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
         words = _chunk_words(key, c0, n, words64)
@@ -398,24 +467,20 @@ def natural_dither_levels(x, inv_norm, block, s, key, width, out):
             stop = min(c0 + n, (b + 1) * block)
             inv = inv_norm[b]
             xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
+            ys = ybuf[: xs.size]
             for i in range(xs.size):
-                v = np.float64(xs[i])
-                y = min(abs(v) * inv, 1.0)
-                lev = 0
-                if y > 0.0:
-                    m, ex = math.frexp(y)  # y = m·2^ex, m ∈ [0.5, 1)
-                    lev = ex - 1 + s
-                    if lev >= 1:
-                        prob = 2.0 * m - 1.0
-                    else:
-                        lev = 0
-                        prob = y * bottom
-                    if np.float64(np.int64(ws[i])) < prob * 4294967296.0:
-                        lev += 1
-                f = np.uint32(lev)
-                if lev > 0 and v < 0:
-                    f |= sbit
-                fs[i] = f
+                ys[i] = min(abs(np.float64(xs[i])) * inv, 1.0)
+            ybits = ys.view(np.uint64)
+            for i in range(xs.size):
+                y = ys[i]
+                yb = ybits[i]
+                lev = np.int64(yb >> np.uint64(52)) - 1023 + s  # ⌊log₂ y⌋ + s for normal y
+                w = np.uint64(ws[i])
+                if lev >= 1:  # between 2^(L−s) and 2^(L+1−s): P(up) = mantissa / 2⁵²
+                    lev += (w << np.uint64(20)) < (yb & MANT52)
+                else:  # between 0 and 2^(1−s): P(up) = y·2^(s−1)
+                    lev = np.int64(np.float64(np.int64(w)) * INV_2_32 < y * bottom)
+                fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (xs[i] < 0)))
             j = stop
         _pack_chunk(fields, n, width, out, c0 * width)
 
@@ -427,18 +492,32 @@ def natural_dither_values(buf, norm, block, s, width, out):
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
     shift = np.uint32(width - 1)
+    values = np.zeros((norm.size, (1 << (width - 1))))  # per block: level → 2^(L−s)·ν, 0
+    for b in range(norm.size):
+        for lev in range(1, s + 1):
+            values[b, lev] = math.ldexp(norm[b], lev - s)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
         _unpack_chunk(buf, c0 * width, n, width, fields)
-        for i in range(n):
-            f = fields[i]
-            lev = int(f & mask)
-            neg = (f >> shift) != 0
-            if lev > s or (lev == 0 and neg):
-                return c0 + i
-            j = c0 + i
-            val = 0.0 if lev == 0 else math.ldexp(norm[j // block], lev - s)
-            out[j] = -val if neg else val
+        bad = False
+        j = c0
+        while j < c0 + n:
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            fs, os, table = fields[j - c0 : stop - c0], out[j:stop], values[b]
+            for i in range(fs.size):
+                f = fs[i]
+                lev = f & mask
+                neg = f >> shift
+                bad |= (lev > s) | ((lev == 0) & (neg != 0))
+                val = table[lev & mask]
+                os[i] = val - 2.0 * val * neg
+            j = stop
+        if bad:
+            for i in range(n):
+                f = fields[i]
+                if (f & mask) > s or ((f & mask) == 0 and (f >> shift) != 0):
+                    return c0 + i
     return -1
 
 

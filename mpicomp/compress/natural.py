@@ -74,13 +74,13 @@ class Natural(Compressor):
             )
         return b"", out, x.size * width
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         utype, ebits, mbits = LAYOUT[dtype]
         width = 1 + ebits
         self._check_body_size(body, d * width)
         check_padding(body, d * width)
         if kernels.active() and dtype == np.float32:
-            out = np.empty(d, dtype=np.uint32)
+            out = self._output(out, d, dtype).view(np.uint32)
             bad = kernels.natural_unpack32(body, out)
         else:
             f = unpack_fields(body, width, d).astype(utype)

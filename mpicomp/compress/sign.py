@@ -24,11 +24,11 @@ def _pack_signs(x: np.ndarray) -> np.ndarray:
     return np.packbits(x < 0, bitorder="little")
 
 
-def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype) -> np.ndarray:
+def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, out=None) -> np.ndarray:
     check_padding(bits, d)
     scales = scales.astype(dtype)
     if kernels.active():
-        out = np.empty(d, dtype=dtype)
+        out = Compressor._output(out, d, dtype)
         kernels.sign_unpack(bits, scales, block, out)
         return out
     negative = np.unpackbits(bits, count=d, bitorder="little").astype(bool)
@@ -49,9 +49,9 @@ class Sign(Compressor):
     def _encode_body(self, x, rng):
         return b"", _pack_signs(x), x.size
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, d)
-        return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype)
+        return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype, out)
 
 
 class ScaledSign(Compressor):
@@ -88,10 +88,10 @@ class ScaledSign(Compressor):
         head = blockwise.scalar_bytes(scales)
         return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         scales = blockwise.read_scalars(body, nb, dtype, "block scales")
         bits = body[nb * dtype.itemsize :]
         self._check_body_size(bits, d)
-        return _unpack_signs(bits, scales, block, d, dtype)
+        return _unpack_signs(bits, scales, block, d, dtype, out)

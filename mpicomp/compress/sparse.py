@@ -153,7 +153,7 @@ class Sparsifier(Compressor):
         section, nib = pack_indices(idx, x.size)
         return extra, append_bits(vals, nvb, section, nib), nvb + nib
 
-    def _decode_body(self, extra, body, d, dtype):
+    def _decode_body(self, extra, body, d, dtype, out=None):
         k = self.k_of(d)
         nbits = self.body_bits(d, dtype)
         self._check_body_size(body, nbits)
