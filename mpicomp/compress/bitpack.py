@@ -24,6 +24,12 @@ def pack_fields(values: np.ndarray, width: int) -> np.ndarray:
         raise ValueError(f"field width {width} not in 1..32")
     v = np.asarray(values)
     n = v.size
+    from . import kernels
+
+    if kernels.active() and width not in (8, 16, 32):
+        out = np.zeros(packed_nbytes(n, width), dtype=np.uint8)
+        kernels.pack_uint(v.astype(np.uint32), width, out)
+        return out
     if width == 8:
         return v.astype(np.uint8)
     if width in (16, 32):
@@ -50,6 +56,12 @@ def unpack_fields(buf: np.ndarray, width: int, n: int) -> np.ndarray:
     if buf.size < need:
         raise DecodeError(f"bit-packed field area truncated: {buf.size} bytes, need {need}")
     buf = buf[:need]
+    from . import kernels
+
+    if kernels.active() and width not in (8, 16, 32):
+        out = np.empty(n, dtype=np.uint32)
+        kernels.unpack_uint(buf, width, out)
+        return out if width > 8 else out.astype(np.uint8)
     if width == 8:
         return buf.copy()
     if width in (16, 32):

@@ -99,4 +99,4 @@ class Composition(Compressor):
             values = self.inner._decode_body(extra_b, inner_body, k, dtype)
         except DecodeError as exc:
             raise DecodeError(f"{self.spec()}: {exc}") from exc
-        return self.outer.expand(idx, values, d, dtype)
+        return self.outer.expand(idx, values, d, dtype, out)

@@ -277,6 +277,18 @@ def _unpack_chunk(buf, bit0, n, width, fields):
         nacc -= width
 
 
+@njit
+def pack_uint(fields, width, out):
+    """`bitpack.pack_fields` compiled: all of ``fields`` (uint32) at bit 0 of ``out``."""
+    _pack_chunk(fields, fields.size, width, out, 0)
+
+
+@njit
+def unpack_uint(buf, width, fields):
+    """`bitpack.unpack_fields` compiled: ``fields.size`` fields from bit 0 of ``buf``."""
+    _unpack_chunk(buf, 0, fields.size, width, fields)
+
+
 # --- signs -----------------------------------------------------------------------------------
 @njit
 def sign_pack(x, out):
@@ -305,29 +317,24 @@ def sign_pack(x, out):
 
 @njit
 def sign_unpack(buf, scales, block, out):
-    """out[j] = scales[block of j] · (−1 if bit j else +1).
-
-    Each byte expands through a 256 × 8 table of ±1 (one scale: of ±scale), then blocks are
-    scaled in place.
-    """
+    """out[j] = scales[block of j] · (−1 if bit j else +1)."""
     d = out.size
-    one = scales[0] if scales.size == 1 else 1.0  # several blocks: scaled afterwards
-    table = np.empty((256, 8), dtype=out.dtype)
-    for v in range(256):
-        for k in range(8):
-            table[v, k] = -one if (v >> k) & 1 else one
-    full = d >> 3
-    rows = out[: full * 8].reshape(full, 8)
-    for i in range(full):
-        rows[i, :] = table[buf[i]]
-    for j in range(full * 8, d):
-        out[j] = table[buf[j >> 3], j & 7]
-    if scales.size > 1:
-        for b in range(scales.size):
-            ob = out[b * block : min(d, (b + 1) * block)]
-            sc = scales[b]
-            for i in range(ob.size):
-                ob[i] *= sc
+    for b in range(scales.size):
+        lo = b * block
+        hi = min(d, lo + block)
+        s = scales[b]
+        two_s = s + s
+        if lo % 8 == 0:  # byte-aligned block: expand whole bytes
+            full = (hi - lo) >> 3
+            rows = out[lo : lo + 8 * full].reshape(full, 8)
+            bytes_ = buf[lo >> 3 : (lo >> 3) + full]
+            for i in range(full):
+                byte = bytes_[i]
+                for k in range(8):
+                    rows[i, k] = s - two_s * ((byte >> k) & 1)
+            lo += 8 * full
+        for j in range(lo, hi):
+            out[j] = s - two_s * ((buf[j >> 3] >> (j & 7)) & 1)
 
 
 # --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------

@@ -138,9 +138,12 @@ class Sparsifier(Compressor):
     def indices_from(self, extra: bytes, section: np.ndarray, d: int) -> np.ndarray:
         return unpack_indices(section, self.k_of(d), d)
 
-    def expand(self, idx: np.ndarray, values: np.ndarray, d: int, dtype) -> np.ndarray:
-        """Dense vector with ``values`` at ``idx`` (scaled by d/k for RandK)."""
-        out = np.zeros(d, dtype=dtype)
+    def expand(self, idx: np.ndarray, values: np.ndarray, d: int, dtype, out=None) -> np.ndarray:
+        """Dense vector with ``values`` at ``idx`` (scaled by d/k for RandK), into ``out``."""
+        if out is None:
+            out = np.zeros(d, dtype=dtype)
+        else:
+            out.fill(0)
         out[idx] = values
         return out
 
@@ -163,7 +166,7 @@ class Sparsifier(Compressor):
         if not np.isfinite(vals).all():
             raise DecodeError(f"{self.spec()}: non-finite kept value: corrupted buffer")
         idx = self.indices_from(extra, bits_from(body, nvb), d)
-        return self.expand(idx, vals, d, dtype)
+        return self.expand(idx, vals, d, dtype, out)
 
 
 class TopK(Sparsifier):
@@ -204,6 +207,7 @@ class RandK(Sparsifier):
         return d / self.k_of(d) - 1 if d else 0.0
 
     def _indices(self, key: int, d: int) -> np.ndarray:
+        """A uniform random k-subset of range(d), sorted, as a pure function of ``key``."""
         gen = np.random.Generator(np.random.PCG64(key))
         return np.sort(gen.choice(d, size=self.k_of(d), replace=False, shuffle=False))
 
@@ -216,6 +220,6 @@ class RandK(Sparsifier):
             return self._indices(KEY.unpack(extra)[0], d)
         return super().indices_from(extra, section, d)
 
-    def expand(self, idx, values, d, dtype):
+    def expand(self, idx, values, d, dtype, out=None):
         scale = d / idx.size if idx.size else 0.0
-        return super().expand(idx, values.astype(np.float64) * scale, d, dtype)
+        return super().expand(idx, values.astype(np.float64) * scale, d, dtype, out)
