@@ -130,15 +130,18 @@ class Dither(Compressor):
         with np.errstate(divide="ignore"):
             scale = np.where(nu > 0, self.s / nu.astype(np.float64), 0.0)
         head = blockwise.scalar_bytes(nu)
-        if self.coder == "elias":
-            levels, negative = self._levels(x, scale, block, key)
-            return self._elias_body(head, levels, negative)
+        if self.coder == "elias" and not kernels.active():
+            return self._elias_body(head, *self._levels(x, scale, block, key))
         fields = np.zeros(-(-d * self.width // 8), dtype=np.uint8)
         if kernels.active():
             kernels.dither_levels(x, scale, block, self.s, np.uint64(key), self.width, fields)
         else:
             levels, negative = self._levels(x, scale, block, key)
             fields = pack_fields(levels | (negative.astype(np.uint32) << (self.width - 1)), self.width)
+        if self.coder == "elias":
+            stream = np.zeros(-(-(self.max_body_bits(d, x.dtype) - head.size * 8) // 8), dtype=np.uint8)
+            nbits, nnz = kernels.elias_from_fields(fields, d, self.width, stream)
+            return NNZ.pack(nnz), [head, stream[: -(-nbits // 8)]], head.size * 8 + nbits
         return b"", [head, fields], head.size * 8 + d * self.width
 
     def _levels(self, x, scale, block, key):
@@ -164,7 +167,7 @@ class Dither(Compressor):
         unit = nu.astype(np.float64) / self.s
         fields = body[nb * dtype.itemsize :]
         if self.coder == "elias":
-            return self._decode_elias(extra, fields, d, dtype, unit, block)
+            return self._decode_elias(extra, fields, d, dtype, unit, block, out)
         nbits = d * self.width
         self._check_body_size(fields, nbits)
         check_padding(fields, nbits)
@@ -184,13 +187,12 @@ class Dither(Compressor):
         out[:] = np.where(neg, -val, val)
         return out
 
-    def _decode_elias(self, extra, stream, d, dtype, unit, block):
+    def _decode_elias(self, extra, stream, d, dtype, unit, block, out=None):
         (nnz,) = NNZ.unpack(extra)
         if nnz > d:
             raise DecodeError(f"{self.spec()}: header claims {nnz} non-zeros in dimension {d}")
-        levels = np.zeros(d, dtype=np.int64)
-        negative = np.zeros(d, dtype=np.uint8)
-        used = kernels.elias_levels_decode(stream, nnz, stream.size * 8, self.s, levels, negative)
+        out = self._output(out, d, dtype)
+        used = kernels.elias_decode_values(stream, nnz, stream.size * 8, self.s, unit, block, out)
         if used < 0:
             raise DecodeError(f"{self.spec()}: Elias stream truncated or malformed")
         if -(-used // 8) != stream.size:
@@ -198,8 +200,7 @@ class Dither(Compressor):
                 f"{self.spec()}: Elias stream has {stream.size} bytes, its {nnz} codes use {used} bits"
             )
         check_padding(stream, used)
-        val = levels.astype(np.float64) * blockwise.per_element(unit, block, d)
-        return np.where(negative.astype(bool), -val, val).astype(dtype)
+        return out
 
 
 class QSGD(Dither):

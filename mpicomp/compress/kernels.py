@@ -612,23 +612,54 @@ def elias_levels_bits(levels):
 
 
 @njit
-def elias_levels_decode(buf, nnz, limit, s, levels, negative):
-    """Decode ``nnz`` Elias entries into levels/negative; return bits read or −1 if malformed."""
+def elias_from_fields(buf, d, width, out):
+    """The Elias stream of `elias_levels_encode`, read from packed signed-level fields.
+
+    ``out`` must be zero-filled and large enough (see ``Dither.max_body_bits``); returns
+    (bits written, non-zero count).
+    """
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
     pos = 0
     prev = -1
-    d = levels.size
+    nnz = 0
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        for i in range(n):
+            f = fields[i]
+            lev = f & mask
+            if lev != 0:
+                j = c0 + i
+                pos = write_gamma(out, pos, j - prev)
+                if f >> np.uint32(width - 1):
+                    out[pos >> 3] |= np.uint8(1 << (pos & 7))
+                pos += 1
+                pos = write_gamma(out, pos, np.int64(lev))
+                prev = j
+                nnz += 1
+    return pos, nnz
+
+
+@njit
+def elias_decode_values(buf, nnz, limit, s, unit, block, out):
+    """Decode ``nnz`` Elias entries straight into values ±level·unit[block] (``out`` zeroed
+    first); return the bits read, or −1 if the stream is truncated or malformed."""
+    out[:] = 0
+    pos = 0
+    prev = -1
+    d = out.size
     for _ in range(nnz):
         gap, pos = read_gamma(buf, pos, limit)
-        if pos < 0 or prev + gap >= d:
+        if pos < 0 or prev + gap >= d or pos >= limit:
             return -1
         j = prev + gap
-        if pos >= limit:
-            return -1
-        negative[j] = (buf[pos >> 3] >> (pos & 7)) & 1
+        negative = (buf[pos >> 3] >> (pos & 7)) & 1
         pos += 1
         lev, pos = read_gamma(buf, pos, limit)
         if pos < 0 or lev > s:
             return -1
-        levels[j] = lev
+        val = np.float64(lev) * unit[j // block]
+        out[j] = -val if negative else val
         prev = j
     return pos
