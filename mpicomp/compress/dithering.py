@@ -47,6 +47,27 @@ def _check_s(s) -> int:
     return int(s)
 
 
+def decode_signed_levels(op, fields, factor, nu, block, d, dtype, out):
+    """Values ±factor[ℓ]·ν_B of packed signed-level fields (shared by the dithering family)."""
+    nbits = d * op.width
+    op._check_body_size(fields, nbits)
+    check_padding(fields, nbits)
+    out = op._output(out, d, dtype)
+    if kernels.active():
+        bad = kernels.signed_level_values(fields, factor, nu, block, op.s, op.width, out)
+    else:
+        f = unpack_fields(fields, op.width, d).astype(np.int64)
+        lev = f & ((1 << (op.width - 1)) - 1)
+        neg = (f >> (op.width - 1)).astype(bool)
+        invalid = (lev > op.s) | (neg & (lev == 0))
+        bad = int(np.argmax(invalid)) if invalid.any() else -1
+        val = factor[np.minimum(lev, op.s)] * blockwise.per_element(nu, block, d)
+        out[:] = np.where(neg, -val, val)
+    if bad >= 0:
+        raise DecodeError(f"{op.spec()}: corrupted field at coordinate {bad}")
+    return out
+
+
 class Dither(Compressor):
     """Random dithering with ``s`` levels in the ℓ_p norm of each block (unbiased).
 
@@ -163,36 +184,19 @@ class Dither(Compressor):
     def _decode_body(self, extra, body, d, dtype, out=None):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms")
-        unit = nu.astype(np.float64) / self.s
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
         fields = body[nb * dtype.itemsize :]
+        factor = np.arange(self.s + 1) / self.s
         if self.coder == "elias":
-            return self._decode_elias(extra, fields, d, dtype, unit, block, out)
-        nbits = d * self.width
-        self._check_body_size(fields, nbits)
-        check_padding(fields, nbits)
-        out = self._output(out, d, dtype)
-        if kernels.active():
-            bad = kernels.dither_values(fields, unit, block, self.s, self.width, out)
-            if bad >= 0:
-                raise DecodeError(f"{self.spec()}: corrupted field at coordinate {bad}")
-            return out
-        f = unpack_fields(fields, self.width, d).astype(np.uint32)
-        lev = f & np.uint32((1 << (self.width - 1)) - 1)
-        neg = (f >> np.uint32(self.width - 1)).astype(bool)
-        bad = (lev > self.s) | (neg & (lev == 0))
-        if bad.any():
-            raise DecodeError(f"{self.spec()}: corrupted field at coordinate {int(np.argmax(bad))}")
-        val = lev.astype(np.float64) * blockwise.per_element(unit, block, d)
-        out[:] = np.where(neg, -val, val)
-        return out
+            return self._decode_elias(extra, fields, d, dtype, factor, nu, block, out)
+        return decode_signed_levels(self, fields, factor, nu, block, d, dtype, out)
 
-    def _decode_elias(self, extra, stream, d, dtype, unit, block, out=None):
+    def _decode_elias(self, extra, stream, d, dtype, factor, nu, block, out=None):
         (nnz,) = NNZ.unpack(extra)
         if nnz > d:
             raise DecodeError(f"{self.spec()}: header claims {nnz} non-zeros in dimension {d}")
         out = self._output(out, d, dtype)
-        used = kernels.elias_decode_values(stream, nnz, stream.size * 8, self.s, unit, block, out)
+        used = kernels.elias_decode_values(stream, nnz, stream.size * 8, self.s, factor, nu, block, out)
         if used < 0:
             raise DecodeError(f"{self.spec()}: Elias stream truncated or malformed")
         if -(-used // 8) != stream.size:
@@ -373,20 +377,5 @@ class NaturalDither(Compressor):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        fields = body[nb * dtype.itemsize :]
-        self._check_body_size(fields, d * self.width)
-        check_padding(fields, d * self.width)
-        out = self._output(out, d, dtype)
-        if kernels.active():
-            bad = kernels.natural_dither_values(fields, nu, block, self.s, self.width, out)
-        else:
-            f = unpack_fields(fields, self.width, d).astype(np.int64)
-            lev = f & ((1 << (self.width - 1)) - 1)
-            neg = (f >> (self.width - 1)).astype(bool)
-            badmask = (lev > self.s) | (neg & (lev == 0))
-            bad = int(np.argmax(badmask)) if badmask.any() else -1
-            val = np.where(lev > 0, np.ldexp(blockwise.per_element(nu, block, d), lev - self.s), 0.0)
-            out[:] = np.where(neg, -val, val)
-        if bad >= 0:
-            raise DecodeError(f"{self.spec()}: corrupted field at coordinate {bad}")
-        return out
+        factor = np.concatenate([[0.0], 2.0 ** np.arange(1 - self.s, 1)])  # ℓ → 2^(ℓ−s), 0 → 0
+        return decode_signed_levels(self, body[nb * dtype.itemsize :], factor, nu, block, d, dtype, out)

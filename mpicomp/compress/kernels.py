@@ -368,8 +368,13 @@ def dither_levels(x, scale, block, s, key, width, out):
 
 
 @njit
-def dither_values(buf, unit, block, s, width, out):
-    """Decode signed-level fields: out[j] = ±level·unit[block]; returns −1 or the first bad j."""
+def signed_level_values(buf, factor, norm, block, s, width, out):
+    """Decode signed-level fields: out[j] = ±factor[level]·norm[block of j].
+
+    ``factor`` maps a level to its share of the block norm (ℓ/s for dithering, 2^(ℓ−s) for
+    natural dithering). Returns −1, or the first coordinate whose field is impossible (a level
+    above s, or a sign bit on level 0).
+    """
     d = out.size
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
@@ -382,14 +387,14 @@ def dither_values(buf, unit, block, s, width, out):
         while j < c0 + n:
             b = j // block
             stop = min(c0 + n, (b + 1) * block)
-            u = unit[b]
+            nu = norm[b]
             fs, os = fields[j - c0 : stop - c0], out[j:stop]
             for i in range(fs.size):
                 f = fs[i]
-                lev = f & mask
+                lev = min(f & mask, np.uint32(s))
                 neg = f >> shift
-                bad |= (lev > s) | ((lev == 0) & (neg != 0))
-                val = np.float64(lev) * u
+                bad |= ((f & mask) > s) | ((lev == 0) & (neg != 0))
+                val = factor[lev] * nu
                 os[i] = val - 2.0 * val * neg
             j = stop
         if bad:
@@ -490,42 +495,6 @@ def natural_dither_levels(x, inv_norm, block, s, key, width, out):
                 fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (xs[i] < 0)))
             j = stop
         _pack_chunk(fields, n, width, out, c0 * width)
-
-
-@njit
-def natural_dither_values(buf, norm, block, s, width, out):
-    """Decode natural-dithering fields: ±2^(L−s)·norm[block]; returns −1 or the first bad j."""
-    d = out.size
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
-    shift = np.uint32(width - 1)
-    values = np.zeros((norm.size, (1 << (width - 1))))  # per block: level → 2^(L−s)·ν, 0
-    for b in range(norm.size):
-        for lev in range(1, s + 1):
-            values[b, lev] = math.ldexp(norm[b], lev - s)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * width, n, width, fields)
-        bad = False
-        j = c0
-        while j < c0 + n:
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            fs, os, table = fields[j - c0 : stop - c0], out[j:stop], values[b]
-            for i in range(fs.size):
-                f = fs[i]
-                lev = f & mask
-                neg = f >> shift
-                bad |= (lev > s) | ((lev == 0) & (neg != 0))
-                val = table[lev & mask]
-                os[i] = val - 2.0 * val * neg
-            j = stop
-        if bad:
-            for i in range(n):
-                f = fields[i]
-                if (f & mask) > s or ((f & mask) == 0 and (f >> shift) != 0):
-                    return c0 + i
-    return -1
 
 
 # --- top-k candidate filter ------------------------------------------------------------------
@@ -642,9 +611,9 @@ def elias_from_fields(buf, d, width, out):
 
 
 @njit
-def elias_decode_values(buf, nnz, limit, s, unit, block, out):
-    """Decode ``nnz`` Elias entries straight into values ±level·unit[block] (``out`` zeroed
-    first); return the bits read, or −1 if the stream is truncated or malformed."""
+def elias_decode_values(buf, nnz, limit, s, factor, norm, block, out):
+    """Decode ``nnz`` Elias entries straight into values ±factor[level]·norm[block] (``out``
+    zeroed first); return the bits read, or −1 if the stream is truncated or malformed."""
     out[:] = 0
     pos = 0
     prev = -1
@@ -659,7 +628,7 @@ def elias_decode_values(buf, nnz, limit, s, unit, block, out):
         lev, pos = read_gamma(buf, pos, limit)
         if pos < 0 or lev > s:
             return -1
-        val = np.float64(lev) * unit[j // block]
+        val = factor[lev] * norm[j // block]
         out[j] = -val if negative else val
         prev = j
     return pos
