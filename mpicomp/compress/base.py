@@ -139,6 +139,7 @@ class Compressor:
         """
         buf = self._as_bytes(buf)
         dtype = check_dtype(dtype)
+        d = int(d)
         if buf.size < HEADER_BYTES + self.extra_header:
             raise DecodeError(
                 f"{self.spec()}: buffer of {buf.size} bytes is shorter than its "
@@ -170,6 +171,7 @@ class Compressor:
 
     def nbytes_max(self, d: int, dtype=np.float32) -> int:
         """Upper bound of ``len(buffer)`` for any vector of dimension ``d``."""
+        d = int(d)
         return HEADER_BYTES + self.extra_header + -(-self.max_body_bits(d, dtype) // 8)
 
     def max_body_bits(self, d: int, dtype=np.float32) -> int:

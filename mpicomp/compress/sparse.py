@@ -29,7 +29,7 @@ SAMPLE = 16384
 
 def index_width(d: int) -> int:
     """Bits of one packed index into a vector of dimension d: ⌈log₂ d⌉ (at least 1)."""
-    return max(1, (d - 1).bit_length())
+    return max(1, (int(d) - 1).bit_length())
 
 
 def index_bits(k: int, d: int) -> int:

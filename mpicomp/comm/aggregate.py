@@ -1,0 +1,313 @@
+"""Compressed means and majority votes over a `Communicator`.
+
+Every aggregator turns each rank's vector into a compressed message, moves the bytes, and
+returns the same result on every rank, equal to a serial computation from the same payloads:
+decoded messages are summed in rank order in float64 and divided by the number of senders.
+
+- `ServerAggregator`: gather to a root, average, broadcast (raw, or re-compressed with a
+  downlink compressor); the root is a worker too, or a dedicated server that sends nothing.
+- `AllgatherAggregator`: every rank receives and decodes every message.
+- `TwoPhaseAggregator`: scatter-reduce then allgather, as compressed allreduces are built
+  (each rank owns one chunk: it averages the n compressed copies of that chunk, re-compresses
+  the average, and the re-compressed chunks are allgathered).
+- `MajorityVote`: sign(Σ_i sign(x_i)) with 1 bit a coordinate each way, through a server, by
+  allgather, or as a bit-sliced counter ``Allreduce`` with a user-defined MPI op.
+
+A failure on one rank (a payload of the wrong size, a corrupted buffer) is raised on every rank
+before anyone enters the next collective, so no rank hangs: sizes are exchanged before the data
+(`Communicator` checks them everywhere), buffers that every rank holds fail identically, and
+where one rank alone decodes (the server, a chunk owner) `collectively` shares its outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..compress import Compressor, get
+from ..compress.base import check_dtype
+from .communicator import Communicator
+
+VOTE_MODES = ("server", "allgather", "bitsliced")
+
+
+class AggregationError(RuntimeError):
+    """A rank failed inside an aggregation; raised identically on every rank."""
+
+
+@dataclass
+class Aggregate:
+    """Result of one aggregation on this rank.
+
+    Attributes
+    ----------
+    mean : numpy.ndarray
+        The aggregated vector, identical on every rank.
+    own : numpy.ndarray or None
+        This rank's own decoded message (what error feedback and DIANA's shifts need), when
+        asked for with ``own=True``; None on a dedicated server.
+    bits_up, bits_down : int
+        Information bits this rank sent towards the aggregate, and received back from it.
+    """
+
+    mean: np.ndarray
+    own: Optional[np.ndarray]
+    bits_up: int
+    bits_down: int
+
+
+def collectively(comm: Communicator, fn, *args):
+    """Run ``fn(*args)``; if it raises on any rank, raise AggregationError on every rank."""
+    try:
+        result, error = fn(*args), None
+    except (ValueError, TypeError) as exc:  # DecodeError and PayloadSizeError are ValueErrors
+        result, error = None, f"rank {comm.rank}: {type(exc).__name__}: {exc}"
+    errors = [e for e in comm.comm.allgather(error) if e]
+    if errors:
+        raise AggregationError("; ".join(errors))
+    return result
+
+
+def payload_bits(op: Compressor, buf: np.ndarray, d: int, dtype) -> int:
+    """Information bits of a received buffer: exact for fixed-size operators, whole bytes of
+    the body otherwise."""
+    if op.fixed_size:
+        return op.body_bits(d, dtype)
+    return 8 * (buf.size - op.nbytes_max(0, dtype))
+
+
+def mean_of(op: Compressor, payloads, d: int, dtype) -> tuple[np.ndarray, list]:
+    """Rank-order float64 mean of decoded payloads, and the decoded vectors."""
+    acc = np.zeros(d, dtype=np.float64)
+    decoded = []
+    for buf in payloads:
+        v = op.decode(buf, d, dtype)
+        acc += v
+        decoded.append(v)
+    return (acc / max(len(decoded), 1)).astype(dtype), decoded
+
+
+class Aggregator:
+    """Base: ``reduce(x, rng) -> Aggregate`` is collective (every rank calls it in lockstep)."""
+
+    def __init__(self, comm: Communicator, compressor):
+        self.comm = comm
+        self.op = get(compressor)
+
+    def expected_nbytes(self, d: int, dtype, op: Optional[Compressor] = None) -> Optional[int]:
+        op = op or self.op
+        return op.nbytes_max(d, dtype) if op.fixed_size else None
+
+    def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False) -> Aggregate:  # pragma: no cover
+        """Aggregate this rank's ``x`` (collective); ``own=True`` also decodes this rank's message."""
+        raise NotImplementedError
+
+
+class ServerAggregator(Aggregator):
+    """Gather compressed vectors on ``root``, average, broadcast.
+
+    Parameters
+    ----------
+    downlink : str or Compressor, optional
+        Re-compress the mean before the broadcast (bidirectional compression); default: send the
+        mean as it is (``identity``).
+    dedicated : bool
+        The root is a server only: it sends no vector and the mean is over the other ranks.
+    """
+
+    def __init__(self, comm, compressor, root: int = 0, downlink=None, dedicated: bool = False):
+        super().__init__(comm, compressor)
+        if not 0 <= root < comm.size:
+            raise ValueError(f"root={root} is not a rank of a communicator of size {comm.size}")
+        if dedicated and comm.size < 2:
+            raise ValueError("a dedicated server needs at least 2 ranks (1 server + workers)")
+        self.root = root
+        self.down = get(downlink or "identity")
+        self.dedicated = dedicated
+
+    def reduce(self, x, rng, own=False):
+        c = self.comm
+        dtype = check_dtype(x.dtype)
+        d = x.size
+        is_root = c.rank == self.root
+        sends = not (self.dedicated and is_root)
+        payload = self.op.encode(x, rng) if sends else None
+        want = self.expected_nbytes(d, dtype)
+        if want is not None:  # every rank checks every size before the data moves
+            want = [0 if (self.dedicated and r == self.root) else want for r in range(c.size)]
+        gathered = c.gatherv(payload.buffer if sends else np.empty(0, np.uint8), root=self.root, expected=want)
+
+        def average():
+            senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
+            return mean_of(self.op, [gathered[r] for r in senders], d, dtype)[0] if is_root else None
+
+        mean = collectively(c, average)
+        down = self.down.encode(mean, rng) if is_root else None
+        received = c.bcast(down.buffer if is_root else None, root=self.root)
+        result = self.down.decode(received, d, dtype)
+        mine = self.op.decode(payload.buffer, d, dtype) if (own and sends) else None
+        bits_down = down.nbits if is_root else payload_bits(self.down, received, d, dtype)
+        return Aggregate(result, mine, payload.nbits if sends else 0, bits_down)
+
+
+class AllgatherAggregator(Aggregator):
+    """Every rank receives every compressed vector and averages them itself."""
+
+    def reduce(self, x, rng, own=False):
+        dtype = check_dtype(x.dtype)
+        payload = self.op.encode(x, rng)
+        bufs = self.comm.allgatherv(payload.buffer, self.expected_nbytes(x.size, dtype))
+        mean, decoded = mean_of(self.op, bufs, x.size, dtype)  # same buffers, same outcome everywhere
+        return Aggregate(mean, decoded[self.comm.rank], payload.nbits, 0)
+
+
+class TwoPhaseAggregator(Aggregator):
+    """Scatter-reduce of compressed chunks, re-compression, allgather.
+
+    Rank q owns coordinates ``bounds[q]:bounds[q+1]`` (``numpy.array_split`` sizes). Each rank
+    encodes its n chunks (in chunk order, from its generator) and sends chunk q to rank q;
+    rank q averages the n decoded copies in rank order, encodes the average with ``downlink``
+    (default: the same operator) and the encoded averages are allgathered.
+    """
+
+    def __init__(self, comm, compressor, downlink=None):
+        super().__init__(comm, compressor)
+        self.down = get(downlink) if downlink is not None else self.op
+
+    def bounds(self, d: int) -> np.ndarray:
+        sizes = [len(c) for c in np.array_split(np.empty(d), self.comm.size)]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def reduce(self, x, rng, own=False):
+        c = self.comm
+        dtype = check_dtype(x.dtype)
+        b = self.bounds(x.size)
+        payloads = [self.op.encode(x[b[q] : b[q + 1]], rng) for q in range(c.size)]
+        received = c.alltoallv([p.buffer for p in payloads])
+        lo, hi = b[c.rank], b[c.rank + 1]
+
+        def reduce_chunk():
+            want = self.expected_nbytes(hi - lo, dtype)
+            bad = [r for r, buf in enumerate(received) if want is not None and buf.size != want]
+            if bad:
+                raise ValueError(f"chunk payload of {received[bad[0]].size} bytes from rank {bad[0]}, expected {want}")
+            return mean_of(self.op, received, hi - lo, dtype)[0]
+
+        chunk_mean = collectively(c, reduce_chunk)
+        down = self.down.encode(chunk_mean, rng)
+        bufs = c.allgatherv(down.buffer)
+
+        def assemble():
+            out = np.empty(x.size, dtype=dtype)
+            for q, buf in enumerate(bufs):
+                self.down.decode(buf, int(b[q + 1] - b[q]), dtype, out=out[b[q] : b[q + 1]])
+            return out
+
+        mine = None
+        if own:
+            mine = np.concatenate([self.op.decode(p.buffer, int(b[q + 1] - b[q]), dtype) for q, p in enumerate(payloads)])
+        down_bits = sum(payload_bits(self.down, buf, int(b[q + 1] - b[q]), dtype) for q, buf in enumerate(bufs))
+        return Aggregate(assemble(), mine, sum(p.nbits for p in payloads), down_bits)
+
+
+# --- majority vote -----------------------------------------------------------------------------
+def vote_from_counts(negatives: np.ndarray, n: int, dtype) -> np.ndarray:
+    """sign(Σ_i sign(x_i)) from the count of negative signs; a tie (2·count = n) votes +1,
+    the same rule as sign(0) = +1."""
+    return np.where(2 * negatives.astype(np.int64) > n, -1.0, 1.0).astype(dtype)
+
+
+def _add_bit_sliced(inbuf, inoutbuf, datatype) -> None:
+    """User-defined MPI op: inout ← in + inout for bit-sliced counters.
+
+    Each element of ``datatype`` is L uint64 words: bit-planes 0 … L−1 of the counters of 64
+    coordinates; the planes are added with a ripple-carry adder on whole words.
+    """
+    planes = datatype.Get_size() // 8
+    a = np.frombuffer(inbuf, dtype=np.uint64).reshape(-1, planes)
+    b = np.frombuffer(inoutbuf, dtype=np.uint64).reshape(-1, planes)
+    carry = np.zeros(a.shape[0], dtype=np.uint64)
+    for level in range(planes):
+        x, y = a[:, level], b[:, level].copy()  # y is overwritten below
+        partial = x ^ y
+        b[:, level] = partial ^ carry
+        carry = (x & y) | (carry & partial)
+
+
+class MajorityVote:
+    """sign(Σ_i sign(x_i)) on every rank, 1 bit a coordinate each way.
+
+    Parameters
+    ----------
+    mode : {"server", "allgather", "bitsliced"}
+        ``server``: sign bits gathered on ``root``, the vote broadcast as sign bits.
+        ``allgather``: every rank counts every rank's sign bits.
+        ``bitsliced``: an ``Allreduce`` of ⌈log₂(n+1)⌉ bit-planes per coordinate with a
+        user-defined op (`_add_bit_sliced`): L·d bits a message whatever n is.
+
+    Notes
+    -----
+    Ties (as many negative as non-negative signs, only possible for even n) vote +1.
+    References: Bernstein et al., "signSGD with majority vote is communication efficient and
+    fault tolerant", ICLR 2019.
+    """
+
+    def __init__(self, comm: Communicator, mode: str = "server", root: int = 0):
+        if mode not in VOTE_MODES:
+            raise ValueError(f"unknown vote mode {mode!r}: choose one of {', '.join(VOTE_MODES)}")
+        self.comm, self.mode, self.root = comm, mode, root
+        self.sign = get("sign")
+        self.planes = max(1, int(comm.size).bit_length())  # ⌈log₂(n+1)⌉
+        self._op = None
+        self._type = None
+
+    def _negatives(self, bufs, d):
+        count = np.zeros(d, dtype=np.int64)
+        for buf in bufs:
+            count += self.sign.decode(buf, d) < 0
+        return count
+
+    def vote(self, x: np.ndarray) -> Aggregate:
+        c = self.comm
+        dtype = check_dtype(x.dtype)
+        d = x.size
+        mine = self.sign.encode(x)
+        want = self.sign.nbytes_max(d)
+        if self.mode == "allgather":
+            bufs = c.allgatherv(mine.buffer, want)
+            return Aggregate(vote_from_counts(self._negatives(bufs, d), c.size, dtype), None, d, 0)
+        if self.mode == "server":
+            bufs = c.gatherv(mine.buffer, self.root, want)
+            is_root = c.rank == self.root
+            result = collectively(c, lambda: vote_from_counts(self._negatives(bufs, d), c.size, dtype) if is_root else None)
+            down = c.bcast(self.sign.encode(result).buffer if is_root else None, root=self.root)
+            return Aggregate(self.sign.decode(down, d, dtype), None, d, d)
+        return Aggregate(self._bit_sliced(mine.buffer, d, dtype), None, self.planes * d, 0)
+
+    def _bit_sliced(self, sign_payload, d, dtype):
+        from mpi4py import MPI
+
+        if self._op is None:
+            self._op = MPI.Op.Create(_add_bit_sliced, commute=True)
+            self._type = MPI.UINT64_T.Create_contiguous(self.planes).Commit()
+        words = -(-d // 64)
+        counters = np.zeros((words, self.planes), dtype=np.uint64)
+        bits = np.zeros(words * 8, dtype=np.uint8)
+        body = sign_payload[8:]  # the sign payload's body is the packed sign bits
+        bits[: body.size] = body
+        counters[:, 0] = bits.view("<u8")
+        total = self.comm.allreduce(counters, op=self._op, datatype=self._type)
+        count = np.zeros(d, dtype=np.int64)
+        for level in range(self.planes):
+            plane = np.unpackbits(total[:, level].astype("<u8").view(np.uint8), count=d, bitorder="little")
+            count += plane.astype(np.int64) << level
+        return vote_from_counts(count, self.comm.size, dtype)
+
+    def close(self) -> None:
+        """Free the user-defined op and datatype (bit-sliced mode)."""
+        if self._op is not None:
+            self._op.Free()
+            self._type.Free()
+            self._op = self._type = None

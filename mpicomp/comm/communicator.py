@@ -1,0 +1,237 @@
+"""Byte collectives over an ``MPI.Intracomm`` with traffic counters and network-model time.
+
+Every collective moves flat ``uint8`` buffers with mpi4py's upper-case (buffer) calls.
+Variable-size collectives exchange the sizes first, so every rank knows every message size: a
+rank whose message does not have the size the caller requires is reported on every rank with
+the same error, instead of a hang or a truncated receive.
+
+Counting convention (logical point-to-point traffic, independent of MPI's internal algorithm):
+a rank's message counts once in ``bytes_sent`` per rank that receives it, and ``bytes_received``
+counts the bytes of the other ranks' messages that reach this rank. Summed over ranks, sent
+equals received. ``Allreduce`` is counted as a ring allreduce moves it: 2(n−1)/n·m each way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..backend import get_xp, host_buffer
+from .netmodel import NetworkModel
+
+
+@dataclass
+class CallStats:
+    """Counters of one kind of call on one rank."""
+
+    calls: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+
+    def add(self, other: "CallStats") -> None:
+        self.calls += other.calls
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.seconds += other.seconds
+        self.model_seconds += other.model_seconds
+
+
+@dataclass
+class CommStats:
+    """Per-operation counters of a `Communicator` on this rank."""
+
+    by_op: dict = field(default_factory=lambda: defaultdict(CallStats))
+
+    def total(self) -> CallStats:
+        out = CallStats()
+        for s in self.by_op.values():
+            out.add(s)
+        return out
+
+    def reset(self) -> None:
+        self.by_op.clear()
+
+
+class PayloadSizeError(ValueError):
+    """A rank's message does not have the size the collective requires (raised on every rank)."""
+
+
+class Communicator:
+    """Byte collectives with counters.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm
+        The communicator to use (never a module-level COMM_WORLD).
+    network : str or NetworkModel, optional
+        Profile for simulated time (``"1gbe"``, ``"10gbe"``, ``"100gib"``,
+        ``"custom:alpha=…,beta=…"``); without one, ``model_seconds`` stays 0.
+    gpu_aware : bool
+        Hand CuPy buffers straight to MPI (CUDA-aware MPI); otherwise they are staged through
+        host memory after the stream is synchronised.
+    """
+
+    def __init__(self, comm, network: "str | NetworkModel | None" = None, gpu_aware: bool = False):
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.network = NetworkModel.get(network)
+        self.gpu_aware = gpu_aware
+        self.stats = CommStats()
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _record(self, op: str, t0: float, sent: int, received: int, model: float) -> None:
+        s = self.stats.by_op[op]
+        s.calls += 1
+        s.bytes_sent += int(sent)
+        s.bytes_received += int(received)
+        s.seconds += time.perf_counter() - t0
+        s.model_seconds += model
+
+    def _model(self, kind: str, *args) -> float:
+        return getattr(self.network, kind)(*args) if self.network else 0.0
+
+    def _bytes(self, buf) -> np.ndarray:
+        buf = host_buffer(buf, self.gpu_aware)
+        if buf.dtype != np.uint8 or buf.ndim != 1:
+            raise TypeError(f"byte collectives take flat uint8 buffers, got {buf.dtype}{buf.shape}")
+        return buf
+
+    def _empty(self, n: int, like) -> np.ndarray:
+        xp = get_xp(like) if self.gpu_aware else np
+        return xp.empty(n, dtype=np.uint8)
+
+    def sizes(self, nbytes: int) -> np.ndarray:
+        """Every rank's ``nbytes`` (an ``Allgather`` of one int64, not counted as traffic)."""
+        out = np.empty(self.size, dtype=np.int64)
+        self.comm.Allgather([np.array([nbytes], np.int64), self.MPI.INT64_T], [out, self.MPI.INT64_T])
+        return out
+
+    def check_sizes(self, sizes: np.ndarray, expected, what: str) -> None:
+        """Raise PayloadSizeError (on every rank: ``sizes`` is the same everywhere) on a mismatch.
+
+        ``expected`` is one size for all ranks, one per rank, or None (anything goes).
+        """
+        if expected is None:
+            return
+        want = np.broadcast_to(np.asarray(expected, dtype=np.int64), sizes.shape)
+        bad = np.flatnonzero(sizes != want)
+        if bad.size:
+            detail = ", ".join(f"rank {r}: {sizes[r]} bytes, expected {want[r]}" for r in bad[:8])
+            raise PayloadSizeError(f"{what}: payload of the wrong size from {detail}")
+
+    # -- collectives -----------------------------------------------------------------------
+    def allgatherv(self, buf, expected=None) -> list:
+        """Every rank's buffer, on every rank (``expected``: the size each must have)."""
+        t0 = time.perf_counter()
+        buf = self._bytes(buf)
+        sizes = self.sizes(buf.size)
+        self.check_sizes(sizes, expected, "allgatherv")
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        recv = self._empty(int(sizes.sum()), buf)
+        if self.size == 1:
+            recv[:] = buf
+        elif (sizes == sizes[0]).all():
+            self.comm.Allgather([buf, self.MPI.BYTE], [recv, self.MPI.BYTE])
+        else:
+            self.comm.Allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
+        others = int(sizes.sum() - sizes[self.rank])
+        self._record("allgatherv", t0, buf.size * (self.size - 1), others,
+                     self._model("allgather", self.size, int(sizes.max())))
+        return [recv[o : o + c] for o, c in zip(displs, sizes)]
+
+    def gatherv(self, buf, root: int = 0, expected=None) -> Optional[list]:
+        """All buffers on ``root`` (a list there, None elsewhere)."""
+        t0 = time.perf_counter()
+        buf = self._bytes(buf)
+        sizes = self.sizes(buf.size)
+        self.check_sizes(sizes, expected, "gatherv")
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        is_root = self.rank == root
+        recv = self._empty(int(sizes.sum()), buf) if is_root else None
+        if self.size == 1:
+            recv[:] = buf
+        else:
+            spec = [recv, sizes, displs, self.MPI.BYTE] if is_root else None
+            self.comm.Gatherv([buf, self.MPI.BYTE], spec, root=root)
+        sent = 0 if is_root else buf.size
+        received = int(sizes.sum() - sizes[root]) if is_root else 0
+        self._record("gatherv", t0, sent, received, self._model("gather", self.size, int(sizes.max())))
+        return [recv[o : o + c] for o, c in zip(displs, sizes)] if is_root else None
+
+    def bcast(self, buf, root: int = 0) -> np.ndarray:
+        """``root``'s buffer on every rank (other ranks pass None or anything)."""
+        t0 = time.perf_counter()
+        is_root = self.rank == root
+        if is_root:
+            buf = self._bytes(buf)
+        n = np.array([buf.size if is_root else 0], np.int64)
+        self.comm.Bcast([n, self.MPI.INT64_T], root=root)
+        out = buf if is_root else self._empty(int(n[0]), buf if buf is not None else np.empty(0, np.uint8))
+        if self.size > 1:
+            self.comm.Bcast([out, self.MPI.BYTE], root=root)
+        m = int(n[0])
+        self._record("bcast", t0, m * (self.size - 1) if is_root else 0, 0 if is_root else m,
+                     self._model("bcast", self.size, m))
+        return out
+
+    def alltoallv(self, bufs: Sequence) -> list:
+        """Personalised exchange: ``bufs[q]`` goes to rank q; returns what each rank sent here."""
+        t0 = time.perf_counter()
+        if len(bufs) != self.size:
+            raise ValueError(f"alltoallv needs one buffer per rank ({self.size}), got {len(bufs)}")
+        bufs = [self._bytes(b) for b in bufs]
+        send_sizes = np.array([b.size for b in bufs], dtype=np.int64)
+        recv_sizes = np.empty(self.size, dtype=np.int64)
+        self.comm.Alltoall([send_sizes, self.MPI.INT64_T], [recv_sizes, self.MPI.INT64_T])
+        sdispl = np.concatenate([[0], np.cumsum(send_sizes)[:-1]])
+        rdispl = np.concatenate([[0], np.cumsum(recv_sizes)[:-1]])
+        send = np.concatenate(bufs) if bufs else np.empty(0, np.uint8)
+        recv = self._empty(int(recv_sizes.sum()), send)
+        self.comm.Alltoallv([send, send_sizes, sdispl, self.MPI.BYTE], [recv, recv_sizes, rdispl, self.MPI.BYTE])
+        me = self.rank
+        biggest = max(int(send_sizes.max(initial=0)), int(recv_sizes.max(initial=0)))
+        self._record("alltoallv", t0, int(send_sizes.sum() - send_sizes[me]), int(recv_sizes.sum() - recv_sizes[me]),
+                     self._model("alltoall", self.size, biggest))
+        return [recv[o : o + c] for o, c in zip(rdispl, recv_sizes)]
+
+    def neighbor_allgatherv(self, graph_comm, buf, sources: Sequence[int], destinations: Sequence[int]) -> list:
+        """This rank's buffer to every out-neighbour of ``graph_comm``; returns one buffer per
+        in-neighbour, in the order of ``sources``."""
+        t0 = time.perf_counter()
+        buf = self._bytes(buf)
+        indeg = len(sources)
+        sizes = np.empty(indeg, dtype=np.int64)
+        graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T], [sizes, self.MPI.INT64_T])
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        recv = self._empty(int(sizes.sum()), buf)
+        graph_comm.Neighbor_allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
+        self._record("neighbor_allgatherv", t0, buf.size * len(destinations), int(sizes.sum()),
+                     self._model("neighbor", len(destinations), max(buf.size, int(sizes.max(initial=0)))))
+        return [recv[o : o + c] for o, c in zip(displs, sizes)]
+
+    def allreduce(self, array: np.ndarray, op=None, datatype=None) -> np.ndarray:
+        """``MPI.Allreduce`` of a numeric array (``op`` default SUM; a user-defined op needs
+        ``datatype``); counted as a ring allreduce moves it."""
+        t0 = time.perf_counter()
+        array = host_buffer(array, self.gpu_aware)
+        out = get_xp(array).empty_like(array) if self.gpu_aware else np.empty_like(array)
+        op = op or self.MPI.SUM
+        if datatype is None:
+            self.comm.Allreduce(array, out, op=op)
+        else:
+            count = array.nbytes // datatype.Get_size()
+            self.comm.Allreduce([array, count, datatype], [out, count, datatype], op=op)
+        m = array.nbytes
+        moved = 2 * (self.size - 1) * m // self.size
+        self._record("allreduce", t0, moved, moved, self._model("allreduce", self.size, m))
+        return out

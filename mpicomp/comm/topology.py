@@ -1,0 +1,506 @@
+"""Communication graphs, mixing matrices and neighbour exchange for gossip (SPEC §3.1).
+
+A `Topology` is an undirected graph on nodes ``0 … n−1`` (one node per MPI rank). It gives the
+symmetric doubly-stochastic mixing matrix ``W`` (Metropolis–Hastings or uniform weights) and its
+spectral gap ``δ_W = 1 − |λ₂(W)|``. Graphs come from `build` (``build("torus", 16, rows=2)``) or
+from a spec string with `get` (``get("erdos_renyi:p=0.3,seed=1", n)``, ``get("edges:g.txt", n)``).
+
+`Gossip` puts a topology on a `Communicator`: an MPI distributed-graph communicator, this rank's
+row of ``W``, `Gossip.exchange` (bytes to and from the neighbours) and `Gossip.mix` (one exact
+gossip averaging step ``x_i ← Σ_j w_ij x_j``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from ..backend import get_xp
+
+if TYPE_CHECKING:
+    from .communicator import Communicator
+
+WEIGHTS = ("metropolis", "uniform")
+
+
+def _check_n(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"a topology needs a whole number of nodes n ≥ 1, got {n!r}")
+    return int(n)
+
+
+@dataclass(frozen=True, repr=False)
+class Topology:
+    """An undirected simple graph on nodes ``0 … n−1``.
+
+    Parameters
+    ----------
+    kind : str
+        The builder's name (``"ring"``, ``"torus"``, …).
+    n : int
+        Number of nodes.
+    edges : sequence of (int, int)
+        Undirected edges; stored as sorted pairs ``(i, j)`` with ``i < j``, duplicates removed.
+        A self-loop or a node outside ``0 … n−1`` is a ValueError.
+    params : mapping
+        The builder's parameters (shown by `spec`; not compared).
+    """
+
+    kind: str
+    n: int
+    edges: tuple[tuple[int, int], ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    _nbrs: tuple = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = _check_n(self.n)
+        pairs = set()
+        for i, j in self.edges:
+            i, j = int(i), int(j)
+            if not (0 <= i < n and 0 <= j < n):
+                raise ValueError(f"{self.kind}: edge ({i}, {j}) has a node outside 0…{n - 1}")
+            if i == j:
+                raise ValueError(f"{self.kind}: self-loop ({i}, {i}) is not allowed")
+            pairs.add((min(i, j), max(i, j)))
+        nbrs: list[list[int]] = [[] for _ in range(n)]
+        for i, j in pairs:
+            nbrs[i].append(j)
+            nbrs[j].append(i)
+        object.__setattr__(self, "n", n)
+        object.__setattr__(self, "edges", tuple(sorted(pairs)))
+        object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "_nbrs", tuple(tuple(sorted(a)) for a in nbrs))
+
+    def __repr__(self) -> str:
+        return f"Topology({self.spec!r}, n={self.n}, {len(self.edges)} edges)"
+
+    @property
+    def spec(self) -> str:
+        """The spec string `get` turns back into this graph, e.g. ``"torus:rows=2,cols=4"``."""
+        args = ",".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}:{args}" if args else self.kind
+
+    def neighbors(self, i: int) -> list[int]:
+        """Neighbours of node ``i``, sorted."""
+        return list(self._nbrs[i])
+
+    def degree(self, i: int) -> int:
+        """Number of neighbours of node ``i``."""
+        return len(self._nbrs[i])
+
+    def degrees(self) -> np.ndarray:
+        """Degree of every node (int64, length n)."""
+        return np.array([len(a) for a in self._nbrs], dtype=np.int64)
+
+    def adjacency(self) -> np.ndarray:
+        """Dense symmetric boolean adjacency matrix (n × n, zero diagonal)."""
+        A = np.zeros((self.n, self.n), dtype=bool)
+        if self.edges:
+            i, j = np.array(self.edges).T
+            A[i, j] = A[j, i] = True
+        return A
+
+    def components(self) -> list[list[int]]:
+        """Connected components, each a sorted node list, largest first."""
+        seen = np.zeros(self.n, dtype=bool)
+        comps = []
+        for start in range(self.n):
+            if seen[start]:
+                continue
+            seen[start], stack, comp = True, [start], []
+            while stack:
+                u = stack.pop()
+                comp.append(u)
+                for v in self._nbrs[u]:
+                    if not seen[v]:
+                        seen[v] = True
+                        stack.append(v)
+            comps.append(sorted(comp))
+        return sorted(comps, key=lambda c: (-len(c), c[0]))
+
+    def is_connected(self) -> bool:
+        """True if every node can reach every other."""
+        return len(self.components()) == 1
+
+    def _edge_weight(self, i: int, j: int, weights: str) -> float:
+        if weights not in WEIGHTS:
+            raise ValueError(f"unknown mixing weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+        if weights == "metropolis":
+            return 1.0 / (1 + max(len(self._nbrs[i]), len(self._nbrs[j])))
+        return 1.0 / (1 + max(map(len, self._nbrs)))
+
+    def weight_row(self, i: int, weights: str = "metropolis") -> dict[int, float]:
+        """Row ``i`` of `mixing_matrix` as ``{j: w_ij}`` over the neighbours and ``i`` itself.
+
+        Equals ``mixing_matrix(weights)[i]`` bit for bit (``w_ii`` uses `math.fsum`).
+        """
+        self._edge_weight(i, i, weights)  # checks the name
+        row = {j: self._edge_weight(i, j, weights) for j in self._nbrs[i]}
+        row[i] = 1.0 - math.fsum(row.values())
+        return dict(sorted(row.items()))
+
+    def mixing_matrix(self, weights: str = "metropolis") -> np.ndarray:
+        """Symmetric doubly-stochastic mixing matrix ``W`` (n × n, float64).
+
+        Parameters
+        ----------
+        weights : {"metropolis", "uniform"}
+            ``"metropolis"``: ``w_ij = 1/(1 + max(deg_i, deg_j))`` on edges; ``"uniform"``:
+            ``w_ij = 1/(1 + d_max)`` on edges, ``d_max`` the largest degree. Either way
+            ``w_ii = 1 − Σ_{j≠i} w_ij`` (≥ 1/(1 + d_max) > 0) and ``w_ij = 0`` off the graph.
+        """
+        W = np.zeros((self.n, self.n))
+        self._edge_weight(0, 0, weights)  # checks the name
+        if weights == "metropolis":
+            for i, j in self.edges:
+                W[i, j] = W[j, i] = self._edge_weight(i, j, weights)
+        else:
+            W[self.adjacency()] = self._edge_weight(0, 0, weights)
+        for i in range(self.n):
+            W[i, i] = 1.0 - math.fsum(W[i, list(self._nbrs[i])])
+        return W
+
+    def spectral_gap(self, W: Optional[np.ndarray] = None, weights: str = "metropolis") -> float:
+        """``1 − |λ₂|`` of ``W`` (default: ``mixing_matrix(weights)``); see `spectral_gap`."""
+        return spectral_gap(self.mixing_matrix(weights) if W is None else W)
+
+    def digest(self) -> str:
+        """A short hash of ``n`` and the edges (to check that every rank holds the same graph)."""
+        data = np.array([self.n, *np.ravel(self.edges)], dtype=np.int64).tobytes()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+
+def spectral_gap(W: np.ndarray) -> float:
+    """Spectral gap ``δ_W = 1 − |λ₂(W)|`` of a symmetric matrix.
+
+    ``|λ₂|`` is the second largest eigenvalue magnitude (`numpy.linalg.eigvalsh`); for a
+    connected graph's mixing matrix the largest is ``λ₁ = 1``. A 1 × 1 matrix has gap 1.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or not np.allclose(W, W.T, rtol=0, atol=1e-12):
+        raise ValueError(f"spectral_gap needs a symmetric square matrix, got shape {W.shape}")
+    if W.shape[0] == 1:
+        return 1.0
+    mags = np.sort(np.abs(np.linalg.eigvalsh(W)))[::-1]
+    return float(1.0 - mags[1])
+
+
+# ------------------------------------------------------------------------------ builders
+
+
+def ring(n: int) -> Topology:
+    """Cycle ``i — i+1 (mod n)``: n edges for n ≥ 3, one edge for n = 2, none for n = 1."""
+    n = _check_n(n)
+    return Topology("ring", n, [(i, (i + 1) % n) for i in range(n) if n > 1])
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def torus(n: int, rows: Optional[int] = None, cols: Optional[int] = None) -> Topology:
+    """2-D torus ``rows × cols = n``; node ``r·cols + c`` links to its four wrap-around neighbours.
+
+    Default shape: the most square factorisation with ``rows ≤ cols``. Duplicate wrap-around
+    edges (a side of length 2) and self-loops (length 1) are dropped, so a side of 1 gives a ring.
+    """
+    n = _check_n(n)
+    valid = _divisors(n)
+    if rows is None and cols is None:
+        rows = max(d for d in valid if d * d <= n)
+    elif rows is None:
+        rows = n // cols if isinstance(cols, int) and cols in valid else None
+        if rows is None:
+            raise ValueError(f"torus: cols={cols!r} does not divide n={n}; valid cols: "
+                             f"{', '.join(map(str, valid))}")
+    if not isinstance(rows, int) or rows not in valid:
+        raise ValueError(f"torus: rows={rows!r} does not divide n={n}; valid rows: "
+                         f"{', '.join(map(str, valid))}")
+    if cols is not None and rows * cols != n:
+        raise ValueError(f"torus: rows × cols = {rows} × {cols} ≠ n = {n}")
+    cols = n // rows
+    edges = []
+    for r in range(rows):
+        for c in range(cols):
+            u = r * cols + c
+            edges += [(u, r * cols + (c + 1) % cols), (u, ((r + 1) % rows) * cols + c)]
+    return Topology("torus", n, [e for e in edges if e[0] != e[1]], {"rows": rows, "cols": cols})
+
+
+def hypercube(n: int) -> Topology:
+    """Hypercube of dimension ``log₂ n``: nodes whose indices differ in one bit are linked."""
+    n = _check_n(n)
+    if n & (n - 1):
+        lo = 1 << (n.bit_length() - 1)
+        raise ValueError(f"hypercube needs n a power of two, got n={n}; nearest: {lo} or {2 * lo}")
+    return Topology("hypercube", n, [(i, i ^ (1 << b)) for i in range(n)
+                                     for b in range(n.bit_length() - 1) if i < i ^ (1 << b)])
+
+
+def complete(n: int) -> Topology:
+    """Every pair of nodes linked: ``n(n−1)/2`` edges."""
+    n = _check_n(n)
+    return Topology("complete", n, [(i, j) for i in range(n) for j in range(i + 1, n)])
+
+
+def star(n: int) -> Topology:
+    """Node 0 (the hub) linked to every other node: ``n − 1`` edges."""
+    n = _check_n(n)
+    return Topology("star", n, [(0, j) for j in range(1, n)])
+
+
+def erdos_renyi(n: int, p: Optional[float] = None, seed: int = 0, tries: int = 1000) -> Topology:
+    """Seeded Erdős–Rényi graph G(n, p), conditioned on being connected.
+
+    Each pair ``i < j`` (in `numpy.triu_indices` order) is an edge with probability ``p``,
+    drawn from ``numpy.random.default_rng(seed)``; a disconnected draw is discarded and the same
+    generator draws again, up to ``tries`` times (then a ValueError). The result is therefore a
+    uniform sample of the connected graphs of G(n, p) and depends only on ``(n, p, seed)``.
+
+    Parameters
+    ----------
+    p : float, optional
+        Edge probability in (0, 1]; default ``min(1, 2 ln n / n)``, twice the connectivity
+        threshold.
+    seed : int
+        Seed of the generator (the same on every rank, so every rank builds the same graph).
+    tries : int
+        Most draws before giving up.
+    """
+    n = _check_n(n)
+    if p is None:
+        p = min(1.0, 2 * math.log(n) / n) if n > 1 else 1.0
+    if not (isinstance(p, (int, float)) and 0 < p <= 1):
+        raise ValueError(f"erdos_renyi: p must be in (0, 1], got p={p!r}")
+    if not (isinstance(tries, int) and tries >= 1):
+        raise ValueError(f"erdos_renyi: tries must be a positive integer, got {tries!r}")
+    params = {"p": p, "seed": seed}
+    rng = np.random.default_rng(seed)
+    iu, ju = np.triu_indices(n, 1)
+    for _ in range(tries):
+        keep = rng.random(iu.size) < p
+        topo = Topology("erdos_renyi", n, list(zip(iu[keep].tolist(), ju[keep].tolist())), params)
+        if topo.is_connected():
+            return topo
+    raise ValueError(f"erdos_renyi: no connected G(n={n}, p={p}) in {tries} draws (seed={seed}); "
+                     f"raise p (connectivity needs p well above ln(n)/n = {math.log(n) / n:.3g}) "
+                     "or tries")
+
+
+def edge_list(n: int, path: "str | Path") -> Topology:
+    """Graph from a text file with one ``i j`` pair (0-based node indices) per line.
+
+    ``#`` starts a comment; blank lines are skipped; a pair given twice (either way round) is one
+    edge. A malformed line, a node outside ``0 … n−1``, a self-loop or a disconnected graph is a
+    ValueError naming the file (and line).
+    """
+    n = _check_n(n)
+    path = Path(path)
+    edges = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            where = f"{path}:{lineno}"
+            fields = text.split()
+            try:
+                if len(fields) != 2:
+                    raise ValueError
+                i, j = int(fields[0]), int(fields[1])
+            except ValueError:
+                raise ValueError(f"{where}: expected two node indices 'i j', got {text!r}") from None
+            if not (0 <= i < n and 0 <= j < n):
+                raise ValueError(f"{where}: node index out of range in {text!r}: nodes are 0…{n - 1} "
+                                 f"for n={n}")
+            if i == j:
+                raise ValueError(f"{where}: self-loop {i} {j} is not allowed")
+            edges.append((i, j))
+    topo = Topology("edges", n, edges, {"path": str(path)})
+    comps = topo.components()
+    if len(comps) > 1:
+        example = comps[1][:5]
+        raise ValueError(f"{path}: the graph on n={n} nodes is not connected: components of sizes "
+                         f"{[len(c) for c in comps]}; e.g. node(s) {example} cannot reach node "
+                         f"{comps[0][0]}")
+    return topo
+
+
+BUILDERS: dict[str, Callable[..., Topology]] = {
+    "ring": ring, "torus": torus, "hypercube": hypercube, "complete": complete, "star": star,
+    "erdos_renyi": erdos_renyi, "edges": edge_list,
+}
+
+
+def build(kind: str, n: int, **params: Any) -> Topology:
+    """The topology ``kind`` on ``n`` nodes (see `BUILDERS`), e.g. ``build("torus", 8, rows=2)``.
+
+    Unknown kinds and parameters are ValueErrors that list the valid choices.
+    """
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown topology {kind!r}: choose one of {', '.join(BUILDERS)}")
+    fn = BUILDERS[kind]
+    valid = [p for p in inspect.signature(fn).parameters if p != "n"]
+    bad = sorted(set(params) - set(valid))
+    if bad:
+        raise ValueError(f"{kind}: unknown parameter(s) {', '.join(bad)}; valid: "
+                         f"{', '.join(valid) or 'none'}")
+    if kind == "edges" and "path" not in params:
+        raise ValueError("edges needs a file: edges:PATH or build('edges', n, path=PATH)")
+    return fn(n, **params)
+
+
+def _value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def get(spec: "str | Topology", n: int) -> Topology:
+    """Parse ``"kind"`` or ``"kind:key=value,…"`` and build it on ``n`` nodes.
+
+    ``"edges:PATH"`` (or ``"edges:path=PATH"``) reads an edge list. A `Topology` is returned as
+    it is after checking its size.
+    """
+    if isinstance(spec, Topology):
+        if spec.n != n:
+            raise ValueError(f"topology {spec.spec!r} has {spec.n} nodes, expected {n}")
+        return spec
+    kind, _, args = spec.strip().partition(":")
+    kind = kind.strip()
+    if kind == "edges":
+        args = args.strip()
+        return build(kind, n, **({"path": args[len("path="):] if args.startswith("path=") else args}
+                                 if args else {}))
+    params = {}
+    for item in filter(None, (a.strip() for a in args.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"topology spec {spec!r}: expected key=value, got {item!r}")
+        params[key.strip()] = _value(value.strip())
+    return build(kind, n, **params)
+
+
+# ------------------------------------------------------------------------------ MPI gossip
+
+
+class Gossip:
+    """A topology on a `Communicator`: neighbour exchange and exact gossip averaging.
+
+    Collective: every rank of ``communicator`` constructs it with the same topology. The ranks
+    first compare their topologies' sizes and digests (one small allgather), so a wrong size or a
+    graph that differs between ranks is a ValueError on every rank rather than a hang; a
+    disconnected graph is a ValueError too (SPEC §3.1).
+
+    Parameters
+    ----------
+    communicator : mpicomp.comm.communicator.Communicator
+        Its ``comm`` is the parent of the distributed-graph communicator (``reorder=False``, so
+        node ``i`` is rank ``i``).
+    topology : Topology
+        A graph with ``topology.n == communicator.size``.
+    weights : {"metropolis", "uniform"}
+        Mixing weights (see `Topology.mixing_matrix`).
+
+    Attributes
+    ----------
+    neighbors : list of int
+        This rank's neighbours, sorted (in- and out-neighbours: the graph is undirected).
+    weights : dict
+        This rank's row of ``W`` off the diagonal: neighbour → ``w_ij``.
+    self_weight : float
+        ``w_ii``.
+    graph_comm : mpi4py.MPI.Distgraphcomm
+    """
+
+    def __init__(self, communicator: "Communicator", topology: Topology,
+                 weights: str = "metropolis") -> None:
+        size, rank = communicator.size, communicator.rank
+        views = communicator.comm.allgather((topology.n, topology.digest()))
+        if any(m != size for m, _ in views):
+            bad = sorted({m for m, _ in views if m != size})
+            raise ValueError(f"topology {topology.spec!r}: node count {', '.join(map(str, bad))} "
+                             f"does not match the communicator's {size} ranks; build it with "
+                             f"n={size}")
+        differ = [r for r, (_, d) in enumerate(views) if d != views[0][1]]
+        if differ:
+            raise ValueError(f"topology {topology.spec!r} differs between ranks (ranks {differ} "
+                             "have another graph than rank 0); build it the same way on every rank")
+        comps = topology.components()
+        if len(comps) > 1:
+            raise ValueError(f"topology {topology.spec!r} is not connected (components of sizes "
+                             f"{[len(c) for c in comps]}): gossip would never reach consensus")
+        row = topology.weight_row(rank, weights)
+        self.communicator = communicator
+        self.topology = topology
+        self.rank = rank
+        self.neighbors = topology.neighbors(rank)
+        self.self_weight = row.pop(rank)
+        self.weights = row
+        self.graph_comm = communicator.comm.Create_dist_graph_adjacent(
+            self.neighbors, self.neighbors, reorder=False)
+
+    @property
+    def degree(self) -> int:
+        return len(self.neighbors)
+
+    def exchange(self, buf: np.ndarray) -> dict[int, np.ndarray]:
+        """Send ``buf`` (flat ``uint8``; sizes may differ between ranks) to every neighbour.
+
+        Returns
+        -------
+        dict
+            Neighbour rank → the buffer it sent (counted under ``"neighbor_allgatherv"``; with no
+            neighbours, i.e. one rank, nothing is sent and nothing counted).
+        """
+        if not self.neighbors:
+            if buf.dtype != np.uint8 or buf.ndim != 1:
+                raise TypeError(f"exchange takes a flat uint8 buffer, got {buf.dtype}{buf.shape}")
+            # Only at n = 1 (the graph is connected). Communicator.neighbor_allgatherv cannot take
+            # zero in-neighbours yet (its displacement array gets one entry too many).
+            return {}
+        got = self.communicator.neighbor_allgatherv(self.graph_comm, buf, self.neighbors,
+                                                    self.neighbors)
+        return dict(zip(self.neighbors, got))
+
+    def mix(self, x: np.ndarray) -> np.ndarray:
+        """One exact gossip step ``Σ_j w_ij x_j`` over this rank and its neighbours.
+
+        ``x`` (NumPy or CuPy) has the same shape and dtype on every rank; its raw bytes are
+        exchanged. The sum runs in
+        ascending node order with Python-float weights, in ``x``'s dtype, so it equals the serial ``sum(float(W[i, j]) * X[j] for j in sorted support)`` bit for bit.
+        """
+        xp = get_xp(x)
+        x = xp.ascontiguousarray(x)
+        got = self.exchange(x.reshape(-1).view(np.uint8))
+        terms = {j: xp.asarray(b).view(x.dtype).reshape(x.shape) for j, b in got.items()}
+        terms[self.rank] = x
+        ws = {**self.weights, self.rank: self.self_weight}
+        out = None
+        for j in sorted(terms):
+            t = ws[j] * terms[j]
+            out = t if out is None else out + t
+        return out
+
+    def close(self) -> None:
+        """Free the graph communicator (collective; safe to call twice)."""
+        from mpi4py import MPI
+
+        if self.graph_comm is not None and self.graph_comm != MPI.COMM_NULL:
+            self.graph_comm.Free()
+        self.graph_comm = None
+
+    def __enter__(self) -> "Gossip":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
