@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpicomp.bench compressors [--d N] [--repeat R] [--json FILE]``."""
+"""Command line: ``python -m mpicomp.bench compressors|collectives [options]`` (``--help``)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,19 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpicomp.bench", description=__doc__)
-    sub = parser.add_subparsers(dest="what", required=True, metavar="{compressors}")
+    sub = parser.add_subparsers(dest="what", required=True, metavar="{compressors,collectives}")
     comp = sub.add_parser("compressors", help="encode/decode time of every operator vs a memory copy")
     comp.add_argument("--d", type=int, default=2**24, help="vector length (default 2^24)")
     comp.add_argument("--repeat", type=int, default=7, help="timed repeats (median is reported)")
     comp.add_argument("--ops", nargs="*", help="operator specs (default: every operator)")
     comp.add_argument("--kernels", choices=("numba", "numpy"), help="force a kernel path")
     comp.add_argument("--json", help="also write the rows to this JSON file")
+    coll = sub.add_parser("collectives", help="compressed aggregation vs MPI.Allreduce (run under mpiexec)")
+    coll.add_argument("--log2d", type=int, nargs="+", default=[20, 24], help="log2 of the vector lengths")
+    coll.add_argument("--repeat", type=int, default=5, help="timed repeats (median is reported)")
+    coll.add_argument("--ops", nargs="*", help="operator specs (default: sign natural qsgd:s=4)")
+    coll.add_argument("--network", default="10gbe", help="network-model profile (default 10gbe)")
+    coll.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
     return parser
 
 
@@ -29,7 +35,9 @@ def main(argv=None) -> int:
         from .compressors import main as run_compressors
 
         return run_compressors(args)
-    return 2  # pragma: no cover - argparse rejects other choices
+    from .collectives import main as run_collectives
+
+    return run_collectives(args)
 
 
 if __name__ == "__main__":

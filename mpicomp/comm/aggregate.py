@@ -78,15 +78,47 @@ def payload_bits(op: Compressor, buf: np.ndarray, d: int, dtype) -> int:
     return 8 * (buf.size - op.nbytes_max(0, dtype))
 
 
-def mean_of(op: Compressor, payloads, d: int, dtype) -> tuple[np.ndarray, list]:
-    """Rank-order float64 mean of decoded payloads, and the decoded vectors."""
-    acc = np.zeros(d, dtype=np.float64)
-    decoded = []
-    for buf in payloads:
-        v = op.decode(buf, d, dtype)
+def mean_of(op: Compressor, payloads, d: int, dtype, keep: Optional[int] = None, work=None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Rank-order float64 mean of decoded payloads, and the decoded payload number ``keep``.
+
+    ``work`` (a `Workspace`) supplies reused float64 accumulator, decode and result buffers;
+    the returned mean then lives in the workspace until the next call.
+    """
+    work = work or Workspace()
+    acc = work.get("acc", d, np.float64)
+    acc.fill(0.0)
+    scratch = work.get("scratch", d, dtype)
+    kept = None
+    for i, buf in enumerate(payloads):
+        v = op.decode(buf, d, dtype, out=scratch)
         acc += v
-        decoded.append(v)
-    return (acc / max(len(decoded), 1)).astype(dtype), decoded
+        if i == keep:
+            kept = v.copy()
+    mean = work.get("mean", d, dtype)
+    np.divide(acc, max(len(payloads), 1), out=mean, casting="unsafe")
+    return mean, kept
+
+
+class Workspace:
+    """Named scratch arrays reused across calls (avoids page-faulting fresh memory each step)."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def get(self, name: str, d: int, dtype) -> np.ndarray:
+        arr = self._arrays.get(name)
+        if arr is None or arr.size != d or arr.dtype != dtype:
+            arr = self._arrays[name] = np.empty(d, dtype=dtype)
+        return arr
+
+
+def result_array(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
+    """``out`` (checked) or a new array for an aggregation's result."""
+    if out is None:
+        return np.empty(d, dtype=dtype)
+    if out.shape != (d,) or out.dtype != dtype:
+        raise ValueError(f"out must be a {np.dtype(dtype)} vector of length {d}, got {out.dtype}{out.shape}")
+    return out
 
 
 class Aggregator:
@@ -95,13 +127,15 @@ class Aggregator:
     def __init__(self, comm: Communicator, compressor):
         self.comm = comm
         self.op = get(compressor)
+        self.work = Workspace()
 
     def expected_nbytes(self, d: int, dtype, op: Optional[Compressor] = None) -> Optional[int]:
         op = op or self.op
         return op.nbytes_max(d, dtype) if op.fixed_size else None
 
-    def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False) -> Aggregate:  # pragma: no cover
-        """Aggregate this rank's ``x`` (collective); ``own=True`` also decodes this rank's message."""
+    def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False, out=None) -> Aggregate:  # pragma: no cover
+        """Aggregate this rank's ``x`` (collective); ``own=True`` also decodes this rank's
+        message; ``out`` receives the mean (a reused array saves page faults)."""
         raise NotImplementedError
 
 
@@ -127,7 +161,7 @@ class ServerAggregator(Aggregator):
         self.down = get(downlink or "identity")
         self.dedicated = dedicated
 
-    def reduce(self, x, rng, own=False):
+    def reduce(self, x, rng, own=False, out=None):
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
@@ -141,12 +175,12 @@ class ServerAggregator(Aggregator):
 
         def average():
             senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
-            return mean_of(self.op, [gathered[r] for r in senders], d, dtype)[0] if is_root else None
+            return mean_of(self.op, [gathered[r] for r in senders], d, dtype, work=self.work)[0] if is_root else None
 
         mean = collectively(c, average)
         down = self.down.encode(mean, rng) if is_root else None
         received = c.bcast(down.buffer if is_root else None, root=self.root)
-        result = self.down.decode(received, d, dtype)
+        result = self.down.decode(received, d, dtype, out=result_array(out, d, dtype))
         mine = self.op.decode(payload.buffer, d, dtype) if (own and sends) else None
         bits_down = down.nbits if is_root else payload_bits(self.down, received, d, dtype)
         return Aggregate(result, mine, payload.nbits if sends else 0, bits_down)
@@ -155,12 +189,15 @@ class ServerAggregator(Aggregator):
 class AllgatherAggregator(Aggregator):
     """Every rank receives every compressed vector and averages them itself."""
 
-    def reduce(self, x, rng, own=False):
+    def reduce(self, x, rng, own=False, out=None):
         dtype = check_dtype(x.dtype)
         payload = self.op.encode(x, rng)
         bufs = self.comm.allgatherv(payload.buffer, self.expected_nbytes(x.size, dtype))
-        mean, decoded = mean_of(self.op, bufs, x.size, dtype)  # same buffers, same outcome everywhere
-        return Aggregate(mean, decoded[self.comm.rank], payload.nbits, 0)
+        # same buffers on every rank, so the same outcome (and the same error, if any) everywhere
+        mean, mine = mean_of(self.op, bufs, x.size, dtype, keep=self.comm.rank if own else None, work=self.work)
+        result = result_array(out, x.size, dtype)
+        result[...] = mean
+        return Aggregate(result, mine, payload.nbits, 0)
 
 
 class TwoPhaseAggregator(Aggregator):
@@ -180,7 +217,7 @@ class TwoPhaseAggregator(Aggregator):
         sizes = [len(c) for c in np.array_split(np.empty(d), self.comm.size)]
         return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def reduce(self, x, rng, own=False):
+    def reduce(self, x, rng, own=False, out=None):
         c = self.comm
         dtype = check_dtype(x.dtype)
         b = self.bounds(x.size)
@@ -193,17 +230,17 @@ class TwoPhaseAggregator(Aggregator):
             bad = [r for r, buf in enumerate(received) if want is not None and buf.size != want]
             if bad:
                 raise ValueError(f"chunk payload of {received[bad[0]].size} bytes from rank {bad[0]}, expected {want}")
-            return mean_of(self.op, received, hi - lo, dtype)[0]
+            return mean_of(self.op, received, hi - lo, dtype, work=self.work)[0]
 
         chunk_mean = collectively(c, reduce_chunk)
         down = self.down.encode(chunk_mean, rng)
         bufs = c.allgatherv(down.buffer)
 
         def assemble():
-            out = np.empty(x.size, dtype=dtype)
+            result = result_array(out, x.size, dtype)
             for q, buf in enumerate(bufs):
-                self.down.decode(buf, int(b[q + 1] - b[q]), dtype, out=out[b[q] : b[q + 1]])
-            return out
+                self.down.decode(buf, int(b[q + 1] - b[q]), dtype, out=result[b[q] : b[q + 1]])
+            return result
 
         mine = None
         if own:

@@ -212,7 +212,7 @@ class Communicator:
         indeg = len(sources)
         sizes = np.empty(indeg, dtype=np.int64)
         graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T], [sizes, self.MPI.INT64_T])
-        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        displs = np.cumsum(sizes) - sizes  # also right for a rank without in-neighbours
         recv = self._empty(int(sizes.sum()), buf)
         graph_comm.Neighbor_allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
         self._record("neighbor_allgatherv", t0, buf.size * len(destinations), int(sizes.sum()),
