@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: the serial tests, then the MPI tests on 4 and on 3 ranks (an odd size).
+# The whole test suite: the serial tests, then the MPI tests on 4, 3 (an odd size), 2 and 1 ranks.
 # README and .ci/run both call this script. Extra arguments go to every pytest run
 # (e.g. tests/run_all.sh -k qsgd). Exits non-zero when any test fails on any rank.
 #
@@ -34,7 +34,7 @@ stage() {
 }
 
 stage "serial" "$python" -m pytest -q "$@"
-for n in 4 3; do
+for n in 4 3 2 1; do
     stage "MPI, $n ranks" timeout -k 30 "$limit" \
         "$mpiexec" -n "$n" "$python" -m pytest -q --with-mpi --only-mpi "$@"
 done
