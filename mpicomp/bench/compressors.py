@@ -36,10 +36,11 @@ DEFAULT_SPECS = {
 }
 
 
-def _time(fn) -> float:
+def _time(fn):
+    """(seconds, result) of one call."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    result = fn()
+    return time.perf_counter() - t0, result
 
 
 def run(d: int = 2**24, repeat: int = 7, specs=None, dtype=np.float32, seed: int = 0) -> list[dict]:
@@ -53,13 +54,12 @@ def run(d: int = 2**24, repeat: int = 7, specs=None, dtype=np.float32, seed: int
         small = x[:1000].copy()
         op.decode(op.encode(small, rng).buffer, small.size, dtype)  # compile / warm up
         enc, dec = [], []
-        payload = None
         for _ in range(repeat):
-            base = _time(lambda: np.copyto(dst, x))
-            t_enc = _time(lambda: globals().__setitem__("_p", op.encode(x, rng)))
-            payload = globals().pop("_p")
-            t_dec = _time(lambda: op.decode(payload.buffer, d, dtype, out=dst))
-            base = min(base, _time(lambda: np.copyto(dst, x)))
+            before, _ = _time(lambda: np.copyto(dst, x))
+            t_enc, payload = _time(lambda: op.encode(x, rng))
+            t_dec, _ = _time(lambda: op.decode(payload.buffer, d, dtype, out=dst))
+            after, _ = _time(lambda: np.copyto(dst, x))
+            base = min(before, after)
             enc.append(t_enc / base)
             dec.append(t_dec / base)
         target = DEFAULT_SPECS.get(spec, (None, None))

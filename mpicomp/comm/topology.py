@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 import numpy as np
 
 from ..backend import get_xp
+from ..spec_strings import parse_value
 
 if TYPE_CHECKING:
     from .communicator import Communicator
@@ -356,15 +357,6 @@ def build(kind: str, n: int, **params: Any) -> Topology:
     return fn(n, **params)
 
 
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def get(spec: "str | Topology", n: int) -> Topology:
     """Parse ``"kind"`` or ``"kind:key=value,…"`` and build it on ``n`` nodes.
 
@@ -386,7 +378,7 @@ def get(spec: "str | Topology", n: int) -> Topology:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"topology spec {spec!r}: expected key=value, got {item!r}")
-        params[key.strip()] = _value(value.strip())
+        params[key.strip()] = parse_value(value.strip())
     return build(kind, n, **params)
 
 

@@ -14,6 +14,7 @@ from .compose import Composition
 from .dithering import QSGD, Dither, NaturalDither, TernGrad
 from .natural import Natural
 from .sign import ScaledSign, Sign
+from ..spec_strings import parse_value
 from .sparse import RandK, TopK
 
 OPERATORS: dict[str, type[Compressor]] = {
@@ -25,15 +26,6 @@ OPERATORS: dict[str, type[Compressor]] = {
 def parameters(name: str) -> list[str]:
     """The keyword parameters that operator ``name`` accepts."""
     return list(inspect.signature(OPERATORS[name]).parameters)
-
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _part(text: str) -> Compressor:
@@ -51,7 +43,7 @@ def _part(text: str) -> Compressor:
         if key not in valid:
             choices = ", ".join(valid) if valid else "none"
             raise ValueError(f"{name}: unknown parameter {key!r}; valid parameters: {choices}")
-        kwargs[key] = _value(val.strip())
+        kwargs[key] = parse_value(val.strip())
     try:
         return OPERATORS[name](**kwargs)
     except (TypeError, ValueError) as exc:
