@@ -47,14 +47,15 @@ def _check_s(s) -> int:
     return int(s)
 
 
-def decode_signed_levels(op, fields, factor, nu, block, d, dtype, out):
-    """Values ±factor[ℓ]·ν_B of packed signed-level fields (shared by the dithering family)."""
+def decode_signed_levels(op, fields, factor, nu, block, d, dtype, out, linear=False):
+    """Values ±factor[ℓ]·ν_B of packed signed-level fields (shared by the dithering family);
+    ``linear``: factor[ℓ] = ℓ."""
     nbits = d * op.width
     op._check_body_size(fields, nbits)
     check_padding(fields, nbits)
     out = op._output(out, d, dtype)
     if kernels.active():
-        bad = kernels.signed_level_values(fields, factor, nu, block, op.s, op.width, out)
+        bad = kernels.signed_level_values(fields, factor, nu, block, op.s, op.width, linear, out)
     else:
         f = unpack_fields(fields, op.width, d).astype(np.int64)
         lev = f & ((1 << (op.width - 1)) - 1)
@@ -186,10 +187,10 @@ class Dither(Compressor):
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
         fields = body[nb * dtype.itemsize :]
-        factor = np.arange(self.s + 1) / self.s
+        factor, unit = np.arange(self.s + 1, dtype=np.float64), nu / self.s  # ±ℓ·(ν/s)
         if self.coder == "elias":
-            return self._decode_elias(extra, fields, d, dtype, factor, nu, block, out)
-        return decode_signed_levels(self, fields, factor, nu, block, d, dtype, out)
+            return self._decode_elias(extra, fields, d, dtype, factor, unit, block, out)
+        return decode_signed_levels(self, fields, factor, unit, block, d, dtype, out, linear=True)
 
     def _decode_elias(self, extra, stream, d, dtype, factor, nu, block, out=None):
         (nnz,) = NNZ.unpack(extra)

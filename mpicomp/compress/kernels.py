@@ -368,11 +368,12 @@ def dither_levels(x, scale, block, s, key, width, out):
 
 
 @njit
-def signed_level_values(buf, factor, norm, block, s, width, out):
+def signed_level_values(buf, factor, norm, block, s, width, linear, out):
     """Decode signed-level fields: out[j] = ±factor[level]·norm[block of j].
 
-    ``factor`` maps a level to its share of the block norm (ℓ/s for dithering, 2^(ℓ−s) for
-    natural dithering). Returns −1, or the first coordinate whose field is impossible (a level
+    ``factor`` maps a level to a multiple of the block's ``norm`` (ℓ with norm ν/s for
+    dithering, 2^(ℓ−s) with norm ν for natural dithering); ``linear`` says factor[ℓ] = ℓ, so
+    the table lookup is skipped (same values, and the loop vectorises). Returns −1, or the first coordinate whose field is impossible (a level
     above s, or a sign bit on level 0).
     """
     d = out.size
@@ -394,7 +395,7 @@ def signed_level_values(buf, factor, norm, block, s, width, out):
                 lev = min(f & mask, np.uint32(s))
                 neg = f >> shift
                 bad |= ((f & mask) > s) | ((lev == 0) & (neg != 0))
-                val = factor[lev] * nu
+                val = (np.float64(lev) if linear else factor[lev]) * nu
                 os[i] = val - 2.0 * val * neg
             j = stop
         if bad:
