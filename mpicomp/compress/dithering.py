@@ -47,22 +47,29 @@ def _check_s(s) -> int:
     return int(s)
 
 
-def decode_signed_levels(op, fields, factor, nu, block, d, dtype, out, linear=False):
-    """Values ±factor[ℓ]·ν_B of packed signed-level fields (shared by the dithering family);
-    ``linear``: factor[ℓ] = ℓ."""
+def level_factors(s: int, pow2: bool) -> np.ndarray:
+    """f(ℓ) for ℓ = 0 … s: ℓ (dithering), or 2^(ℓ−s) with f(0) = 0 (natural dithering)."""
+    if pow2:
+        return np.concatenate([[0.0], 2.0 ** np.arange(1 - s, 1)])
+    return np.arange(s + 1, dtype=np.float64)
+
+
+def decode_signed_levels(op, fields, nu, block, d, dtype, out, pow2: bool):
+    """Values ±f(ℓ)·ν_B of packed signed-level fields (shared by the dithering family), with f
+    from `level_factors`; ``nu`` is ν/s per block for dithering, ν for natural dithering."""
     nbits = d * op.width
     op._check_body_size(fields, nbits)
     check_padding(fields, nbits)
     out = op._output(out, d, dtype)
     if kernels.active():
-        bad = kernels.signed_level_values(fields, factor, nu, block, op.s, op.width, linear, out)
+        bad = kernels.signed_level_values(fields, nu, block, op.s, op.width, pow2, out)
     else:
         f = unpack_fields(fields, op.width, d).astype(np.int64)
         lev = f & ((1 << (op.width - 1)) - 1)
         neg = (f >> (op.width - 1)).astype(bool)
         invalid = (lev > op.s) | (neg & (lev == 0))
         bad = int(np.argmax(invalid)) if invalid.any() else -1
-        val = factor[np.minimum(lev, op.s)] * blockwise.per_element(nu, block, d)
+        val = level_factors(op.s, pow2)[np.minimum(lev, op.s)] * blockwise.per_element(nu, block, d)
         out[:] = np.where(neg, -val, val)
     if bad >= 0:
         raise DecodeError(f"{op.spec()}: corrupted field at coordinate {bad}")
@@ -187,10 +194,10 @@ class Dither(Compressor):
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
         fields = body[nb * dtype.itemsize :]
-        factor, unit = np.arange(self.s + 1, dtype=np.float64), nu / self.s  # ±ℓ·(ν/s)
+        unit = nu / self.s  # values ±ℓ·(ν/s)
         if self.coder == "elias":
-            return self._decode_elias(extra, fields, d, dtype, factor, unit, block, out)
-        return decode_signed_levels(self, fields, factor, unit, block, d, dtype, out, linear=True)
+            return self._decode_elias(extra, fields, d, dtype, level_factors(self.s, False), unit, block, out)
+        return decode_signed_levels(self, fields, unit, block, d, dtype, out, pow2=False)
 
     def _decode_elias(self, extra, stream, d, dtype, factor, nu, block, out=None):
         (nnz,) = NNZ.unpack(extra)
@@ -378,5 +385,4 @@ class NaturalDither(Compressor):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        factor = np.concatenate([[0.0], 2.0 ** np.arange(1 - self.s, 1)])  # ℓ → 2^(ℓ−s), 0 → 0
-        return decode_signed_levels(self, body[nb * dtype.itemsize :], factor, nu, block, d, dtype, out)
+        return decode_signed_levels(self, body[nb * dtype.itemsize :], nu, block, d, dtype, out, pow2=True)

@@ -368,35 +368,41 @@ def dither_levels(x, scale, block, s, key, width, out):
 
 
 @njit
-def signed_level_values(buf, factor, norm, block, s, width, linear, out):
-    """Decode signed-level fields: out[j] = ±factor[level]·norm[block of j].
+def signed_level_values(buf, norm, block, s, width, pow2, out):
+    """Decode signed-level fields: out[j] = ±f(level)·norm[block of j].
 
-    ``factor`` maps a level to a multiple of the block's ``norm`` (ℓ with norm ν/s for
-    dithering, 2^(ℓ−s) with norm ν for natural dithering); ``linear`` says factor[ℓ] = ℓ, so
-    the table lookup is skipped (same values, and the loop vectorises). Returns −1, or the first coordinate whose field is impossible (a level
-    above s, or a sign bit on level 0).
+    f(ℓ) = ℓ (dithering, with norm ν/s) or, with ``pow2``, f(ℓ) = 2^(ℓ−s) and f(0) = 0
+    (natural dithering, norm ν), built from exponent bits so the loop vectorises. Returns −1,
+    or the first coordinate whose field is impossible (a level above s, or a sign bit on
+    level 0).
     """
     d = out.size
     fields = np.empty(CHUNK, dtype=np.uint32)
+    scale_bits = np.empty(CHUNK, dtype=np.uint64)
+    scales = scale_bits.view(np.float64)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
     shift = np.uint32(width - 1)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
         _unpack_chunk(buf, c0 * width, n, width, fields)
         bad = False
+        for i in range(n):
+            f = fields[i]
+            lev = min(f & mask, np.uint32(s))
+            bad |= ((f & mask) > s) | ((lev == 0) & ((f >> shift) != 0))
+            if pow2:  # IEEE float64 2^(ℓ−s): biased exponent ℓ − s + 1023, zero for ℓ = 0
+                scale_bits[i] = np.uint64(lev + np.uint32(1023 - s)) << np.uint64(52) if lev > 0 else np.uint64(0)
+            else:
+                scales[i] = np.float64(lev)
         j = c0
         while j < c0 + n:
             b = j // block
             stop = min(c0 + n, (b + 1) * block)
             nu = norm[b]
-            fs, os = fields[j - c0 : stop - c0], out[j:stop]
+            fs, sc, os = fields[j - c0 : stop - c0], scales[j - c0 : stop - c0], out[j:stop]
             for i in range(fs.size):
-                f = fs[i]
-                lev = min(f & mask, np.uint32(s))
-                neg = f >> shift
-                bad |= ((f & mask) > s) | ((lev == 0) & (neg != 0))
-                val = (np.float64(lev) if linear else factor[lev]) * nu
-                os[i] = val - 2.0 * val * neg
+                val = sc[i] * nu
+                os[i] = val - 2.0 * val * (fs[i] >> shift)
             j = stop
         if bad:
             for i in range(n):
