@@ -301,9 +301,10 @@ class MajorityVote:
         self._type = None
 
     def _negatives(self, bufs, d):
-        count = np.zeros(d, dtype=np.int64)
+        """Per coordinate, how many of the sign payloads say negative (no float decode)."""
+        count = np.zeros(d, dtype=np.int32)
         for buf in bufs:
-            count += self.sign.decode(buf, d) < 0
+            count += np.unpackbits(self.sign.packed_bits(buf, d), count=d, bitorder="little")
         return count
 
     def vote(self, x: np.ndarray) -> Aggregate:
@@ -332,7 +333,7 @@ class MajorityVote:
         words = -(-d // 64)
         counters = np.zeros((words, self.planes), dtype=np.uint64)
         bits = np.zeros(words * 8, dtype=np.uint8)
-        body = sign_payload[8:]  # the sign payload's body is the packed sign bits
+        body = self.sign.packed_bits(sign_payload, d)
         bits[: body.size] = body
         counters[:, 0] = bits.view("<u8")
         total = self.comm.allreduce(counters, op=self._op, datatype=self._type)

@@ -137,6 +137,20 @@ class Compressor:
             A C-contiguous vector of ``d`` values of ``dtype`` to write into (reused buffers
             avoid page-faulting a fresh array on every call); returned.
         """
+        extra, body = self.split(buf, d, dtype)
+        dtype = check_dtype(dtype)
+        d = int(d)
+        if out is not None and (out.shape != (d,) or out.dtype != dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, got {out.dtype}{out.shape}")
+        result = self._decode_body(extra, body, d, dtype, out)
+        if out is not None and result is not out:
+            out[...] = result
+            return out
+        return result
+
+    def split(self, buf, d: int, dtype=np.float32) -> tuple[bytes, np.ndarray]:
+        """Check the header against this operator, ``d`` and ``dtype``; return (operator header
+        fields, body). Raises DecodeError."""
         buf = self._as_bytes(buf)
         dtype = check_dtype(dtype)
         d = int(d)
@@ -160,14 +174,7 @@ class Compressor:
         if dim != d:
             raise DecodeError(f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}")
         extra = buf[HEADER_BYTES : HEADER_BYTES + self.extra_header].tobytes()
-        body = buf[HEADER_BYTES + self.extra_header :]
-        if out is not None and (out.shape != (d,) or out.dtype != dtype or not out.flags.c_contiguous):
-            raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, got {out.dtype}{out.shape}")
-        result = self._decode_body(extra, body, d, dtype, out)
-        if out is not None and result is not out:
-            out[...] = result
-            return out
-        return result
+        return extra, buf[HEADER_BYTES + self.extra_header :]
 
     def nbytes_max(self, d: int, dtype=np.float32) -> int:
         """Upper bound of ``len(buffer)`` for any vector of dimension ``d``."""

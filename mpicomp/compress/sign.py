@@ -53,6 +53,13 @@ class Sign(Compressor):
         self._check_body_size(body, d)
         return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype, out)
 
+    def packed_bits(self, buf, d: int) -> np.ndarray:
+        """The validated body of a sign payload: bit j set where coordinate j is negative."""
+        _, body = self.split(buf, d, np.float32)
+        self._check_body_size(body, d)
+        check_padding(body, d)
+        return body
+
 
 class ScaledSign(Compressor):
     """``(‖x_B‖₁/|B|)·sign(x_B)`` per block B (biased; contraction δ = 1/b).
