@@ -317,22 +317,29 @@ def sign_pack(x, out):
 
 @njit
 def sign_unpack(buf, scales, block, out):
-    """out[j] = scales[block of j] · (−1 if bit j else +1)."""
+    """out[j] = scales[block of j] · (−1 if bit j else +1).
+
+    Whole 64-coordinate words expand from one uint64 (the inner loop over its bits vectorises);
+    the rest of each block goes coordinate by coordinate.
+    """
     d = out.size
     for b in range(scales.size):
         lo = b * block
         hi = min(d, lo + block)
         s = scales[b]
         two_s = s + s
-        if lo % 8 == 0:  # byte-aligned block: expand whole bytes
-            full = (hi - lo) >> 3
-            rows = out[lo : lo + 8 * full].reshape(full, 8)
-            bytes_ = buf[lo >> 3 : (lo >> 3) + full]
-            for i in range(full):
-                byte = bytes_[i]
+        if lo % 64 == 0:
+            nwords = (hi - lo) >> 6
+            rows = out[lo : lo + 64 * nwords].reshape(nwords, 64)
+            base = lo >> 3
+            for i in range(nwords):
+                w = np.uint64(0)
                 for k in range(8):
-                    rows[i, k] = s - two_s * ((byte >> k) & 1)
-            lo += 8 * full
+                    w |= np.uint64(buf[base + 8 * i + k]) << np.uint64(8 * k)
+                row = rows[i]
+                for k in range(64):
+                    row[k] = s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
+            lo += 64 * nwords
         for j in range(lo, hi):
             out[j] = s - two_s * ((buf[j >> 3] >> (j & 7)) & 1)
 
