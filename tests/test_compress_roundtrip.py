@@ -293,3 +293,17 @@ def test_spec_strings_round_trip():
     for spec in ALL_SPECS + ["dither:p=1,s=2", "scaled_sign", "topk:k=5"]:
         op = get(spec)
         assert get(op.spec()).spec() == op.spec()
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS)
+def test_decode_add_equals_decode_then_add(spec, dtype):
+    op = get(spec)
+    d = 4099
+    x = vector(d, dtype) / 1e3
+    p = op.encode(x, np.random.default_rng(SEED))
+    start = np.random.default_rng(1).standard_normal(d)
+    acc = start.copy()
+    op.decode_add(p.buffer, d, dtype, acc)
+    assert np.array_equal(acc, start + op.decode(p.buffer, d, dtype).astype(np.float64))
+    with pytest.raises(ValueError, match="float64 vector of length"):
+        op.decode_add(p.buffer, d, dtype, acc.astype(np.float32))

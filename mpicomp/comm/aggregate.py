@@ -90,10 +90,11 @@ def mean_of(op: Compressor, payloads, d: int, dtype, keep: Optional[int] = None,
     scratch = work.get("scratch", d, dtype)
     kept = None
     for i, buf in enumerate(payloads):
-        v = op.decode(buf, d, dtype, out=scratch)
-        acc += v
         if i == keep:
-            kept = v.copy()
+            kept = op.decode(buf, d, dtype)
+            acc += kept
+        else:
+            op.decode_add(buf, d, dtype, acc, scratch)  # fused where the operator's kernel allows
     mean = work.get("mean", d, dtype)
     np.divide(acc, max(len(payloads), 1), out=mean, casting="unsafe")
     return mean, kept

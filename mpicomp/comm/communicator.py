@@ -204,13 +204,13 @@ class Communicator:
                      self._model("alltoall", self.size, biggest))
         return [recv[o : o + c] for o, c in zip(rdispl, recv_sizes)]
 
-    def neighbor_allgatherv(self, graph_comm, buf, sources: Sequence[int], destinations: Sequence[int]) -> list:
-        """This rank's buffer to every out-neighbour of ``graph_comm``; returns one buffer per
-        in-neighbour, in the order of ``sources``."""
+    def neighbor_allgatherv(self, graph_comm, buf) -> list:
+        """This rank's buffer to every out-neighbour of the distributed-graph communicator
+        ``graph_comm``; returns one buffer per in-neighbour, in the graph's source order."""
         t0 = time.perf_counter()
         buf = self._bytes(buf)
-        indeg = len(sources)
-        sizes = np.empty(indeg, dtype=np.int64)
+        sources, destinations, _ = graph_comm.Get_dist_neighbors()
+        sizes = np.empty(len(sources), dtype=np.int64)
         graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T], [sizes, self.MPI.INT64_T])
         displs = np.cumsum(sizes) - sizes  # also right for a rank without in-neighbours
         recv = self._empty(int(sizes.sum()), buf)

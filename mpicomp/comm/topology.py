@@ -457,12 +457,9 @@ class Gossip:
         if not self.neighbors:
             if buf.dtype != np.uint8 or buf.ndim != 1:
                 raise TypeError(f"exchange takes a flat uint8 buffer, got {buf.dtype}{buf.shape}")
-            # Only at n = 1 (the graph is connected). Communicator.neighbor_allgatherv cannot take
-            # zero in-neighbours yet (its displacement array gets one entry too many).
-            return {}
-        got = self.communicator.neighbor_allgatherv(self.graph_comm, buf, self.neighbors,
-                                                    self.neighbors)
-        return dict(zip(self.neighbors, got))
+            return {}  # one rank (the graph is connected): nothing to exchange, nothing counted
+        sources = self.graph_comm.Get_dist_neighbors()[0]
+        return dict(zip(sources, self.communicator.neighbor_allgatherv(self.graph_comm, buf)))
 
     def mix(self, x: np.ndarray) -> np.ndarray:
         """One exact gossip step ``Σ_j w_ij x_j`` over this rank and its neighbours.

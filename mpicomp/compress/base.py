@@ -148,6 +148,28 @@ class Compressor:
             return out
         return result
 
+    def decode_add(self, buf, d: int, dtype, acc: np.ndarray, scratch: Optional[np.ndarray] = None) -> np.ndarray:
+        """``acc += decode(buf, d, dtype)`` with ``acc`` a float64 vector: the same values as
+        decoding and then adding, fused into one pass where the operator's kernel allows it
+        (`accumulates`); ``scratch`` is a reusable decode buffer for the others."""
+        from .kernels import active
+
+        if acc.dtype != np.float64 or acc.shape != (int(d),):
+            raise ValueError(f"acc must be a float64 vector of length {d}, got {acc.dtype}{acc.shape}")
+        if self.accumulates(dtype) and active():
+            extra, body = self.split(buf, d, dtype)
+            self._add_body(extra, body, int(d), check_dtype(dtype), acc)
+        else:
+            acc += self.decode(buf, d, dtype, out=scratch)
+        return acc
+
+    def accumulates(self, dtype) -> bool:
+        """Whether `decode_add` runs fused for payloads of ``dtype`` (see `_add_body`)."""
+        return False
+
+    def _add_body(self, extra: bytes, body: np.ndarray, d: int, dtype, acc: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def split(self, buf, d: int, dtype=np.float32) -> tuple[bytes, np.ndarray]:
         """Check the header against this operator, ``d`` and ``dtype``; return (operator header
         fields, body). Raises DecodeError."""

@@ -54,15 +54,17 @@ def level_factors(s: int, pow2: bool) -> np.ndarray:
     return np.arange(s + 1, dtype=np.float64)
 
 
-def decode_signed_levels(op, fields, nu, block, d, dtype, out, pow2: bool):
+def decode_signed_levels(op, fields, nu, block, d, dtype, out, pow2: bool, accumulate: bool = False):
     """Values ±f(ℓ)·ν_B of packed signed-level fields (shared by the dithering family), with f
-    from `level_factors`; ``nu`` is ν/s per block for dithering, ν for natural dithering."""
+    from `level_factors`; ``nu`` is ν/s per block for dithering, ν for natural dithering.
+    ``accumulate`` (kernels only): add them to the float64 ``out`` instead."""
     nbits = d * op.width
     op._check_body_size(fields, nbits)
     check_padding(fields, nbits)
     out = op._output(out, d, dtype)
     if kernels.active():
-        bad = kernels.signed_level_values(fields, nu, block, op.s, op.width, pow2, out)
+        round32 = dtype == np.float32
+        bad = kernels.signed_level_values(fields, nu, block, op.s, op.width, pow2, out, accumulate, round32)
     else:
         f = unpack_fields(fields, op.width, d).astype(np.int64)
         lev = f & ((1 << (op.width - 1)) - 1)
@@ -199,6 +201,15 @@ class Dither(Compressor):
             return self._decode_elias(extra, fields, d, dtype, level_factors(self.s, False), unit, block, out)
         return decode_signed_levels(self, fields, unit, block, d, dtype, out, pow2=False)
 
+    def accumulates(self, dtype) -> bool:
+        return self.coder == "dense"
+
+    def _add_body(self, extra, body, d, dtype, acc):
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
+        decode_signed_levels(self, body[nb * dtype.itemsize :], nu / self.s, block, d, dtype, acc, False, True)
+
     def _decode_elias(self, extra, stream, d, dtype, factor, nu, block, out=None):
         (nnz,) = NNZ.unpack(extra)
         if nnz > d:
@@ -273,6 +284,9 @@ class TernGrad(Dither):
 
     def omega(self, d: int):
         return super().omega(d) if self.unbiased else None
+
+    def accumulates(self, dtype) -> bool:
+        return self.pack == "bits"
 
     def _prepare(self, x):
         x, block = super()._prepare(x)
@@ -386,3 +400,12 @@ class NaturalDither(Compressor):
         nb = n_blocks(d, self.block)
         nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
         return decode_signed_levels(self, body[nb * dtype.itemsize :], nu, block, d, dtype, out, pow2=True)
+
+    def accumulates(self, dtype) -> bool:
+        return True
+
+    def _add_body(self, extra, body, d, dtype, acc):
+        block = blockwise.effective_block(d, self.block)
+        nb = n_blocks(d, self.block)
+        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
+        decode_signed_levels(self, body[nb * dtype.itemsize :], nu, block, d, dtype, acc, True, True)

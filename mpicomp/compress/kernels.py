@@ -316,8 +316,8 @@ def sign_pack(x, out):
 
 
 @njit
-def sign_unpack(buf, scales, block, out):
-    """out[j] = scales[block of j] · (−1 if bit j else +1).
+def sign_unpack(buf, scales, block, out, accumulate=False):
+    """out[j] = scales[block of j] · (−1 if bit j else +1) (``accumulate``: out[j] += …).
 
     Whole 64-coordinate words expand from one uint64 (the inner loop over its bits vectorises);
     the rest of each block goes coordinate by coordinate.
@@ -337,11 +337,16 @@ def sign_unpack(buf, scales, block, out):
                 for k in range(8):
                     w |= np.uint64(buf[base + 8 * i + k]) << np.uint64(8 * k)
                 row = rows[i]
-                for k in range(64):
-                    row[k] = s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
+                if accumulate:
+                    for k in range(64):
+                        row[k] += s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
+                else:
+                    for k in range(64):
+                        row[k] = s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
             lo += 64 * nwords
         for j in range(lo, hi):
-            out[j] = s - two_s * ((buf[j >> 3] >> (j & 7)) & 1)
+            v = s - two_s * ((buf[j >> 3] >> (j & 7)) & 1)
+            out[j] = out[j] + v if accumulate else v
 
 
 # --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------
@@ -375,11 +380,13 @@ def dither_levels(x, scale, block, s, key, width, out):
 
 
 @njit
-def signed_level_values(buf, norm, block, s, width, pow2, out):
+def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False, round32=False):
     """Decode signed-level fields: out[j] = ±f(level)·norm[block of j].
 
     f(ℓ) = ℓ (dithering, with norm ν/s) or, with ``pow2``, f(ℓ) = 2^(ℓ−s) and f(0) = 0
-    (natural dithering, norm ν), built from exponent bits so the loop vectorises. Returns −1,
+    (natural dithering, norm ν), built from exponent bits so the loop vectorises. With
+    ``accumulate`` the values are added to ``out`` (float64), rounded to float32 first when
+    ``round32`` (the payload's dtype), i.e. exactly what decoding and then adding gives. Returns −1,
     or the first coordinate whose field is impossible (a level above s, or a sign bit on
     level 0).
     """
@@ -407,9 +414,15 @@ def signed_level_values(buf, norm, block, s, width, pow2, out):
             stop = min(c0 + n, (b + 1) * block)
             nu = norm[b]
             fs, sc, os = fields[j - c0 : stop - c0], scales[j - c0 : stop - c0], out[j:stop]
-            for i in range(fs.size):
-                val = sc[i] * nu
-                os[i] = val - 2.0 * val * (fs[i] >> shift)
+            if accumulate:
+                for i in range(fs.size):
+                    val = sc[i] * nu
+                    val = val - 2.0 * val * (fs[i] >> shift)
+                    os[i] += np.float64(np.float32(val)) if round32 else val
+            else:
+                for i in range(fs.size):
+                    val = sc[i] * nu
+                    os[i] = val - 2.0 * val * (fs[i] >> shift)
             j = stop
         if bad:
             for i in range(n):
@@ -471,6 +484,32 @@ def natural_unpack32(buf, out_bits):
             for i in range(n):
                 if (fields[i] & np.uint32(0xFF)) == 0xFF:
                     return c0 + i
+    return -1
+
+
+@njit
+def natural_add32(buf, acc):
+    """acc[j] += the C_nat value of coordinate j (float32 payload); returns −1 or a bad j."""
+    d = acc.size
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    bits = np.empty(CHUNK, dtype=np.uint32)
+    values = bits.view(np.float32)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * 9, n, 9, fields)
+        worst = np.uint32(0)
+        for i in range(n):
+            f = fields[i]
+            e = f & np.uint32(0xFF)
+            worst = max(worst, e)
+            bits[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
+        if worst == 0xFF:
+            for i in range(n):
+                if (fields[i] & np.uint32(0xFF)) == 0xFF:
+                    return c0 + i
+        ac = acc[c0 : c0 + n]
+        for i in range(n):
+            ac[i] += values[i]
     return -1
 
 

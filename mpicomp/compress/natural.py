@@ -91,3 +91,13 @@ class Natural(Compressor):
         if bad >= 0:
             raise DecodeError(f"natural: exponent field of all ones at coordinate {bad}: corrupted")
         return out.view(dtype)
+
+    def accumulates(self, dtype) -> bool:
+        return np.dtype(dtype) == np.float32
+
+    def _add_body(self, extra, body, d, dtype, acc):
+        self._check_body_size(body, d * 9)
+        check_padding(body, d * 9)
+        bad = kernels.natural_add32(body, acc)
+        if bad >= 0:
+            raise DecodeError(f"natural: exponent field of all ones at coordinate {bad}: corrupted")

@@ -24,6 +24,11 @@ def _pack_signs(x: np.ndarray) -> np.ndarray:
     return np.packbits(x < 0, bitorder="little")
 
 
+def _add_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, acc) -> None:
+    check_padding(bits, d)
+    kernels.sign_unpack(bits, scales.astype(dtype), block, acc, True)
+
+
 def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, out=None) -> np.ndarray:
     check_padding(bits, d)
     scales = scales.astype(dtype)
@@ -52,6 +57,13 @@ class Sign(Compressor):
     def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, d)
         return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype, out)
+
+    def accumulates(self, dtype) -> bool:
+        return True
+
+    def _add_body(self, extra, body, d, dtype, acc):
+        self._check_body_size(body, d)
+        _add_signs(body, np.ones(1), max(d, 1), d, dtype, acc)
 
     def packed_bits(self, buf, d: int) -> np.ndarray:
         """The validated body of a sign payload: bit j set where coordinate j is negative."""
@@ -95,10 +107,21 @@ class ScaledSign(Compressor):
         head = blockwise.scalar_bytes(scales)
         return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def _split_body(self, body, d, dtype):
         block = blockwise.effective_block(d, self.block)
         nb = n_blocks(d, self.block)
         scales = blockwise.read_scalars(body, nb, dtype, "block scales")
         bits = body[nb * dtype.itemsize :]
         self._check_body_size(bits, d)
+        return bits, scales, block
+
+    def _decode_body(self, extra, body, d, dtype, out=None):
+        bits, scales, block = self._split_body(body, d, dtype)
         return _unpack_signs(bits, scales, block, d, dtype, out)
+
+    def accumulates(self, dtype) -> bool:
+        return True
+
+    def _add_body(self, extra, body, d, dtype, acc):
+        bits, scales, block = self._split_body(body, d, dtype)
+        _add_signs(bits, scales, block, d, dtype, acc)
