@@ -466,24 +466,32 @@ def natural_pack32(bits, key, out):
 
 
 @njit
+def _natural_bits_chunk(buf, c0, n, fields, out_bits):
+    """float32 bit patterns of C_nat fields c0 … c0+n−1 into out_bits[:n]; −1 or a bad index."""
+    _unpack_chunk(buf, c0 * 9, n, 9, fields)
+    worst = np.uint32(0)
+    for i in range(n):
+        f = fields[i]
+        e = f & np.uint32(0xFF)
+        worst = max(worst, e)
+        out_bits[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
+    if worst == 0xFF:  # exponent field of all ones: no value of C_nat, a corrupted buffer
+        for i in range(n):
+            if (fields[i] & np.uint32(0xFF)) == 0xFF:
+                return c0 + i
+    return -1
+
+
+@njit
 def natural_unpack32(buf, out_bits):
     """Inverse of `natural_pack32` into float32 bit patterns; returns −1 or the first bad j."""
     d = out_bits.size
     fields = np.empty(CHUNK, dtype=np.uint32)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * 9, n, 9, fields)
-        worst = np.uint32(0)
-        oc = out_bits[c0 : c0 + n]
-        for i in range(n):
-            f = fields[i]
-            e = f & np.uint32(0xFF)
-            worst = max(worst, e)
-            oc[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
-        if worst == 0xFF:
-            for i in range(n):
-                if (fields[i] & np.uint32(0xFF)) == 0xFF:
-                    return c0 + i
+        bad = _natural_bits_chunk(buf, c0, n, fields, out_bits[c0 : c0 + n])
+        if bad >= 0:
+            return bad
     return -1
 
 
@@ -496,17 +504,9 @@ def natural_add32(buf, acc):
     values = bits.view(np.float32)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * 9, n, 9, fields)
-        worst = np.uint32(0)
-        for i in range(n):
-            f = fields[i]
-            e = f & np.uint32(0xFF)
-            worst = max(worst, e)
-            bits[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
-        if worst == 0xFF:
-            for i in range(n):
-                if (fields[i] & np.uint32(0xFF)) == 0xFF:
-                    return c0 + i
+        bad = _natural_bits_chunk(buf, c0, n, fields, bits)
+        if bad >= 0:
+            return bad
         ac = acc[c0 : c0 + n]
         for i in range(n):
             ac[i] += values[i]
