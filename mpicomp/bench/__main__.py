@@ -30,14 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.what == "compressors":
-        from .compressors import main as run_compressors
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "compressors":
+            from .compressors import main as run_compressors
 
-        return run_compressors(args)
-    from .collectives import main as run_collectives
+            return run_compressors(args)
+        from .collectives import main as run_collectives
 
-    return run_collectives(args)
+        return run_collectives(args)
+    except ValueError as exc:  # a bad spec or set-up: say what, no traceback
+        print(f"{parser.prog} {args.what}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

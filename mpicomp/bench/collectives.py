@@ -47,6 +47,9 @@ def run(mpi_comm, sizes=(2**20, 2**24), specs=DEFAULT_SPECS, repeat: int = 5, ne
     """Measure every (d, operator, aggregator); rows are identical on every rank."""
     comm = Communicator(mpi_comm, network=network)
     n = comm.size
+    if n < 2:
+        raise ValueError("the collectives benchmark compares traffic between ranks: run it under "
+                         "mpiexec with at least 2 ranks, e.g. mpiexec -n 4 python -m mpicomp.bench collectives")
     rows = []
     for d in sizes:
         x = np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32)
