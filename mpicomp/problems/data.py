@@ -1,0 +1,550 @@
+"""Data sets: LIBSVM files, bundled real data, synthetic generators; sharding and test splits.
+
+Nothing here downloads anything. Three sources, all reached through `load` (the ``--data`` flag):
+
+``libsvm:PATH``
+    A LIBSVM / svmlight file the user points to (see `mpicomp.problems.libsvm` for the format
+    and errors). Everything after the first ``:`` is the path, so it may contain ``:`` or ``,``.
+``breast_cancer``, ``digits``, ``digits:binary``
+    The real data sets shipped inside scikit-learn (``pip install scikit-learn``; imported only
+    when one of them is asked for). Features are standardised (see `standardize`).
+``synthetic[:KIND][,key=value...]``
+    Generated from a planted model; ``KIND`` is ``logistic`` (default), ``least_squares`` or
+    ``multiclass``. See `make_synthetic` for the keys and for what the heterogeneity knob ``h``
+    does.
+
+Every rank loads the whole data set and then takes its part with `shard`, a pure function of
+``(dataset, rank, size, how, seed)``, so no communication is needed and all ranks agree.
+
+Density rule (LIBSVM files): the matrix stays CSR when its density ``nnz / (m·d)`` is below
+`DENSE_THRESHOLD` = 0.25 and becomes a dense array otherwise. CSR costs 12 bytes per stored
+entry (8 value + 4 index) against 8 bytes per entry dense, and a CSR mat-vec does several times
+less arithmetic per byte than a dense one; below a quarter full, CSR is both smaller and faster.
+``dense=True`` / ``dense=False`` forces either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..spec_strings import parse_value
+from .libsvm import read_libsvm
+
+TASKS = ("binary", "multiclass", "regression")
+SHARDINGS = ("contiguous", "shuffled", "label")
+SYNTHETIC_KINDS = ("logistic", "least_squares", "multiclass")
+BUNDLED = ("breast_cancer", "digits", "digits:binary")
+DENSE_THRESHOLD = 0.25
+
+_SPEC_HELP = (
+    "valid data specs: 'synthetic[:logistic|least_squares|multiclass][,key=value...]' "
+    "(keys: n, d, h, seed, groups, density, noise, classes), 'breast_cancer', 'digits', "
+    "'digits:binary', 'libsvm:PATH'"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# The data set container
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Dataset:
+    """A data matrix with its labels.
+
+    Attributes
+    ----------
+    A : numpy.ndarray (float64, 2-D) or scipy.sparse.csr_matrix
+        One sample per row.
+    y : numpy.ndarray
+        ``task="binary"``: float64 in ``{-1, +1}``; ``"multiclass"``: int64 in ``0..C−1``;
+        ``"regression"``: float64.
+    name : str
+        Where it came from (the spec, plus ``[train]``, ``[shard r/size ...]`` ...).
+    task : str
+        One of `TASKS`.
+    meta : dict
+        Extras: ``x_true`` (planted model of synthetic data), ``classes`` (original label value of
+        each class of a LIBSVM file), ``indices`` (rows of the parent set a shard or split took).
+    """
+
+    A: Any
+    y: np.ndarray
+    name: str
+    task: str
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if sp.issparse(self.A):
+            self.A = sp.csr_matrix(self.A)
+        else:
+            self.A = np.asarray(self.A)
+        if self.A.ndim != 2:
+            raise ValueError(f"Dataset {self.name!r}: A must be 2-D, got shape {self.A.shape}")
+        self.y = np.asarray(self.y).reshape(-1)
+        if self.y.shape[0] != self.A.shape[0]:
+            raise ValueError(
+                f"Dataset {self.name!r}: y has {self.y.shape[0]} entries but A has "
+                f"{self.A.shape[0]} rows"
+            )
+        if self.task not in TASKS:
+            raise ValueError(
+                f"Dataset {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "binary" and self.y.size and not np.isin(self.y, (-1.0, 1.0)).all():
+            raise ValueError(f"Dataset {self.name!r}: binary labels must be -1 or +1, found "
+                             f"{np.unique(self.y)[:10].tolist()}")
+        if self.task == "multiclass" and self.y.size and (
+                self.y.dtype.kind not in "iu" or self.y.min() < 0):
+            raise ValueError(f"Dataset {self.name!r}: multiclass labels must be integers 0..C-1")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.A.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.A.shape[1])
+
+    @property
+    def n_classes(self) -> Optional[int]:
+        """``C`` for multiclass (``max label + 1``), 2 for binary, None for regression."""
+        if self.task == "binary":
+            return 2
+        if self.task == "multiclass":
+            return int(self.meta.get("n_classes", int(self.y.max()) + 1))
+        return None
+
+    @property
+    def sparse(self) -> bool:
+        return sp.issparse(self.A)
+
+    def take(self, rows, name: Optional[str] = None) -> "Dataset":
+        """The rows ``rows`` (an index array) as a new Dataset; ``meta['indices']`` records them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        meta = dict(self.meta)
+        parent = meta.get("indices")
+        meta["indices"] = rows if parent is None else np.asarray(parent)[rows]
+        return Dataset(self.A[rows], self.y[rows], name or self.name, self.task, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Sharding and splitting
+# --------------------------------------------------------------------------------------------
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def block_bounds(n: int, parts: int, index: int) -> tuple[int, int]:
+    """``[start, stop)`` of block ``index`` when ``n`` items are cut into ``parts`` contiguous
+    blocks whose sizes differ by at most one (the first ``n % parts`` blocks get the extra one)."""
+    q, r = divmod(n, parts)
+    start = index * q + min(index, r)
+    return start, start + q + (1 if index < r else 0)
+
+
+def shard_indices(n: int, rank: int, size: int, how: str = "contiguous", seed: int = 0,
+                  y: Optional[np.ndarray] = None) -> np.ndarray:
+    """The rows of an ``n``-sample data set that rank ``rank`` of ``size`` holds (sorted).
+
+    ``contiguous``: block ``rank`` of the rows in order. ``shuffled``: block ``rank`` of
+    ``default_rng(seed).permutation(n)``, sorted. ``label``: block ``rank`` of the rows sorted
+    (stably) by label ``y``, so each label sits on as few consecutive ranks as the block sizes
+    allow — the usual non-i.i.d. split; kept in label order. Every row goes to exactly one rank;
+    block sizes differ by at most one.
+    """
+    n = _check_int(n, "n", 1)
+    size = _check_int(size, "size", 1)
+    rank = _check_int(rank, "rank", 0)
+    if rank >= size:
+        raise ValueError(f"rank must be in 0..{size - 1}, got {rank}")
+    if size > n:
+        raise ValueError(
+            f"cannot shard {n} samples over {size} ranks: every rank needs at least one sample "
+            f"(use at most {n} ranks or more data)"
+        )
+    start, stop = block_bounds(n, size, rank)
+    if how == "contiguous":
+        return np.arange(start, stop, dtype=np.int64)
+    if how == "shuffled":
+        perm = np.random.default_rng(seed).permutation(n)
+        return np.sort(perm[start:stop])
+    if how == "label":
+        if y is None:
+            raise ValueError("label sharding needs the labels y")
+        order = np.argsort(np.asarray(y), kind="stable")
+        return order[start:stop].astype(np.int64)
+    raise ValueError(f"unknown sharding {how!r}: choose one of {', '.join(SHARDINGS)}")
+
+
+def shard(dataset: Dataset, rank: int, size: int, how: str = "contiguous",
+          seed: int = 0) -> Dataset:
+    """This rank's part of ``dataset`` (see `shard_indices` for ``how``)."""
+    rows = shard_indices(dataset.n_samples, rank, size, how, seed, y=dataset.y)
+    return dataset.take(rows, f"{dataset.name}[shard {rank}/{size} {how}]")
+
+
+def train_test_split(dataset: Dataset, test_fraction: float,
+                     seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split into ``(train, test)``: ``round(test_fraction · n)`` rows drawn with
+    ``default_rng(seed)`` go to test; both keep the original row order."""
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
+            0.0 < test_fraction < 1.0):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    n = dataset.n_samples
+    n_test = int(round(test_fraction * n))
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(
+            f"test_fraction={test_fraction} of {n} samples leaves {n_test} for test and "
+            f"{n - n_test} for training; both need at least one"
+        )
+    perm = np.random.default_rng(seed).permutation(n)
+    test_rows, train_rows = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return (dataset.take(train_rows, f"{dataset.name}[train]"),
+            dataset.take(test_rows, f"{dataset.name}[test]"))
+
+
+# --------------------------------------------------------------------------------------------
+# Standardisation
+# --------------------------------------------------------------------------------------------
+def standardize(train: Dataset, *others: Dataset) -> tuple[Dataset, ...]:
+    """Centre and scale each column to mean 0, standard deviation 1 (population, ``ddof=0``)
+    using statistics of ``train`` only, applied to ``train`` and to ``others``.
+
+    Columns constant on ``train`` are centred only (divided by 1). Dense data only: centring
+    would fill in a sparse matrix.
+    """
+    if train.sparse:
+        raise TypeError(f"standardize needs dense data; {train.name!r} is sparse (centring "
+                        "would make it dense: convert with dense=True first if that is wanted)")
+    mean = train.A.mean(axis=0)
+    std = train.A.std(axis=0)
+    std[std == 0] = 1.0
+    out = []
+    for ds in (train, *others):
+        A = (np.asarray(ds.A.toarray() if ds.sparse else ds.A, dtype=np.float64) - mean) / std
+        out.append(dataclasses.replace(ds, A=A, meta={**ds.meta, "standardized": True}))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# LIBSVM files
+# --------------------------------------------------------------------------------------------
+def _apply_density_rule(A: sp.csr_matrix, dense: Optional[bool]):
+    if dense is None:
+        m, d = A.shape
+        dense = A.nnz >= DENSE_THRESHOLD * m * d
+    return A.toarray() if dense else A
+
+
+def _labels_for_task(y: np.ndarray, task: Optional[str], where: str):
+    """``(labels, task, classes)``; see `load_libsvm`."""
+    values = np.unique(y)
+    if task is None:
+        if values.size <= 2 and np.isin(values, (-1.0, 1.0)).all():
+            return y.astype(np.float64), "binary", None
+        if values.size >= 2 and (values == np.round(values)).all() and values[0] == 0 and (
+                values[-1] == values.size - 1):
+            return y.astype(np.int64), "multiclass", None
+        return y.astype(np.float64), "regression", None
+    if task == "regression":
+        return y.astype(np.float64), task, None
+    if task == "binary":
+        if values.size != 2:
+            raise ValueError(f"{where}: task='binary' needs exactly 2 distinct labels, found "
+                             f"{values.size}: {values[:10].tolist()}")
+        return np.where(y == values[1], 1.0, -1.0), task, values
+    if task == "multiclass":
+        if not (values == np.round(values)).all():
+            raise ValueError(f"{where}: task='multiclass' needs integer labels, found "
+                             f"{values[:10].tolist()}")
+        return np.searchsorted(values, y).astype(np.int64), task, values
+    raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or None")
+
+
+def load_libsvm(path: Union[str, "os.PathLike[str]"], *, n_features: Optional[int] = None,
+                zero_based: bool = False, task: Optional[str] = None,
+                dense: Optional[bool] = None) -> Dataset:
+    """A LIBSVM / svmlight file as a `Dataset`.
+
+    Parameters
+    ----------
+    path, n_features, zero_based
+        As in `mpicomp.problems.libsvm.read_libsvm`.
+    task : {None, "binary", "multiclass", "regression"}
+        None (default) keeps the labels as written and infers the task: labels in ``{−1, +1}``
+        → ``"binary"``; integers exactly ``0..C−1`` (C ≥ 2) → ``"multiclass"``; anything
+        else → ``"regression"``. ``"binary"`` maps the two distinct labels, whatever they are
+        (``{0, 1}``, ``{1, 2}``, ``{−1, 1}``), to ``−1`` (smaller) and ``+1`` (larger);
+        ``"multiclass"`` maps the sorted distinct integer labels to ``0..C−1`` (so 1..C files
+        work). The original label values are kept in ``meta['classes']``.
+    dense : bool, optional
+        None: the density rule of this module (dense when ≥ 25 % non-zero); True / False: force
+        a dense array / CSR.
+    """
+    A, y = read_libsvm(path, n_features=n_features, zero_based=zero_based)
+    labels, task, classes = _labels_for_task(y, task, os.fspath(path))
+    meta: dict = {"density": A.nnz / (A.shape[0] * A.shape[1])}
+    if classes is not None:
+        meta["classes"] = classes
+    return Dataset(_apply_density_rule(A, dense), labels, f"libsvm:{os.fspath(path)}", task, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Bundled real data (scikit-learn)
+# --------------------------------------------------------------------------------------------
+def _sklearn_datasets():
+    try:
+        import sklearn.datasets as skd
+    except ImportError:
+        raise ImportError(
+            "the bundled data sets 'breast_cancer' and 'digits' come from scikit-learn, which "
+            "is not installed: pip install scikit-learn (or use --data synthetic or "
+            "libsvm:PATH)"
+        ) from None
+    return skd
+
+
+def load_bundled(name: str) -> Dataset:
+    """A real data set bundled with scikit-learn, **not** standardised (`load` does that).
+
+    ``breast_cancer``: 569 × 30, binary, ``+1`` = benign, ``−1`` = malignant.
+    ``digits``: 1797 × 64 (8×8 pixel intensities 0..16), multiclass ``0..9``.
+    ``digits:binary``: the same images, ``+1`` = even digit, ``−1`` = odd.
+    """
+    if name not in BUNDLED:
+        raise ValueError(f"unknown bundled data set {name!r}: choose one of {', '.join(BUNDLED)}")
+    skd = _sklearn_datasets()
+    if name == "breast_cancer":
+        X, t = skd.load_breast_cancer(return_X_y=True)
+        return Dataset(np.asarray(X, dtype=np.float64), np.where(t == 1, 1.0, -1.0), name, "binary")
+    X, t = skd.load_digits(return_X_y=True)
+    X = np.asarray(X, dtype=np.float64)
+    if name == "digits":
+        return Dataset(X, np.asarray(t, dtype=np.int64), name, "multiclass", {"n_classes": 10})
+    return Dataset(X, np.where(t % 2 == 0, 1.0, -1.0), name, "binary")
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data
+# --------------------------------------------------------------------------------------------
+def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features: int = 50,
+                   heterogeneity: float = 0.0, groups: int = 1, seed: int = 0,
+                   density: float = 1.0, noise: float = 0.1, classes: int = 3) -> Dataset:
+    """Data from a planted model, with a knob for how much the workers' data differ.
+
+    Parameters
+    ----------
+    kind : {"logistic", "least_squares", "multiclass"}
+    n_samples, n_features : int
+        ``m`` and ``d``.
+    heterogeneity : float ≥ 0
+        ``h``; see Notes.
+    groups : int
+        ``G``: the rows are cut into ``G`` contiguous blocks (sizes as `block_bounds`), one per
+        worker; `shard` with ``how="contiguous"`` and ``size=G`` gives rank ``g`` block ``g``.
+    seed : int
+        Everything comes from ``np.random.SeedSequence(seed)``; no global RNG.
+    density : float in (0, 1]
+        Fraction of non-zero coordinates of the planted model (``max(1, round(density·d))`` of
+        them, at random places): sparse ``x_true`` for ℓ1 experiments. Not for multiclass.
+    noise : float ≥ 0
+        Standard deviation of the Gaussian noise added to least-squares targets.
+    classes : int ≥ 2
+        ``C`` for multiclass.
+
+    Notes
+    -----
+    Planted model: ``x_true`` (``d``, or ``d × C`` for multiclass) with i.i.d. N(0, 1) entries on
+    its support, scaled to Frobenius norm 4. Group ``g`` has
+
+    - a feature mean ``μ_g = h · u_g`` with ``u_g ~ N(0, I_d / d)`` (so ``‖μ_g‖ ≈ h``), and
+    - a local model ``x_g = x_true + h · ‖x_true‖ · v_g`` with ``v_g ~ N(0, I / s)`` on the
+      support of ``x_true`` (``s`` its size; so ``‖x_g − x_true‖ ≈ h‖x_true‖``).
+
+    A sample of group ``g`` is ``a = z + μ_g`` with ``z ~ N(0, I_d)``, and its label is
+    ``+1`` with probability ``σ(aᵀx_g)`` else ``−1`` (logistic), ``aᵀx_g + noise·ε``
+    (least squares), or class ``c`` with probability ``softmax(aᵀx_g)_c`` (multiclass).
+
+    So ``h = 0`` gives i.i.d. samples (the data do not depend on ``G`` at all), and as ``h`` grows
+    the workers' feature distributions and their local optima move apart. ``meta['x_true']`` is
+    the shared planted model, ``meta['group_models']`` the ``x_g``.
+    """
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(
+            f"unknown synthetic kind {kind!r}: choose one of {', '.join(SYNTHETIC_KINDS)}")
+    m = _check_int(n_samples, "n_samples (n)", 1)
+    d = _check_int(n_features, "n_features (d)", 1)
+    G = _check_int(groups, "groups", 1)
+    C = _check_int(classes, "classes", 2)
+    seed = _check_int(seed, "seed", 0)
+    if G > m:
+        raise ValueError(f"groups={G} is more than n_samples={m}")
+    h = float(heterogeneity) if isinstance(heterogeneity, numbers.Real) else float("nan")
+    if not (np.isfinite(h) and h >= 0):
+        raise ValueError(f"heterogeneity (h) must be a finite number >= 0, got {heterogeneity!r}")
+    if not isinstance(density, numbers.Real) or not (0.0 < float(density) <= 1.0):
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if not isinstance(noise, numbers.Real) or not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+
+    model_ss, data_ss, het_ss = np.random.SeedSequence(seed).spawn(3)
+    model_rng = np.random.default_rng(model_ss)
+    data_rng = np.random.default_rng(data_ss)
+    het_rng = np.random.default_rng(het_ss)
+
+    shape = (d, C) if kind == "multiclass" else (d,)
+    support = np.arange(d)
+    if kind != "multiclass" and density < 1.0:
+        k = max(1, int(round(density * d)))
+        support = np.sort(model_rng.choice(d, size=k, replace=False))
+    x_true = np.zeros(shape)
+    x_true[support] = model_rng.standard_normal((support.size,) + shape[1:])
+    x_true *= 4.0 / np.linalg.norm(x_true)
+
+    # Shared draws first (independent of G and h), so h = 0 data are the same for every G.
+    Z = data_rng.standard_normal((m, d))
+    if kind == "logistic":
+        uniforms = data_rng.random(m)
+    elif kind == "least_squares":
+        eps = data_rng.standard_normal(m)
+    else:
+        gumbel = data_rng.gumbel(size=(m, C))
+
+    group_models = []
+    A = Z
+    y = np.empty(m, dtype=np.int64 if kind == "multiclass" else np.float64)
+    for g in range(G):
+        u = het_rng.standard_normal(d) / np.sqrt(d)
+        v = np.zeros(shape)
+        v[support] = het_rng.standard_normal((support.size,) + shape[1:]) / np.sqrt(
+            support.size * (C if kind == "multiclass" else 1))
+        x_g = x_true + h * np.linalg.norm(x_true) * v
+        group_models.append(x_g)
+        lo, hi = block_bounds(m, G, g)
+        A[lo:hi] += h * u
+        z = A[lo:hi] @ x_g
+        if kind == "logistic":
+            y[lo:hi] = np.where(uniforms[lo:hi] < 1.0 / (1.0 + np.exp(-z)), 1.0, -1.0)
+        elif kind == "least_squares":
+            y[lo:hi] = z + noise * eps[lo:hi]
+        else:
+            y[lo:hi] = np.argmax(z + gumbel[lo:hi], axis=1)
+
+    task = {"logistic": "binary", "least_squares": "regression", "multiclass": "multiclass"}[kind]
+    meta = {"x_true": x_true, "group_models": np.stack(group_models), "groups": G,
+            "heterogeneity": h}
+    if kind == "multiclass":
+        meta["n_classes"] = C
+    name = f"synthetic:{kind},n={m},d={d},h={h:g},groups={G},seed={seed}"
+    return Dataset(A, y, name, task, meta)
+
+
+_SYNTH_KEYS = {
+    "n": "n_samples", "n_samples": "n_samples", "d": "n_features", "n_features": "n_features",
+    "h": "heterogeneity", "heterogeneity": "heterogeneity", "seed": "seed", "groups": "groups",
+    "density": "density", "noise": "noise", "classes": "classes",
+}
+
+
+def _parse_synthetic(rest: str) -> tuple[str, dict]:
+    kind = "logistic"
+    params: dict = {}
+    items = [item.strip() for item in rest.split(",")] if rest else []
+    for pos, item in enumerate(items):
+        if not item:
+            continue
+        if "=" not in item:
+            if pos != 0:
+                raise ValueError(f"synthetic spec item {item!r} is not key=value; {_SPEC_HELP}")
+            kind = item
+            if kind not in SYNTHETIC_KINDS:
+                raise ValueError(f"unknown synthetic kind {kind!r}: choose one of "
+                                 f"{', '.join(SYNTHETIC_KINDS)}")
+            continue
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in _SYNTH_KEYS:
+            raise ValueError(f"unknown synthetic key {key!r}: valid keys are "
+                             f"{', '.join(sorted(_SYNTH_KEYS))}")
+        params[_SYNTH_KEYS[key]] = parse_value(value.strip())
+    return kind, params
+
+
+# --------------------------------------------------------------------------------------------
+# The spec front door
+# --------------------------------------------------------------------------------------------
+def _load_raw(spec: str, seed: Optional[int], groups: Optional[int],
+              libsvm_options: dict) -> tuple[Dataset, bool]:
+    """The data set named by ``spec`` and whether it is standardised by default."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"data spec must be a non-empty string, got {spec!r}; {_SPEC_HELP}")
+    spec = spec.strip()
+    head, _, rest = spec.partition(":")
+    if libsvm_options and head != "libsvm":
+        raise TypeError(f"options {sorted(libsvm_options)} apply to libsvm:PATH only, not {spec!r}")
+    if head == "libsvm":
+        if not rest:
+            raise ValueError("libsvm:PATH needs a path after 'libsvm:'")
+        return load_libsvm(rest, **libsvm_options), False
+    if spec in BUNDLED:
+        return load_bundled(spec), True
+    if head == "synthetic":
+        kind, params = _parse_synthetic(rest)
+        if seed is not None:
+            params.setdefault("seed", seed)
+        if groups is not None:
+            params.setdefault("groups", groups)
+        ds = make_synthetic(kind, **params)
+        ds.name = spec if rest else f"synthetic:{kind}"
+        return ds, False
+    raise ValueError(f"unknown data set {spec!r}; {_SPEC_HELP}")
+
+
+def load(spec: str, *, seed: Optional[int] = None, groups: Optional[int] = None,
+         standardize_features: Optional[bool] = None, **libsvm_options) -> Dataset:
+    """The data set named by ``spec`` (the ``--data`` flag), whole.
+
+    Parameters
+    ----------
+    spec : str
+        ``"synthetic"``, ``"synthetic:KIND,key=value,..."`` (keys ``n``, ``d``, ``h``, ``seed``,
+        ``groups``, ``density``, ``noise``, ``classes``; see `make_synthetic`),
+        ``"breast_cancer"``, ``"digits"``, ``"digits:binary"``, ``"libsvm:PATH"``.
+    seed, groups : int, optional
+        Defaults for the synthetic keys of the same name (what the spec says wins); the driver
+        passes its ``--seed`` and the world size. Ignored by the other sources.
+    standardize_features : bool, optional
+        Standardise columns (`standardize`). Default: yes for the bundled sets, no otherwise.
+    **libsvm_options
+        ``n_features``, ``zero_based``, ``task``, ``dense`` for `load_libsvm`.
+    """
+    ds, default_std = _load_raw(spec, seed, groups, libsvm_options)
+    if default_std if standardize_features is None else standardize_features:
+        (ds,) = standardize(ds)
+    return ds
+
+
+def load_split(spec: str, test_fraction: float, *, split_seed: int = 0,
+               seed: Optional[int] = None, groups: Optional[int] = None,
+               standardize_features: Optional[bool] = None,
+               **libsvm_options) -> tuple[Dataset, Dataset]:
+    """``(train, test)`` for ``spec``: `train_test_split` with ``split_seed``, then (where
+    standardised) statistics from the training part applied to both."""
+    ds, default_std = _load_raw(spec, seed, groups, libsvm_options)
+    train, test = train_test_split(ds, test_fraction, split_seed)
+    if default_std if standardize_features is None else standardize_features:
+        train, test = standardize(train, test)
+    return train, test
+
+
+__all__ = [
+    "Dataset", "TASKS", "SHARDINGS", "DENSE_THRESHOLD", "load", "load_split", "load_libsvm",
+    "load_bundled", "make_synthetic", "shard", "shard_indices", "block_bounds",
+    "train_test_split", "standardize",
+]

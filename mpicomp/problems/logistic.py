@@ -1,0 +1,60 @@
+"""Binary logistic regression with labels ±1 (SPEC §4).
+
+``f(x) = (1/m) Σ_j log(1 + exp(−b_j a_jᵀx)) + (λ2/2)‖x‖²``, computed as
+``logaddexp(0, −b_j a_jᵀx)`` so that it stays finite (and exact) for any margin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_xp, to_host
+from .base import Problem
+from .spectral import lambda_max_gram
+
+
+class LogisticRegression(Problem):
+    """Logistic regression over a shard ``(A, b)``, ``b ∈ {−1, +1}^m``.
+
+    Notes
+    -----
+    ``∇f(x) = −(1/m) Aᵀ(b ⊙ σ(−b ⊙ Ax)) + λ2 x`` with ``σ(t) = 1/(1 + e^{−t})``, evaluated as
+    ``exp(−logaddexp(0, t))`` (no overflow). The Hessian is ``(1/m) Aᵀ D A + λ2 I`` with
+    ``D = diag(σ(1 − σ)) ⪯ I/4``, hence the smoothness bound
+    ``L = λ_max(AᵀA)/(4m) + λ2`` (SPEC §4).
+    """
+
+    name = "logistic"
+
+    def __init__(self, A, b, l1: float = 0.0, l2: float = 0.0) -> None:
+        super().__init__(A, b, l1=l1, l2=l2)
+        found = np.unique(np.asarray(to_host(self.b)))
+        if not np.isin(found, (-1.0, 1.0)).all():
+            shown = found.tolist()[:10] + (["..."] if found.size > 10 else [])
+            hint = " (map 0 to -1)" if set(found.tolist()) <= {0, 1} else ""
+            raise ValueError(
+                f"logistic regression needs labels in {{-1, +1}}; found labels {shown}{hint}; "
+                "use the softmax problem for more than two classes"
+            )
+        xp = get_xp(self.b)
+        dtype = self.A.dtype
+        self.b = xp.asarray(self.b, dtype=dtype)
+
+    @property
+    def dim(self) -> int:
+        return self.n_features
+
+    def _data_loss(self, x, rows) -> float:
+        A, b, m = self._rows(rows)
+        xp = get_xp(x)
+        return float(xp.logaddexp(0.0, -b * (A @ x)).sum()) / m
+
+    def _data_grad(self, x, rows):
+        A, b, m = self._rows(rows)
+        xp = get_xp(x)
+        t = b * (A @ x)
+        w = -b * xp.exp(-xp.logaddexp(0.0, t))  # −b σ(−t)
+        return (A.T @ w) / m
+
+    def _data_smoothness(self) -> float:
+        return lambda_max_gram(self.A) / (4.0 * self.n_samples)
