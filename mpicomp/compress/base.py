@@ -276,11 +276,6 @@ def n_blocks(d: int, block: int) -> int:
     return 1 if block <= 0 else -(-d // block)
 
 
-def block_size(d: int, block: int) -> int:
-    """Size of the largest block (``b`` in the variance bounds)."""
-    return d if block <= 0 else min(block, d)
-
-
 def value_bits(dtype) -> int:
     """Bits of one transmitted scalar (norms, kept values): the input's own precision."""
     return 8 * np.dtype(dtype).itemsize
