@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import DecodeError, raise_non_finite
+from .base import DecodeError, n_blocks, raise_non_finite
 
 
 def effective_block(d: int, block: int) -> int:
@@ -72,6 +72,14 @@ def read_scalars(body: np.ndarray, count: int, dtype, what: str) -> np.ndarray:
     if count and (not np.isfinite(vals).all() or (vals < 0).any()):
         raise DecodeError(f"corrupted buffer: {what} must be finite and ≥ 0, got {vals[:4]}…")
     return vals
+
+
+def split_block_scalars(body: np.ndarray, d: int, block: int, dtype, what: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """(block length, the scalars sent first — one per block, as float64 —, the rest of the body)
+    for an operator with block parameter ``block`` on a vector of dimension ``d``."""
+    nb = n_blocks(d, block)
+    scalars = read_scalars(body, nb, dtype, what).astype(np.float64)
+    return effective_block(d, block), scalars, body[nb * dtype.itemsize :]
 
 
 def scalar_bytes(values: np.ndarray) -> np.ndarray:

@@ -192,10 +192,7 @@ class Dither(Compressor):
         return NNZ.pack(nnz), [head, stream], head.size * 8 + nbits
 
     def _decode_body(self, extra, body, d, dtype, out=None):
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        fields = body[nb * dtype.itemsize :]
+        block, nu, fields = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
         unit = nu / self.s  # values ±ℓ·(ν/s)
         if self.coder == "elias":
             return self._decode_elias(extra, fields, d, dtype, level_factors(self.s, False), unit, block, out)
@@ -205,10 +202,8 @@ class Dither(Compressor):
         return self.coder == "dense"
 
     def _add_body(self, extra, body, d, dtype, acc):
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        decode_signed_levels(self, body[nb * dtype.itemsize :], nu / self.s, block, d, dtype, acc, False, True)
+        block, nu, fields = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
+        decode_signed_levels(self, fields, nu / self.s, block, d, dtype, acc, pow2=False, accumulate=True)
 
     def _decode_elias(self, extra, stream, d, dtype, factor, nu, block, out=None):
         (nnz,) = NNZ.unpack(extra)
@@ -316,10 +311,7 @@ class TernGrad(Dither):
     def _decode_body(self, extra, body, d, dtype, out=None):
         if self.pack == "bits":
             return super()._decode_body(extra, body, d, dtype, out)
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms")
-        packed = body[nb * dtype.itemsize :]
+        block, nu, packed = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
         self._check_body_size(packed, 8 * -(-d // 5))
         if (packed > 242).any():
             raise DecodeError(f"{self.spec()}: byte above 242 is no base-3 group of five trits")
@@ -328,7 +320,7 @@ class TernGrad(Dither):
         if (flat[d:] != 1).any():
             raise DecodeError(f"{self.spec()}: non-zero padding trits: corrupted buffer")
         trit = flat[:d] - 1
-        return (trit * blockwise.per_element(nu.astype(np.float64), block, d)).astype(dtype)
+        return (trit * blockwise.per_element(nu, block, d)).astype(dtype)
 
 
 class NaturalDither(Compressor):
@@ -396,16 +388,12 @@ class NaturalDither(Compressor):
         return b"", [head, fields], self.body_bits(d, x.dtype)
 
     def _decode_body(self, extra, body, d, dtype, out=None):
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        return decode_signed_levels(self, body[nb * dtype.itemsize :], nu, block, d, dtype, out, pow2=True)
+        block, nu, fields = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
+        return decode_signed_levels(self, fields, nu, block, d, dtype, out, pow2=True)
 
     def accumulates(self, dtype) -> bool:
         return True
 
     def _add_body(self, extra, body, d, dtype, acc):
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        nu = blockwise.read_scalars(body, nb, dtype, "block norms").astype(np.float64)
-        decode_signed_levels(self, body[nb * dtype.itemsize :], nu, block, d, dtype, acc, True, True)
+        block, nu, fields = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
+        decode_signed_levels(self, fields, nu, block, d, dtype, acc, pow2=True, accumulate=True)

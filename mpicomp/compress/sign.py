@@ -108,10 +108,7 @@ class ScaledSign(Compressor):
         return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
 
     def _split_body(self, body, d, dtype):
-        block = blockwise.effective_block(d, self.block)
-        nb = n_blocks(d, self.block)
-        scales = blockwise.read_scalars(body, nb, dtype, "block scales")
-        bits = body[nb * dtype.itemsize :]
+        block, scales, bits = blockwise.split_block_scalars(body, d, self.block, dtype, "block scales")
         self._check_body_size(bits, d)
         return bits, scales, block
 
