@@ -130,9 +130,9 @@ class Aggregator:
         self.op = get(compressor)
         self.work = Workspace()
 
-    def expected_nbytes(self, d: int, dtype, op: Optional[Compressor] = None) -> Optional[int]:
-        op = op or self.op
-        return op.nbytes_max(d, dtype) if op.fixed_size else None
+    def expected_nbytes(self, d: int, dtype) -> Optional[int]:
+        """The size every message must have (fixed-size operators), else None."""
+        return self.op.nbytes_max(d, dtype) if self.op.fixed_size else None
 
     def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False, out=None) -> Aggregate:  # pragma: no cover
         """Aggregate this rank's ``x`` (collective); ``own=True`` also decodes this rank's

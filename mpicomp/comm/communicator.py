@@ -176,7 +176,7 @@ class Communicator:
             buf = self._bytes(buf)
         n = np.array([buf.size if is_root else 0], np.int64)
         self.comm.Bcast([n, self.MPI.INT64_T], root=root)
-        out = buf if is_root else self._empty(int(n[0]), buf if buf is not None else np.empty(0, np.uint8))
+        out = buf if is_root else self._empty(int(n[0]), buf)
         if self.size > 1:
             self.comm.Bcast([out, self.MPI.BYTE], root=root)
         m = int(n[0])
