@@ -58,15 +58,23 @@ class Aggregate:
     bits_down: int
 
 
-def collectively(comm: Communicator, fn, *args):
-    """Run ``fn(*args)``; if it raises on any rank, raise AggregationError on every rank."""
+def collectively(comm, fn, *args, catch=(ValueError, TypeError), error=AggregationError):
+    """Run ``fn(*args)``; if it raises one of ``catch`` on any rank, raise ``error`` on every rank.
+
+    ``comm`` is a `Communicator` or an mpi4py communicator. The message lists each failing
+    rank's exception; ``error.causes`` holds them as ``(rank, exception text)``. DecodeError and
+    PayloadSizeError are ValueErrors, so the default catches what aggregation can raise.
+    """
+    raw = getattr(comm, "comm", comm)
     try:
-        result, error = fn(*args), None
-    except (ValueError, TypeError) as exc:  # DecodeError and PayloadSizeError are ValueErrors
-        result, error = None, f"rank {comm.rank}: {type(exc).__name__}: {exc}"
-    errors = [e for e in comm.comm.allgather(error) if e]
-    if errors:
-        raise AggregationError("; ".join(errors))
+        result, failure = fn(*args), None
+    except catch as exc:
+        result, failure = None, f"{type(exc).__name__}: {exc}"
+    failures = [(r, f) for r, f in enumerate(raw.allgather(failure)) if f]
+    if failures:
+        exc = error("; ".join(f"rank {r}: {f}" for r, f in failures))
+        exc.causes = failures
+        raise exc
     return result
 
 
@@ -350,3 +358,23 @@ class MajorityVote:
             self._op.Free()
             self._type.Free()
             self._op = self._type = None
+
+
+#: the ``topology`` values of the centralised methods and the aggregator each one builds
+AGGREGATORS = {"server": ServerAggregator, "allgather": AllgatherAggregator, "two-phase": TwoPhaseAggregator}
+
+
+def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None) -> Aggregator:
+    """The aggregator called ``kind`` (one of `AGGREGATORS`) for ``compressor``.
+
+    ``downlink`` re-compresses the mean (server: default exact; two-phase: default the uplink
+    operator); the allgather aggregator has no downlink and refuses one.
+    """
+    if kind not in AGGREGATORS:
+        raise ValueError(f"unknown aggregation topology {kind!r}: choose one of {', '.join(AGGREGATORS)}")
+    if kind == "allgather":
+        if downlink is not None:
+            raise ValueError("the allgather topology has no downlink: every rank decodes every "
+                             "message (use server or two-phase for a downlink compressor)")
+        return AllgatherAggregator(comm, compressor)
+    return AGGREGATORS[kind](comm, compressor, downlink=downlink)

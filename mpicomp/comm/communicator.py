@@ -13,6 +13,8 @@ equals received. ``Allreduce`` is counted as a ring allreduce moves it: 2(n−1)
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -49,10 +51,21 @@ class CommStats:
     by_op: dict = field(default_factory=lambda: defaultdict(CallStats))
 
     def total(self) -> CallStats:
+        """Sum over the kinds of call, in name order (so a restored copy sums the same way)."""
         out = CallStats()
-        for s in self.by_op.values():
-            out.add(s)
+        for op in sorted(self.by_op):
+            out.add(self.by_op[op])
         return out
+
+    def to_json(self) -> str:
+        """The counters as JSON (checkpoints); `restore` puts them back exactly."""
+        return json.dumps({op: dataclasses.astuple(s) for op, s in sorted(self.by_op.items())})
+
+    def restore(self, text: str) -> None:
+        """Replace the counters with those of `to_json`."""
+        self.by_op.clear()
+        for op, values in json.loads(text).items():
+            self.by_op[op] = CallStats(*values)
 
     def reset(self) -> None:
         self.by_op.clear()

@@ -58,3 +58,8 @@ class LogisticRegression(Problem):
 
     def _data_smoothness(self) -> float:
         return lambda_max_gram(self.A) / (4.0 * self.n_samples)
+
+    def predict(self, x, A=None):
+        """Predicted labels ``sign(Ax)`` in ``{−1, +1}`` (a zero margin predicts +1)."""
+        A = self.A if A is None else A
+        return get_xp(x).where(A @ x >= 0, 1.0, -1.0)

@@ -1,0 +1,178 @@
+"""What every algorithm shares: the local objective, per-rank random streams, the step contract.
+
+An algorithm is built once per rank over that rank's `LocalObjective` and a `Communicator`;
+``init(x0, seeds)`` returns its State (a dataclass holding everything a resumed run needs:
+models, shifts, momenta, error memories and the random generators) and ``step(state)`` advances
+it by one iteration. ``step`` is collective: every rank calls it in lockstep. It updates the
+state's arrays in place and returns ``(state, StepInfo)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from ..backend import get_xp, to_device, to_host
+from ..config import Setting
+
+
+class DivergenceError(RuntimeError):
+    """The iterates left the floating-point range (NaN or Inf); raised on every rank alike."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"diverged at step {step}: {what} has NaN or Inf")
+        self.step = step
+        self.what = what
+
+
+@dataclasses.dataclass
+class StepInfo:
+    """What one step cost this rank: information bits sent towards and received from the
+    aggregate (the payloads' exact ``nbits``)."""
+
+    bits_up: int = 0
+    bits_down: int = 0
+
+
+def rank_generators(seed: int, size: int, rank: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """``(compression, sampling)`` generators of ``rank``: the two children of
+    ``SeedSequence(seed).spawn(size)[rank]``. A serial reference that replays rank r's draws
+    uses the same two streams."""
+    child = np.random.SeedSequence(seed).spawn(size)[rank]
+    compress, sample = child.spawn(2)
+    return np.random.default_rng(compress), np.random.default_rng(sample)
+
+
+class LocalObjective:
+    """Rank i's share ``w_i f_i`` of the global objective, with ``w_i = n·m_i/N``.
+
+    With shards of ``m_i`` of the ``N`` samples, ``(1/n) Σ_i w_i f_i(x) = (1/N) Σ_samples ℓ``:
+    the plain mean over ranks that every aggregator forms is then the gradient of the loss over
+    the whole data set (the problem `mpicomp.problems.reference_optimum` solves), also when the
+    shard sizes differ. The regulariser ``R`` is global: `prox` and `regulariser` are not
+    weighted.
+
+    The algorithms keep their state in host (NumPy) arrays, where the compressors work; when
+    the shard lives on the GPU, `loss` and `grad` move ``x`` (and minibatch indices) there and
+    the gradient back, so only ``d``-vectors cross the bus each step.
+
+    Parameters
+    ----------
+    problem : Problem
+        Over this rank's shard (NumPy or CuPy data).
+    weight : float
+        ``w_i`` (1 for equal shards).
+    """
+
+    def __init__(self, problem, weight: float = 1.0):
+        self.problem = problem
+        self.weight = float(weight)
+        self.device = "cpu" if get_xp(problem.b) is np else "gpu"
+
+    @property
+    def dim(self) -> int:
+        return self.problem.dim
+
+    @property
+    def n_samples(self) -> int:
+        return self.problem.n_samples
+
+    def loss(self, x) -> float:
+        return self.weight * self.problem.loss(to_device(x, self.device))
+
+    def grad(self, x, batch=None) -> np.ndarray:
+        if batch is not None:
+            batch = to_device(batch, self.device)
+        g = to_host(self.problem.grad(to_device(x, self.device), batch))
+        return g if self.weight == 1.0 else self.weight * g
+
+    def smoothness(self) -> Optional[float]:
+        L = self.problem.smoothness()
+        return None if L is None else self.weight * L
+
+    def regulariser(self, x) -> float:
+        return self.problem.regulariser(x)
+
+    def prox(self, z, step: float):
+        return self.problem.prox(z, step) if self.problem.l1 else z
+
+
+class Algorithm:
+    """Base class: subclasses set the class attributes and implement `init`, `step`, `model`.
+
+    Attributes
+    ----------
+    name : str
+        The ``algorithm`` attribute of traces.
+    settings : tuple of Setting
+        Settings of this algorithm beyond `mpicomp.config.COMMON_SETTINGS` (flags of its app).
+    topologies : tuple of str
+        Values of the ``topology`` setting it runs on.
+    """
+
+    name: ClassVar[str] = "algorithm"
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    topologies: ClassVar[tuple[str, ...]] = ("server", "allgather", "two-phase")
+    state_type: ClassVar[type]
+
+    def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        self.objective = objective
+        self.comm = comm
+        self.lr = float(lr)
+        self.batch = int(batch)
+        self.setup_info = StepInfo()  # bits of one-time exchanges in init (added at step 0)
+
+    # -- the contract ----------------------------------------------------------------------
+    def init(self, x0, seeds: tuple[np.random.Generator, np.random.Generator]):  # pragma: no cover
+        """The State at ``x0``; ``seeds`` are this rank's `rank_generators`."""
+        raise NotImplementedError
+
+    def step(self, state):  # pragma: no cover
+        """One collective iteration: ``(state, StepInfo)`` (arrays updated in place)."""
+        raise NotImplementedError
+
+    def model(self, state):
+        """The model this rank reports (the same on every rank for centralised methods)."""
+        return state.x
+
+    # -- helpers ---------------------------------------------------------------------------
+    def gradient(self, state):
+        """``∇(w_i f_i)`` at ``state.x``: full, or over ``batch`` samples drawn with replacement
+        from ``state.sample_rng``."""
+        if self.batch <= 0:
+            return self.objective.grad(state.x)
+        rows = state.sample_rng.integers(0, self.objective.n_samples, size=self.batch)
+        return self.objective.grad(state.x, rows)
+
+    def check_finite(self, vector, state, what: str) -> None:
+        """Raise DivergenceError on every rank if ``vector`` has NaN/Inf on any rank (one
+        one-byte ``Allreduce``; compressors reject non-finite input, so this comes first)."""
+        from mpi4py import MPI
+
+        ok = bool(np.isfinite(vector).all())
+        if not self.comm.comm.allreduce(ok, op=MPI.LAND):
+            raise DivergenceError(state.step, what)
+
+
+def require_smoothness(smoothness: Optional[float], setting: str, problem_name: str) -> float:
+    """``L`` for a ``theory`` default, or a ValueError telling the user to give ``setting``."""
+    if smoothness is None or not math.isfinite(smoothness) or smoothness <= 0:
+        raise ValueError(
+            f"{setting}=theory needs a smoothness constant L, and the {problem_name} problem has "
+            f"none (it is non-convex); give a number, e.g. --{setting.replace('_', '-')} 0.05")
+    return float(smoothness)
+
+
+def omega_of(op, d: int, setting: str) -> float:
+    """``ω(d)`` of an unbiased operator, or a ValueError telling the user to give ``setting``."""
+    omega = op.omega(d) if op.unbiased else None
+    if omega is None:
+        raise ValueError(
+            f"{setting}=theory needs an unbiased compressor with a known ω; {op.spec()} is "
+            f"biased: give {setting} a number (--{setting.replace('_', '-')} VALUE)")
+    return float(omega)

@@ -1,0 +1,369 @@
+"""Run configuration: typed settings, command-line flags, TOML files and ``--set`` overrides.
+
+A run is described by a flat set of named settings: the common ones every app shares
+(`COMMON_SETTINGS`: data, problem, compressor, iterations, step size, trace, ...) and those of its
+algorithm (``Algorithm.settings``: DIANA's ``alpha``, ``momentum`` ...). Each `Setting` knows its
+type, default, valid range and help text, and becomes one flag (``log_every`` is
+``--log-every``).
+
+Values are applied in this order, later ones winning:
+
+1. the setting's built-in default, then the app's own defaults (``apps.qsgd`` sets a compressor);
+2. ``--config FILE.toml``: a flat TOML table of settings (``lr = 0.5``, ``compressor = "qsgd:s=4"``);
+3. flags on the command line;
+4. ``--set key=value`` (repeatable), the same names as the TOML keys.
+
+Every value is checked; an unknown flag or key, or a bad value, raises `ConfigError` with the
+name, the offending value and the valid choices (for a TOML file, its path and the line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import numbers
+import sys
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A setting, flag, key or file that cannot be used; the message says what would be right."""
+
+
+# --------------------------------------------------------------------------------------------
+# Value types: each takes a string (flags, --set) or a TOML value and returns the checked value
+# --------------------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    raise TypeError(f"expected text, got {value!r}")
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise TypeError(f"expected an integer, got {value!r}")
+
+
+def _real(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a number, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise TypeError(f"expected a number, got {value!r}")
+
+
+def _real_or_theory(value: Any) -> "float | str":
+    if isinstance(value, str) and value.strip().lower() == "theory":
+        return "theory"
+    try:
+        return _real(value)
+    except TypeError:
+        raise TypeError(f"expected a number or 'theory', got {value!r}") from None
+
+
+TYPES: dict[str, Callable[[Any], Any]] = {
+    "text": _text, "bool": _boolean, "int": _integer, "float": _real, "theory": _real_or_theory,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One named setting of a run.
+
+    Parameters
+    ----------
+    name : str
+        Key in TOML and ``--set``; the flag is ``--`` + name with ``_`` as ``-``.
+    type : {"text", "bool", "int", "float", "theory"}
+        ``theory`` is a number or the word ``theory`` (a value from the method's analysis).
+    default : Any
+    help : str
+    choices : tuple, optional
+        The only valid values.
+    low, high : float, optional
+        Bounds for numbers (``theory`` passes); ``low_open``/``high_open`` make them strict.
+    check : callable, optional
+        Extra validation ``check(value)`` that raises ValueError with the reason (e.g. a
+        compressor spec that the registry rejects).
+    """
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    choices: Optional[tuple] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    check: Optional[Callable[[Any], Any]] = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, value: Any, source: str) -> Any:
+        """The checked value, or ConfigError naming the setting, the value and ``source``."""
+        where = f"{self.name} (from {source})"
+        try:
+            out = TYPES[self.type](value)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if self.choices is not None and out not in self.choices:
+            raise ConfigError(
+                f"{where}: {out!r} is not valid; choose one of {', '.join(map(str, self.choices))}")
+        if isinstance(out, float) and not math.isfinite(out):
+            raise ConfigError(f"{where}: must be finite, got {out}")
+        if isinstance(out, (int, float)) and not isinstance(out, bool):
+            self._check_range(out, where)
+        if self.check is not None and out is not None:
+            try:
+                self.check(out)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        return out
+
+    def _check_range(self, value: float, where: str) -> None:
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
+            lo = "(" if self.low_open else "["
+            hi = ")" if self.high_open else "]"
+            span = f"{lo}{'-inf' if self.low is None else f'{self.low:g}'}, " \
+                   f"{'inf' if self.high is None else f'{self.high:g}'}{hi}"
+            raise ConfigError(f"{where}: {value!r} is out of range; valid values lie in {span}")
+
+
+def _valid_compressor(spec: str) -> None:
+    from .compress import get
+
+    get(spec)
+
+
+def _valid_network(spec: str) -> None:
+    from .comm.netmodel import NetworkModel
+
+    if spec != "none":
+        NetworkModel.get(spec)
+
+
+def _valid_downlink(spec: str) -> None:
+    if spec not in ("", "none"):
+        _valid_compressor(spec)
+
+
+#: settings every app has (the algorithm adds its own, see ``Algorithm.settings``)
+COMMON_SETTINGS: tuple[Setting, ...] = (
+    Setting("problem", "text", "logistic", "loss over the local shard",
+            choices=("least_squares", "lasso", "logistic", "mlp", "softmax")),
+    Setting("data", "text", "synthetic",
+            "data set: synthetic[:KIND][,key=value...] (keys n, d, h, seed, groups, density, "
+            "noise, classes), breast_cancer, digits, digits:binary, libsvm:PATH"),
+    Setting("features", "int", 0, "libsvm:PATH: number of features (0: the largest index in the file)",
+            low=0),
+    Setting("zero_based", "bool", False, "libsvm:PATH: feature indices start at 0"),
+    Setting("shard", "text", "contiguous", "how samples are split over ranks",
+            choices=("contiguous", "shuffled", "label")),
+    Setting("test_fraction", "float", 0.0, "share of samples held out for test accuracy (0: none)",
+            low=0.0, high=1.0, high_open=True),
+    Setting("compressor", "text", "identity", "compression operator spec (e.g. qsgd:s=4,block=512)",
+            check=_valid_compressor),
+    Setting("topology", "text", "server", "how the compressed mean is formed",
+            choices=("server", "allgather", "two-phase")),
+    Setting("downlink", "text", "none",
+            "re-compress the mean on the way back (server: default none = exact; two-phase: "
+            "default none = the uplink operator)", check=_valid_downlink),
+    Setting("iters", "int", 200, "number of steps", low=0),
+    Setting("lr", "theory", "theory", "step size γ: a number, or 'theory' (the method's safe step)",
+            low=0.0, low_open=True),
+    Setting("batch", "int", 0, "minibatch size per rank (0: full local gradient)", low=0),
+    Setting("l1", "float", 0.0, "ℓ1 weight λ1 (applied by the prox)", low=0.0),
+    Setting("l2", "float", 1e-3, "ℓ2 weight λ2", low=0.0),
+    Setting("hidden", "int", 32, "hidden units (problem=mlp)", low=1),
+    Setting("seed", "int", 0, "seed of data, sampling and compression", low=0),
+    Setting("dtype", "text", "float64", "precision of the model and messages",
+            choices=("float64", "float32")),
+    Setting("trace", "text", "", "HDF5 trace path (default: ALGORITHM.h5 in the working directory)"),
+    Setting("log_every", "int", 10, "steps between trace rows", low=1),
+    Setting("device", "text", "cpu", "where the shard and the gradients live", choices=("cpu", "gpu")),
+    Setting("gpu_aware", "bool", False, "hand GPU buffers straight to a CUDA-aware MPI"),
+    Setting("network", "text", "10gbe",
+            "network model for net_time: 1gbe, 10gbe, 100gib, custom:alpha=S,beta=B/S, none",
+            check=_valid_network),
+    Setting("checkpoint_every", "int", 0, "steps between checkpoints (0: only on SIGTERM/SIGUSR2)",
+            low=0),
+    Setting("resume", "bool", False, "continue from the checkpoint beside --trace"),
+    Setting("reference", "bool", True, "solve for x* so the trace has dist_to_opt_sq"),
+    Setting("progress", "text", "auto", "progress bar on rank 0 (auto: only on a terminal)",
+            choices=("auto", "on", "off")),
+)
+
+#: settings that may change when a run is resumed (everything else must match the checkpoint)
+RESUMABLE = frozenset({"iters", "resume", "checkpoint_every", "progress", "trace"})
+
+
+class Config:
+    """Checked values of every setting, read as attributes (``cfg.lr``) or with `as_dict`."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Config is read-only; use replace()")
+
+    def __reduce__(self):  # pickles (MPI broadcasts) without going through __getattr__
+        return (Config, (self._values,))
+
+    def replace(self, **changes: Any) -> "Config":
+        return Config({**self._values, **changes})
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+    def to_json(self) -> str:
+        return json.dumps(self._values, sort_keys=True)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and other._values == self._values
+
+    def __repr__(self) -> str:
+        return f"Config({self._values!r})"
+
+
+def _unknown(name: str, valid: Iterable[str], what: str, source: str) -> ConfigError:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"unknown {what} {name!r} in {source}{hint}; valid: {', '.join(valid)}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError (listing the valid flags) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser(prog: str, description: str, settings: Sequence[Setting],
+                 defaults: Mapping[str, Any]) -> argparse.ArgumentParser:
+    """The argparse parser of an app: one flag per setting, ``--config`` and ``--set``."""
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE.toml", help="TOML file of settings")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one setting (repeatable); keys as in the TOML file")
+    for s in settings:
+        default = defaults.get(s.name, s.default)
+        shown = "''" if default == "" else default
+        kwargs: dict = {"dest": s.name, "default": None, "help": f"{s.help} (default: {shown})"}
+        if s.type == "bool":
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        else:
+            kwargs["metavar"] = s.name.upper() if s.choices is None else "{" + ",".join(s.choices) + "}"
+        parser.add_argument(s.flag, **kwargs)
+    return parser
+
+
+def read_toml(path: str, valid: Iterable[str]) -> dict:
+    """The settings in a TOML file (a flat table); errors name the file and line."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    valid = set(valid)
+    for key, value in data.items():
+        if key not in valid:
+            raise _unknown(key, valid, "setting", f"{path} (line {_line_of(path, key)})")
+        if isinstance(value, dict):
+            raise ConfigError(f"{path}: {key} is a table; settings are flat (key = value)")
+    return data
+
+
+def _line_of(path: str, key: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.split("=", 1)[0].strip().strip('"') == key:
+                    return str(number)
+    except OSError:  # pragma: no cover - it was readable a moment ago
+        pass
+    return "?"
+
+
+def parse_config(argv: Optional[Sequence[str]], settings: Sequence[Setting], *,
+                 prog: str = "mpicomp", description: str = "",
+                 defaults: Optional[Mapping[str, Any]] = None) -> Config:
+    """Flags, ``--config`` and ``--set`` over the defaults, all checked (see the module docs)."""
+    defaults = dict(defaults or {})
+    by_name = {s.name: s for s in settings}
+    for key in defaults:
+        if key not in by_name:
+            raise _unknown(key, by_name, "setting", "the app's defaults")
+    parser = build_parser(prog, description, settings, defaults)
+    args, extra = parser.parse_known_args(list(argv or []))
+    if extra:
+        flags = sorted(s.flag for s in settings) + ["--config", "--set", "--help"]
+        raise _unknown(extra[0], flags, "flag", "the command line")
+    given = {s.name: getattr(args, s.name) for s in settings}
+
+    values: dict[str, tuple[Any, str]] = {
+        s.name: (defaults.get(s.name, s.default), "the default") for s in settings}
+    if args.config:
+        for key, value in read_toml(args.config, by_name).items():
+            values[key] = (value, args.config)
+    for name, value in given.items():
+        if value is not None:
+            values[name] = (value, by_name[name].flag)
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: write --set key=value")
+        if key not in by_name:
+            raise _unknown(key, by_name, "setting", "--set")
+        values[key] = (value, "--set")
+    return Config({name: by_name[name].convert(value, source)
+                   for name, (value, source) in values.items()})
+
+
+__all__ = ["ConfigError", "Setting", "Config", "COMMON_SETTINGS", "RESUMABLE", "parse_config",
+           "build_parser", "read_toml"]

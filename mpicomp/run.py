@@ -1,0 +1,519 @@
+"""The driver every app shares: config → data → problem → algorithm → loop → trace.
+
+``main(algorithm, argv, comm)`` is what ``python -m apps.diana`` runs:
+
+1. The command line (flags, ``--config FILE.toml``, ``--set``) is parsed on rank 0 and the
+   checked `Config` broadcast; ``--help`` needs no MPI.
+2. Rank 0 opens the HDF5 trace (`mpicomp.trace`), or for ``--resume`` reads the checkpoint
+   beside it and truncates the trace to the checkpoint's rows.
+3. Every rank loads the data set, takes its shard, builds its `LocalObjective`, the compressor,
+   the aggregator and the algorithm; rank 0 solves for ``x*`` (convex problems) and broadcasts it.
+4. The loop: one collective ``step`` per iteration; every ``log_every`` steps one ``Allreduce``
+   of the local losses and gradients at the model and one ``Gather`` of the per-rank counters
+   give a trace row (rank 0 appends and flushes it). Every ``checkpoint_every`` steps, and at
+   the next step after SIGTERM or SIGUSR2 (the flag is agreed by an ``Allreduce``), every rank's
+   State is gathered and written beside the trace.
+
+Failures end the whole job: an error that every rank meets in setup (a bad data file, a trace
+path that cannot be written) is agreed collectively, reported once by rank 0, written into the
+trace (``status=failed``, attribute ``error``) and returned as exit status 2; NaN/Inf in the
+iterates is agreed the same way (``status=diverged``, exit 3); anything unexpected on one rank
+prints that rank's traceback and calls ``MPI_Abort``, so no rank is left waiting.
+
+Exit status: 0 finished, 1 unexpected error, 2 bad input, 3 diverged, 75 stopped by a signal
+after writing a checkpoint (resume with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import __version__
+from .algorithms import ALGORITHMS, DivergenceError, LocalObjective, rank_generators
+from .backend import to_device, to_host
+from .checkpoint import (CheckpointError, checkpoint_path, read_checkpoint, restore_state,
+                         state_record, write_checkpoint)
+from .comm.aggregate import collectively, make_aggregator
+from .comm.communicator import Communicator
+from .config import COMMON_SETTINGS, RESUMABLE, Config, ConfigError, build_parser, parse_config
+from .progress import Progress
+
+EXIT_FINISHED, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_CHECKPOINTED = 0, 1, 2, 3, 75
+STOP_SIGNALS = ("SIGTERM", "SIGUSR2")
+RANK_COLUMNS = ("bits_up", "bits_down", "wire_bytes", "wall_time", "net_time")
+SYNTHETIC_KIND = {"logistic": "logistic", "least_squares": "least_squares",
+                  "lasso": "least_squares", "softmax": "multiclass", "mlp": "multiclass"}
+LIBSVM_TASK = {"logistic": "binary", "least_squares": "regression", "lasso": "regression",
+               "softmax": "multiclass", "mlp": "multiclass"}
+
+
+class RunError(RuntimeError):
+    """A failure every rank agrees on (bad input); the message is for the user."""
+
+
+@dataclasses.dataclass
+class Counters:
+    """This rank's cumulative costs since step 0 that the communicator does not count itself
+    (it counts bytes and network-model seconds); checkpointed with its counters."""
+
+    bits_up: int = 0
+    bits_down: int = 0
+    wall_time: float = 0.0
+
+    def vector(self, comm: Communicator) -> list:
+        """The values of `RANK_COLUMNS`."""
+        total = comm.stats.total()
+        return [self.bits_up, self.bits_down, total.bytes_sent, self.wall_time, total.model_seconds]
+
+    def saved(self, comm: Communicator) -> dict:
+        return {**dataclasses.asdict(self), "comm_stats": comm.stats.to_json()}
+
+    @classmethod
+    def restored(cls, saved: dict, comm: Communicator) -> "Counters":
+        comm.stats.restore(saved["comm_stats"])
+        return cls(int(saved["bits_up"]), int(saved["bits_down"]), float(saved["wall_time"]))
+
+
+def settings_of(algorithm: str):
+    return COMMON_SETTINGS + ALGORITHMS[algorithm].settings
+
+
+# --------------------------------------------------------------------------------------------
+# Building the pieces
+# --------------------------------------------------------------------------------------------
+def data_spec(cfg: Config) -> str:
+    """``--data``, with the synthetic kind chosen by the problem when the spec leaves it out."""
+    spec = cfg.data.strip()
+    if spec != "synthetic" and not spec.startswith(("synthetic:", "synthetic,")):
+        return spec
+    rest = spec[len("synthetic") + 1:]
+    if rest and "=" not in rest.split(",")[0]:
+        return spec  # the kind is given
+    return f"synthetic:{SYNTHETIC_KIND[cfg.problem]}" + (f",{rest}" if rest else "")
+
+
+def load_data(cfg: Config, size: int):
+    """``(train, test or None)``: the whole data set, every rank alike.
+
+    LIBSVM labels are mapped for the problem: two classes to ±1 for logistic regression,
+    integer classes to ``0..C−1`` for softmax and the MLP, kept as read for least squares.
+    """
+    from .problems.data import load, load_split
+
+    spec = data_spec(cfg)
+    options = {}
+    if spec.startswith("libsvm:"):
+        options = {"n_features": cfg.features or None, "zero_based": cfg.zero_based,
+                   "task": LIBSVM_TASK[cfg.problem]}
+    try:
+        if cfg.test_fraction > 0:
+            return load_split(spec, cfg.test_fraction, split_seed=cfg.seed, seed=cfg.seed,
+                              groups=size, **options)
+        return load(spec, seed=cfg.seed, groups=size, **options), None
+    except ValueError as exc:
+        if options and "task=" in str(exc):
+            raise ValueError(f"the {cfg.problem} problem cannot use these labels: {exc}") from None
+        raise
+
+
+def problem_options(cfg: Config, train) -> dict:
+    options = {"l1": cfg.l1, "l2": cfg.l2}
+    if cfg.problem in ("softmax", "mlp"):
+        options["n_classes"] = train.n_classes
+    if cfg.problem == "mlp":
+        options["hidden"] = cfg.hidden
+    return options
+
+
+def _as_dtype(A, dtype):
+    return A.astype(dtype) if A.dtype != dtype else A
+
+
+def _on_device(A, device: str):
+    if device == "cpu":
+        return A
+    import scipy.sparse as sp
+
+    if sp.issparse(A):
+        from cupyx.scipy.sparse import csr_matrix
+
+        return csr_matrix(A)
+    return to_device(A, device)
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything one rank built for a run."""
+
+    objective: LocalObjective
+    algorithm: Any
+    communicator: Communicator
+    x_star: Optional[np.ndarray]
+    f_star: float
+    smoothness: Optional[float]
+    test: Any
+    attrs: dict
+
+
+def build(cfg: Config, algorithm: str, comm) -> Setup:
+    """Data, shard, problem, reference optimum, communicator, aggregator and algorithm."""
+    from .problems import make_problem, reference_optimum
+    from .problems.data import shard
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    cls = ALGORITHMS[algorithm]
+    if cfg.topology not in cls.topologies:
+        raise ValueError(f"topology {cfg.topology!r} does not fit {algorithm}: choose one of "
+                         f"{', '.join(cls.topologies)}")
+    train, test = load_data(cfg, size)
+    mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
+    dtype = np.dtype(cfg.dtype)
+    options = problem_options(cfg, train)
+    local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, dtype), cfg.device),
+                         _on_device(mine.y, cfg.device), **options)
+    objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
+    L_local = objective.smoothness()
+    L_all = comm.allgather(L_local)
+    smoothness = None if any(v is None for v in L_all) else max(L_all)
+
+    x_star, f_star = None, math.nan
+    if cfg.reference and local.convex:
+        if rank == 0:
+            whole = make_problem(cfg.problem, train.A, train.y, **options)
+            x_star, f_star = reference_optimum(whole, warn=False)
+        x_star, f_star = comm.bcast((x_star, f_star), root=0)
+
+    network = None if cfg.network == "none" else cfg.network
+    communicator = Communicator(comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
+    downlink = None if cfg.downlink in ("", "none") else cfg.downlink
+    aggregator = make_aggregator(cfg.topology, communicator, cfg.compressor, downlink=downlink)
+    algo = cls.from_config(objective, communicator, aggregator, cfg, smoothness)
+    if test is not None:
+        test = dataclasses.replace(test, A=_as_dtype(test.A, np.float64))
+    attrs = {
+        "compressor": aggregator.op.spec(), "dim": local.dim, "n_samples": train.n_samples,
+        "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
+        "f_star": f_star, "hyperparameters": json.dumps(hyperparameters(algo)),
+    }
+    return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
+
+
+def hyperparameters(algo) -> dict:
+    """The values the algorithm runs with (``theory`` resolved)."""
+    names = ("lr", "alpha", "momentum", "batch", "shift_init")
+    return {n: getattr(algo, n) for n in names if hasattr(algo, n)}
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+class Run:
+    """One training run on this rank (all ranks build one and call `execute` together)."""
+
+    def __init__(self, algorithm: str, cfg: Config, comm, on_step: Optional[Callable[[int], None]] = None):
+        self.algorithm, self.cfg, self.comm = algorithm, cfg, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.on_step = on_step
+        self.trace = None  # the TraceWriter, on rank 0
+        self.stop_requested = False
+        self.ckpt_path = checkpoint_path(cfg.trace)
+
+    # -- collective helpers ------------------------------------------------------------------
+    def agree(self, fn, *args):
+        """``fn(*args)`` on every rank; any exception anywhere becomes RunError everywhere
+        (its message once if every failing rank says the same)."""
+        try:
+            return collectively(self.comm, fn, *args, catch=(Exception,), error=RunError)
+        except RunError as exc:
+            texts = {text for _, text in exc.causes}
+            if len(texts) == 1:
+                exc.args = (texts.pop().split(": ", 1)[-1],)
+            raise
+
+    def fail(self, status: str, message: str) -> None:
+        """Mark the trace (rank 0) and report once."""
+        if self.rank == 0:
+            if self.trace is not None:
+                self.trace.finish(status, error=message)
+            print(f"{self.algorithm}: error: {message}", file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        if self.rank == 0:
+            print(f"{self.algorithm}: {text}", file=sys.stderr, flush=True)
+
+    # -- phases ------------------------------------------------------------------------------
+    def read_resume(self):
+        """Rank 0 reads and checks the checkpoint: one ``(meta, record, counters)`` per rank."""
+        if self.rank != 0:
+            return None
+        meta, records, counters = read_checkpoint(self.ckpt_path)
+        problems = check_resumable(meta, self.cfg, self.algorithm, self.size)
+        if problems:
+            raise CheckpointError(f"{self.ckpt_path} does not fit this run: {problems}")
+        return [(meta, r, c) for r, c in zip(records, counters)]
+
+    def open_trace(self, resume_rows: Optional[int]) -> None:
+        """Rank 0: a new trace, or for --resume the old one cut back to the checkpoint's rows."""
+        from mpi4py import MPI
+
+        from .trace import STANDARD_COLUMNS, TraceWriter
+
+        if self.rank != 0:
+            return
+        if resume_rows is not None:
+            self.trace = TraceWriter.reopen(self.cfg.trace, rows=resume_rows)
+            return
+        cfg = self.cfg
+        attrs = {"algorithm": self.algorithm, "compressor": cfg.compressor, "topology": cfg.topology,
+                 "world_size": self.size, "config": cfg.to_json(),
+                 "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+                 "mpicomp_version": __version__}
+        columns = list(STANDARD_COLUMNS) + ["test_loss"] + (["test_accuracy"] if cfg.test_fraction else [])
+        self.trace = TraceWriter(cfg.trace, attrs, columns, RANK_COLUMNS, self.size)
+
+    def execute(self) -> int:
+        cfg = self.cfg
+        resumed = None
+        if cfg.resume:
+            resumed = self.comm.scatter(self.agree(self.read_resume), root=0)
+        self.agree(self.open_trace, None if resumed is None else int(resumed[0]["trace_rows"]))
+        setup = self.setup = self.agree(build, cfg, self.algorithm, self.comm)
+        if self.rank == 0 and resumed is None:
+            self.trace.set_attrs(**setup.attrs)
+        algo = setup.algorithm
+        if resumed is None:
+            x0 = to_host(algo.objective.problem.initial_point(np.random.default_rng(cfg.seed)))
+            state = algo.init(np.asarray(x0, dtype=cfg.dtype),
+                              rank_generators(cfg.seed, self.size, self.rank))
+            self.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
+        else:
+            _, record, saved = resumed
+            state = restore_state(algo.state_type, record)
+            self.counters = Counters.restored(saved, setup.communicator)
+        try:
+            return self.loop(algo, state)
+        finally:
+            setup.communicator.comm.Free()
+
+    def loop(self, algo, state) -> int:
+        from mpi4py import MPI
+
+        cfg = self.cfg
+        progress = Progress(self.algorithm, cfg.iters, start=state.step, enabled=self.rank == 0 and (
+            cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())))
+        previous = install_stop_handlers(self)
+        try:
+            if state.step == 0 and not cfg.resume:
+                self.log(algo, state, progress)
+            last_saved = state.step
+            while state.step < cfg.iters:
+                if self.comm.allreduce(self.stop_requested, op=MPI.LOR):
+                    self.save(algo, state)
+                    self.note(f"stopped by a signal at step {state.step}; checkpoint {self.ckpt_path}; "
+                              "continue with --resume")
+                    if self.rank == 0:
+                        self.trace.close()
+                    return EXIT_CHECKPOINTED
+                t0 = time.perf_counter()
+                state, info = algo.step(state)
+                self.counters.wall_time += time.perf_counter() - t0
+                self.counters.bits_up += info.bits_up
+                self.counters.bits_down += info.bits_down
+                if self.on_step is not None:
+                    self.on_step(state.step)
+                if state.step % cfg.log_every == 0 or state.step == cfg.iters:
+                    self.log(algo, state, progress)
+                else:
+                    progress.update(state.step)
+                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                    self.save(algo, state)
+                    last_saved = state.step
+            if cfg.checkpoint_every and last_saved != state.step:
+                self.save(algo, state)
+        except DivergenceError as exc:
+            progress.close()
+            self.log(algo, state, None, check=False)
+            self.fail("diverged", f"{exc}; the step size lr={getattr(algo, 'lr', '?'):g} is too "
+                      "large for this problem (try a smaller --lr, or --lr theory)")
+            return EXIT_DIVERGED
+        finally:
+            restore_handlers(previous)
+        progress.close()
+        x = algo.model(state)
+        if self.rank == 0:
+            self.trace.finish("finished", final_x=np.asarray(x, dtype=np.float64))
+            self.summary(state)
+        return EXIT_FINISHED
+
+    # -- metrics -----------------------------------------------------------------------------
+    def log(self, algo, state, progress: Optional[Progress], check: bool = True) -> None:
+        """One trace row (collective): global loss and gradient at the model, counters."""
+        from mpi4py import MPI
+
+        obj = algo.objective
+        x = np.asarray(algo.model(state), dtype=np.float64)
+        with np.errstate(all="ignore"):
+            local = np.concatenate([[obj.loss(x)], obj.grad(x)]).astype(np.float64)
+        total = np.empty_like(local)
+        self.comm.Allreduce(local, total, op=MPI.SUM)
+        total /= self.size
+        per_rank = self.comm.gather(self.counters.vector(algo.comm), root=0)
+        loss = float(total[0]) + obj.regulariser(x)
+        finite = math.isfinite(loss) and bool(np.isfinite(x).all())
+        if self.rank == 0:
+            self.append_row(state.step, loss, total[1:], x, per_rank)
+            if progress is not None:
+                progress.update(state.step, f"loss {loss:.6g}", force=True)
+        if check and not finite:
+            raise DivergenceError(state.step, "the loss")
+
+    def append_row(self, step: int, loss: float, grad: np.ndarray, x: np.ndarray, per_rank: list) -> None:
+        """Rank 0: the trace row from the global values and every rank's counters."""
+        ranks = {name: np.array([v[i] for v in per_rank]) for i, name in enumerate(RANK_COLUMNS)}
+        star = self.setup.x_star
+        with np.errstate(all="ignore"):
+            row = {
+                "step": step, "loss": loss, "grad_norm_sq": float(grad @ grad),
+                "dist_to_opt_sq": math.nan if star is None else float(np.sum((x - star) ** 2)),
+                "bits_up": int(ranks["bits_up"].sum()), "bits_down": int(ranks["bits_down"].sum()),
+                "wire_bytes": int(ranks["wire_bytes"].sum()), "wall_time": float(ranks["wall_time"].max()),
+                "net_time": float(ranks["net_time"].max()),
+                **self.test_metrics(self.setup.objective.problem, x),
+            }
+        self.trace.append(row, ranks)
+
+    def test_metrics(self, problem, x) -> dict:
+        test = self.setup.test
+        if test is None:
+            return {"test_loss": math.nan}
+        whole = problem.with_data(test.A, test.y) if problem.device == "cpu" else None
+        out = {"test_loss": math.nan, "test_accuracy": math.nan}
+        if whole is not None:
+            with np.errstate(all="ignore"):
+                out["test_loss"] = whole.loss(x) + whole.regulariser(x)
+                if hasattr(whole, "predict"):
+                    out["test_accuracy"] = float(np.mean(np.asarray(whole.predict(x)) == np.asarray(whole.b)))
+        return out
+
+    def summary(self, state) -> None:
+        t = self.trace.rows
+        print(f"{self.algorithm}: {state.step} steps on {self.size} ranks, {t} trace rows in "
+              f"{self.cfg.trace}", file=sys.stderr, flush=True)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, algo, state) -> None:
+        """Gather every rank's State and counters; rank 0 writes the checkpoint (collective)."""
+        gathered = self.comm.gather((state_record(state), self.counters.saved(algo.comm)), root=0)
+
+        def write():
+            if self.rank == 0:
+                meta = {"step": state.step, "trace_rows": self.trace.rows, "world_size": self.size,
+                        "algorithm": self.algorithm, "config": self.cfg.to_json()}
+                write_checkpoint(self.ckpt_path, meta, [g[0] for g in gathered], [g[1] for g in gathered])
+                self.trace.set_attrs(checkpoint=str(self.ckpt_path), checkpoint_step=state.step)
+
+        self.agree(write)
+
+
+def check_resumable(meta: dict, cfg: Config, algorithm: str, size: int) -> str:
+    """What differs between a checkpoint and this run ('' when it may resume)."""
+    if meta.get("algorithm") != algorithm:
+        return f"it is a {meta.get('algorithm')} checkpoint, not {algorithm}"
+    if int(meta["world_size"]) != size:
+        return f"it was written by {meta['world_size']} ranks, this run has {size}"
+    saved = json.loads(meta["config"])
+    now = cfg.as_dict()
+    differ = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE and saved.get(k) != now.get(k))
+    if differ:
+        return "settings differ: " + ", ".join(f"{k} was {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
+    if int(meta["step"]) > cfg.iters:
+        return f"it is at step {meta['step']}, beyond --iters {cfg.iters}"
+    return ""
+
+
+def install_stop_handlers(run: Run) -> dict:
+    """SIGTERM/SIGUSR2 set ``run.stop_requested`` (main thread only; returns the old handlers)."""
+    import threading
+
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    def handler(signum, frame):
+        run.stop_requested = True
+
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def restore_handlers(previous: dict) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+def main(algorithm: str, argv: Optional[Sequence[str]] = None, comm=None, *,
+         defaults: Optional[dict] = None, prog: Optional[str] = None, description: str = "",
+         on_step: Optional[Callable[[int], None]] = None) -> int:
+    """Run ``algorithm`` with the command line ``argv`` on ``comm`` (default COMM_WORLD).
+
+    ``defaults`` are the app's settings over the built-in ones; ``on_step(step)`` is called on
+    every rank after each step (tests use it to send a signal at a chosen step).
+    Returns the exit status (see the module docs).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or f"python -m apps.{algorithm}"
+    settings = settings_of(algorithm)
+    description = description or (ALGORITHMS[algorithm].__doc__ or "").strip().splitlines()[0]
+    if "-h" in argv or "--help" in argv:
+        build_parser(prog, description, settings, defaults or {}).print_help()
+        return EXIT_FINISHED
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD if comm is None else comm
+    parsed = None
+    if comm.Get_rank() == 0:
+        try:
+            cfg = parse_config(argv, settings, prog=prog, description=description, defaults=defaults)
+            parsed = (cfg.replace(trace=cfg.trace or f"{algorithm}.h5"), None)
+        except ConfigError as exc:
+            parsed = (None, str(exc))
+    cfg, error = comm.bcast(parsed, root=0)
+    if error:
+        if comm.Get_rank() == 0:
+            print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    run = Run(algorithm, cfg, comm, on_step)
+    try:
+        return run.execute()
+    except RunError as exc:
+        run.fail("failed", str(exc))
+        return EXIT_BAD_INPUT
+    except BaseException as exc:  # a failure of this rank alone: end the whole job now
+        if isinstance(exc, SystemExit) and not exc.code:
+            raise
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write("".join(f"[rank {comm.Get_rank()}] {line}\n" for line in text.splitlines()))
+        sys.stderr.flush()
+        if run.trace is not None:
+            try:
+                run.trace.finish("failed", error=f"rank {comm.Get_rank()}: {type(exc).__name__}: {exc}")
+            except Exception:  # the trace stays readable with status running
+                pass
+        if comm.Get_size() > 1:
+            comm.Abort(EXIT_ERROR)
+        return EXIT_ERROR

@@ -1,0 +1,322 @@
+"""HDF5 trace of a run (DESIGN.md, "Trace (HDF5)"): writer for rank 0, reader for analysis.
+
+Root attributes ``ROOT_ATTRS``; ``trace/``: 1-D columns (``INT_COLUMNS`` int64, others float64);
+``ranks/``: (rows, world_size) datasets; ``final/x``. HDF5's default format (no libver="latest",
+no SWMR) and a flush after every row: a killed writer leaves a file plain h5py reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .backend import to_host
+
+STATUSES = ("running", "finished", "diverged", "failed")
+STANDARD_COLUMNS = ("step", "loss", "grad_norm_sq", "dist_to_opt_sq", "bits_up", "bits_down",
+                    "wire_bytes", "wall_time", "net_time")
+INT_COLUMNS = frozenset({"step", "bits_up", "bits_down", "wire_bytes"})
+ROOT_ATTRS = ("mpicomp_version", "algorithm", "compressor", "topology", "world_size", "config",
+              "mpi_library", "status")
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be written or read, or a row that does not fit it."""
+
+
+def _dtype(name: str) -> type:
+    return np.int64 if name in INT_COLUMNS else np.float64
+
+
+def _jsonable(obj: Any) -> Any:
+    """JSON form of numpy values and paths in a config (anything else: TypeError)."""
+    return obj.tolist() if isinstance(obj, (np.generic, np.ndarray)) else os.fspath(obj)
+
+
+def _attr_value(path: str, name: str, value: Any) -> Any:
+    """``value`` as stored in root attribute ``name`` (a ``config`` dict becomes sorted JSON)."""
+    try:
+        if name == "config" and isinstance(value, Mapping):
+            value = json.dumps(dict(value), sort_keys=True, default=_jsonable)
+        elif name == "config":
+            json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise TraceError(f"{path}: attribute 'config' must be a dict or JSON str: {exc}") from None
+    if name == "status" and value not in STATUSES:
+        raise TraceError(f"{path}: status {value!r} is not one of {', '.join(STATUSES)}")
+    if isinstance(value, (str, bool, int, float, np.generic)) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "biuf"):
+        return value
+    raise TraceError(f"{path}: attribute {name!r} = {value!r} has type {type(value).__name__}; "
+                     "use str, bool, int, float or a numeric array")
+
+
+def _check(f: h5py.File, path: str) -> None:
+    """Raise TraceError unless ``f`` has the contract's attributes, columns and shapes."""
+    missing = [a for a in ROOT_ATTRS if a not in f.attrs]
+    if missing:
+        raise TraceError(f"{path}: not an mpicomp trace, missing root attributes: "
+                         f"{', '.join(missing)}")
+    status = f.attrs["status"]
+    if not isinstance(status, str) or status not in STATUSES:
+        raise TraceError(f"{path}: status {status!r} is not one of {', '.join(STATUSES)}")
+    if not isinstance(f.get("trace"), h5py.Group):
+        raise TraceError(f"{path}: not an mpicomp trace, missing group 'trace/'")
+    missing = [c for c in STANDARD_COLUMNS if c not in f["trace"]]
+    if missing:
+        raise TraceError(f"{path}: group trace/ lacks standard columns: {', '.join(missing)}")
+    lengths = {name: getattr(ds, "shape", None) for name, ds in f["trace"].items()}
+    if len(set(lengths.values())) != 1 or len(lengths["step"] or ()) != 1:
+        raise TraceError(f"{path}: trace/ columns must be 1-D and of equal length, got {lengths}")
+    shape = (lengths["step"][0], int(f.attrs["world_size"]))
+    for name, ds in f.get("ranks", {}).items():
+        if getattr(ds, "shape", None) != shape:
+            raise TraceError(f"{path}: ranks/{name} has shape {getattr(ds, 'shape', None)}, "
+                             f"expected (rows, world_size) = {shape}")
+
+
+def _open(path: str, mode: str, unlocked: bool = False) -> h5py.File:
+    """Open an existing trace file; ``unlocked`` first tries without HDF5 file locking (to read
+    a file a run is writing), then with it (old h5py/HDF5, or this process holds the file)."""
+    if not os.path.isfile(path):
+        raise TraceError(f"{path}: no such trace file")
+    for kw in ({"locking": False}, {}) if unlocked else ({},):
+        try:
+            return h5py.File(path, mode, **kw)
+        except (TypeError, ValueError) as exc:  # this h5py/HDF5 cannot switch locking off
+            error = exc
+        except OSError as exc:
+            error = exc
+            if not (kw and "lock" in str(exc)):
+                break
+    raise TraceError(f"{path}: not a readable HDF5 file (truncated or another format?): {error}")
+
+
+class TraceWriter:
+    """Write a trace row by row (rank 0 only); as a context manager, an exception in the block
+    records status "failed" and the error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to create (overwritten); missing parent directories are created.
+    attrs : dict
+        ``ROOT_ATTRS`` but ``status`` (the writer's), plus extras; ``mpicomp_version`` and
+        ``world_size`` have defaults; ``config`` a dict (stored as sorted JSON) or JSON str.
+    columns, rank_columns : sequence of str
+        ``trace/`` columns (``STANDARD_COLUMNS`` and more) and ``ranks/`` dataset names.
+    world_size : int
+        Number of MPI ranks (second dimension of the ``ranks/`` datasets).
+    """
+
+    def __init__(self, path: str | os.PathLike, attrs: Mapping[str, Any], columns: Sequence[str],
+                 rank_columns: Sequence[str], world_size: int, *, _file: h5py.File | None = None):
+        self.path, self.world_size = os.fspath(path), int(world_size)
+        self.columns, self.rank_columns = tuple(columns), tuple(rank_columns)
+        self._f, self._rows = _file, 0 if _file is None else int(_file["trace/step"].shape[0])
+        if _file is not None:  # reopen()
+            return
+        attrs = {"mpicomp_version": __version__, "world_size": self.world_size, **attrs}
+        problems = [f"duplicate names in {what}: {list(names)}" for what, names in
+                    (("columns", self.columns), ("rank_columns", self.rank_columns))
+                    if len(set(names)) != len(names)]
+        problems += [f"columns lack the standard {c!r}" for c in STANDARD_COLUMNS
+                     if c not in self.columns]
+        problems += [f"attrs lack {a!r}" for a in ROOT_ATTRS if a not in attrs and a != "status"]
+        if "status" in attrs:
+            problems.append("attrs must not set 'status' (the writer does)")
+        if self.world_size < 1 or attrs["world_size"] != self.world_size:
+            problems.append(f"world_size must be a positive int equal to attrs['world_size'], got "
+                            f"{world_size} and {attrs['world_size']}")
+        if problems:
+            raise TraceError(f"{self.path}: " + "; ".join(problems))
+        values = {k: _attr_value(self.path, k, v) for k, v in attrs.items()}
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._f = f = h5py.File(self.path, "w")
+        except OSError as exc:
+            raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
+        f.attrs.update({**values, "status": "running"})
+        for name in self.columns:
+            f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
+                             dtype=_dtype(name))
+        f.require_group("ranks")
+        chunk = (max(1, min(512, 65536 // self.world_size)), self.world_size)
+        for name in self.rank_columns:
+            f.create_dataset(f"ranks/{name}", shape=(0, self.world_size), chunks=chunk,
+                             maxshape=(None, self.world_size), dtype=_dtype(name))
+        f.flush()
+
+    @classmethod
+    def reopen(cls, path: str | os.PathLike, rows: int) -> "TraceWriter":
+        """Reopen a trace to resume it: keep its first ``rows`` rows, drop ``final/`` and the
+        ``error`` attribute, set status "running". TraceError if it has fewer rows."""
+        path = os.fspath(path)
+        f = _open(path, "r+")
+        try:
+            _check(f, path)
+            if not 0 <= rows <= f["trace/step"].shape[0]:
+                raise TraceError(f"{path}: cannot keep {rows} rows, the trace has "
+                                 f"{f['trace/step'].shape[0]}")
+            for ds in [*f["trace"].values(), *f.get("ranks", {}).values()]:
+                ds.resize(rows, axis=0)
+            if "final" in f:
+                del f["final"]
+            if "error" in f.attrs:
+                del f.attrs["error"]
+            f.attrs["status"] = "running"
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return cls(path, {}, list(f["trace"]), list(f.get("ranks", {})),
+                   int(f.attrs["world_size"]), _file=f)
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far."""
+        return self._rows
+
+    def _file(self) -> h5py.File:
+        if self._f is None:
+            raise TraceError(f"{self.path}: the trace writer is closed")
+        return self._f
+
+    def _exact(self, given: Mapping, names: Sequence[str], what: str) -> list:
+        missing = [c for c in names if c not in given]
+        unknown = [c for c in given if c not in names]
+        if missing or unknown:
+            raise TraceError(f"{self.path}: {what} must have exactly the columns "
+                             f"{', '.join(names)}; missing: {missing}, unknown: {unknown}")
+        return [(c, given[c]) for c in names]
+
+    def _scalar(self, name: str, value: Any) -> int | float:
+        integral = name in INT_COLUMNS
+        try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError(value)
+            number = float(value)
+            if integral and number != int(number):  # int() rejects NaN and inf too
+                raise ValueError(value)
+            return int(value) if integral else number
+        except (TypeError, ValueError, OverflowError):
+            kind = "an integer" if integral else "a number"
+            raise TraceError(f"{self.path}: column {name!r} needs {kind}, got {value!r}") from None
+
+    def append(self, row: Mapping[str, float | int],
+               ranks: Mapping[str, Sequence] | None = None) -> None:
+        """Append one row with exactly the trace columns and flush it. ``ranks`` maps every rank
+        column to a length-``world_size`` vector; None fills NaN (float) or -1 (int)."""
+        f = self._file()
+        values = [(c, self._scalar(c, v)) for c, v in self._exact(row, self.columns, "row")]
+        if ranks is None:
+            vectors = [(c, np.full(self.world_size, -1 if c in INT_COLUMNS else np.nan,
+                                   dtype=_dtype(c))) for c in self.rank_columns]
+        else:
+            vectors = [(c, np.asarray(to_host(v), dtype=_dtype(c)))
+                       for c, v in self._exact(ranks, self.rank_columns, "ranks")]
+        for name, vec in vectors:
+            if vec.shape != (self.world_size,):
+                raise TraceError(f"{self.path}: ranks[{name!r}] has shape {vec.shape}, "
+                                 f"expected ({self.world_size},)")
+        n = self._rows
+        try:
+            for group, items in (("trace", values), ("ranks", vectors)):
+                for name, value in items:
+                    f[group][name].resize(n + 1, axis=0)
+                    f[group][name][n] = value
+            f.flush()
+        except OSError as exc:
+            raise TraceError(f"{self.path}: writing row {n} failed: {exc}") from None
+        self._rows = n + 1
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Set root attributes (e.g. ``checkpoint_step=1000``) and flush."""
+        f = self._file()
+        f.attrs.update({k: _attr_value(self.path, k, v) for k, v in attrs.items()})
+        f.flush()
+
+    def finish(self, status: str, final_x: Any = None, error: str | None = None) -> None:
+        """Record the outcome (``status`` in ``STATUSES``), ``final/x`` (replacing one already
+        there) and an ``error`` attribute when given; then flush and close."""
+        f = self._file()
+        _attr_value(self.path, "status", status)
+        if final_x is not None:
+            x = np.asarray(to_host(final_x), dtype=np.float64)
+            if x.ndim != 1:
+                raise TraceError(f"{self.path}: final_x must be 1-D, got shape {x.shape}")
+            if "final/x" in f:
+                del f["final/x"]
+            f.create_dataset("final/x", data=x)
+        if error is not None:
+            f.attrs["error"] = str(error)
+        f.attrs["status"] = status
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the file (the status stays as it is); a no-op when already closed."""
+        if self._f is not None:
+            f, self._f = self._f, None
+            f.flush()
+            f.close()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is not None and self._f is not None:
+            with contextlib.suppress(Exception):  # never mask the exception of the block
+                self.finish("failed", error=str(exc) or exc_type.__name__)
+        self.close()
+
+
+@dataclasses.dataclass
+class Trace:
+    """A trace loaded by :func:`read_trace`; ``trace["loss"]`` is a column."""
+
+    path: str
+    attrs: dict
+    columns: dict[str, np.ndarray]
+    ranks: dict[str, np.ndarray]
+    final_x: np.ndarray | None
+
+    status = property(lambda self: self.attrs["status"], doc="Outcome of the run, or 'running'.")
+    algorithm = property(lambda self: self.attrs["algorithm"], doc="Algorithm name.")
+    config = property(lambda self: self.attrs["config"], doc="Run configuration (parsed JSON).")
+    world_size = property(lambda self: self.attrs["world_size"], doc="Number of ranks.")
+    n_rows = property(lambda self: len(self.columns["step"]), doc="Rows logged.")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise KeyError(f"{self.path}: no trace column {name!r}; have {', '.join(self.columns)}")
+        return self.columns[name]
+
+
+def read_trace(path: str | os.PathLike) -> Trace:
+    """Load a trace, also one a run is still writing (opened without file locking).
+
+    TraceError (naming the file) for a missing, non-HDF5 or truncated file, missing attributes
+    or standard columns, unequal column lengths, a bad status or non-JSON config."""
+    path = os.fspath(path)
+    with _open(path, "r", unlocked=True) as f:
+        try:
+            _check(f, path)
+            attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in f.attrs.items()}
+            names = list(STANDARD_COLUMNS) + sorted(set(f["trace"]) - set(STANDARD_COLUMNS))
+            columns = {c: f["trace"][c][()] for c in names}
+            ranks = {c: ds[()] for c, ds in sorted(f.get("ranks", {}).items())}
+            final_x = f["final/x"][()] if "final/x" in f else None
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise TraceError(f"{path}: damaged trace file: {exc}") from None
+    try:
+        attrs["config"] = json.loads(attrs["config"])
+    except (TypeError, ValueError) as exc:
+        raise TraceError(f"{path}: attribute 'config' is not JSON: {exc}") from None
+    return Trace(path, attrs, columns, ranks, final_x)

@@ -1,0 +1,98 @@
+"""Serial references of the centralised algorithms: n workers simulated in one process.
+
+Written from SPEC §2.1–2.2 without the algorithm classes, the Communicator or the aggregators:
+worker r draws from ``rank_generators(seed, n, r)`` (the per-rank contract), encodes with the
+same operators, and the mean of the decoded messages is taken in rank order in float64
+(`mean_of`, the aggregators' definition, checked against MPI in test_comm_mpi). An MPI run of the
+same configuration must produce the same iterates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mpicomp.algorithms import rank_generators
+from mpicomp.comm.aggregate import mean_of
+from mpicomp.compress import get
+from mpicomp.problems import make_problem
+from mpicomp.problems.data import shard
+
+
+class Workers:
+    """Shards, problems, weights ``n·m_r/N`` and generators of ``n`` simulated workers."""
+
+    def __init__(self, dataset, n, problem="logistic", seed=0, l1=0.0, l2=0.0):
+        self.n = n
+        self.shards = [shard(dataset, r, n) for r in range(n)]
+        self.problems = [make_problem(problem, s.A, s.y, l1=l1, l2=l2) for s in self.shards]
+        self.weights = [n * s.n_samples / dataset.n_samples for s in self.shards]
+        self.rngs = [rank_generators(seed, n, r) for r in range(n)]
+        self.l1 = l1
+
+    def gradient(self, r, x, batch):
+        p = self.problems[r]
+        rows = None if batch == 0 else self.rngs[r][1].integers(0, p.n_samples, size=batch)
+        g = p.grad(x, rows)
+        return g if self.weights[r] == 1.0 else self.weights[r] * g
+
+    def prox(self, z, step):
+        if not self.l1:
+            return z
+        return np.sign(z) * np.maximum(np.abs(z) - step * self.l1, 0)
+
+
+def aggregate(op, topology, vectors, rngs, downlink=None):
+    """``(mean, own decoded messages, bits sent by each worker)`` as the topology forms them."""
+    n, d, dtype = len(vectors), vectors[0].size, vectors[0].dtype
+    if topology in ("server", "allgather"):
+        payloads = [op.encode(v, rng) for v, rng in zip(vectors, rngs)]
+        mean, _ = mean_of(op, [p.buffer for p in payloads], d, dtype)
+        mean = mean.copy()
+        if downlink is not None:  # the server (rank 0) re-compresses with its generator
+            mean = downlink.decode(downlink.encode(mean, rngs[0]).buffer, d, dtype)
+        owns = [op.decode(p.buffer, d, dtype) for p in payloads]
+        return mean, owns, [p.nbits for p in payloads]
+    assert topology == "two-phase"
+    down = downlink or op
+    sizes = [len(c) for c in np.array_split(np.empty(d), n)]
+    b = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    chunks = [[op.encode(v[b[q]:b[q + 1]], rng) for q in range(n)] for v, rng in zip(vectors, rngs)]
+    mean = np.empty(d, dtype)
+    for q in range(n):  # owner q averages chunk q and re-compresses it with its generator
+        m, _ = mean_of(op, [chunks[r][q].buffer for r in range(n)], sizes[q], dtype)
+        mean[b[q]:b[q + 1]] = down.decode(down.encode(m, rngs[q]).buffer, sizes[q], dtype)
+    owns = [np.concatenate([op.decode(c.buffer, sizes[q], dtype) for q, c in enumerate(row)])
+            for row in chunks]
+    return mean, owns, [sum(c.nbits for c in row) for row in chunks]
+
+
+def run_dcgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=None):
+    """Iterates ``x⁰ … x^T`` of DCGD: ``x ← prox(x − γ·(1/n)Σ C(g_r))``."""
+    op, down = get(compressor), (get(downlink) if downlink else None)
+    x, xs = x0.copy(), [x0.copy()]
+    for _ in range(iters):
+        grads = [workers.gradient(r, x, batch).astype(x.dtype) for r in range(workers.n)]
+        mean, _, _ = aggregate(op, topology, grads, [g[0] for g in workers.rngs], down)
+        x = workers.prox(x - lr * mean, lr)
+        xs.append(x.copy())
+    return xs
+
+
+def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0, batch=0, downlink=None):
+    """Iterates of DIANA (SPEC §2.2) with zero initial shifts."""
+    op, down = get(compressor), (get(downlink) if downlink else None)
+    n = workers.n
+    x, xs = x0.copy(), [x0.copy()]
+    h = [np.zeros_like(x0) for _ in range(n)]
+    h_mean, v = np.zeros_like(x0), np.zeros_like(x0)
+    for _ in range(iters):
+        deltas = [workers.gradient(r, x, batch).astype(x.dtype) - h[r] for r in range(n)]
+        mean, owns, _ = aggregate(op, topology, deltas, [g[0] for g in workers.rngs], down)
+        for r in range(n):
+            h[r] = h[r] + alpha * owns[r]
+        g_hat = h_mean + mean
+        h_mean = h_mean + alpha * mean
+        v = momentum * v + g_hat if momentum else g_hat
+        x = workers.prox(x - lr * v, lr)
+        xs.append(x.copy())
+    return xs

@@ -1,0 +1,101 @@
+"""The apps as users start them: ``python -m apps.X`` and ``mpiexec -n N python -m apps.X``,
+with exit statuses, real signals, and a failure on one rank that must end the whole job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpicomp.run import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, EXIT_FINISHED
+from mpicomp.trace import TraceError, read_trace
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = os.environ.get("MPIEXEC") or str(Path(sys.executable).with_name("mpiexec"))
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def launch(args, cwd, ranks=None, **kw):
+    cmd = [sys.executable, *args] if ranks is None else [MPIEXEC, "-n", str(ranks), sys.executable, *args]
+    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=240, **kw)
+
+
+@pytest.mark.parametrize("app,compressor", [("diana", "dither:p=inf,s=1"), ("dcgd", "qsgd:s=4"),
+                                            ("qsgd", "qsgd:s=4"), ("terngrad", "terngrad")])
+def test_every_app_runs_with_no_flags(tmp_path, app, compressor):
+    out = launch(["-m", f"apps.{app}"], tmp_path, ranks=2)
+    assert out.returncode == EXIT_FINISHED, out.stderr
+    t = read_trace(tmp_path / f"{'dcgd' if app in ('qsgd', 'terngrad') else app}.h5")
+    assert t.status == "finished" and t.world_size == 2 and t.attrs["compressor"] == compressor
+    assert t["step"][-1] == t.config["iters"] and t["loss"][-1] < t["loss"][0]
+
+
+def test_unknown_flag_exits_2_with_the_valid_flags(tmp_path):
+    out = launch(["-m", "apps.diana", "--bogus", "1"], tmp_path)
+    assert out.returncode == EXIT_BAD_INPUT
+    assert "unknown flag '--bogus'" in out.stderr and "--compressor" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def wait_for_rows(path, rows, proc, limit=120.0):
+    t0 = time.time()
+    while time.time() - t0 < limit and proc.poll() is None:
+        try:
+            if read_trace(path).n_rows >= rows:
+                return True
+        except (TraceError, OSError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
+    trace = tmp_path / "run.h5"
+    args = ["-m", "apps.diana", "--trace", str(trace), "--iters", "200000", "--log-every", "50",
+            "--data", "synthetic:logistic,n=64,d=8,h=1"]
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_rows(trace, 3, proc), "the run ended before it was signalled"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_CHECKPOINTED, err
+    assert "stopped by a signal" in err and "--resume" in err
+    cut = read_trace(trace)
+    stopped = cut.attrs["checkpoint_step"]
+    assert cut.status == "running" and cut["step"][-1] <= stopped
+    out = launch([*args[:5], str(stopped + 120), *args[6:], "--resume"], tmp_path)
+    assert out.returncode == EXIT_FINISHED, out.stderr
+    done = read_trace(trace)
+    assert done.status == "finished" and done["step"][-1] == stopped + 120
+    assert np.all(np.diff(done["step"]) > 0) and np.all(np.diff(done["bits_up"]) > 0)
+
+
+def test_a_failure_on_one_rank_ends_the_whole_job(tmp_path):
+    code = (
+        "import sys\n"
+        "from mpi4py import MPI\n"
+        "from mpicomp.run import main\n"
+        "def boom(step):\n"
+        "    if step == 3 and MPI.COMM_WORLD.rank == 1:\n"
+        "        raise RuntimeError('injected failure on rank 1')\n"
+        "sys.exit(main('diana', ['--iters', '100000', '--trace', 'run.h5'], on_step=boom))\n"
+    )
+    t0 = time.time()
+    out = launch(["-c", code], tmp_path, ranks=3)
+    assert out.returncode != 0
+    assert time.time() - t0 < 120  # ended by MPI_Abort, not by the test's timeout
+    assert "[rank 1]" in out.stderr and "injected failure on rank 1" in out.stderr
+    t = read_trace(tmp_path / "run.h5")  # readable; rank 0 was killed while running
+    assert t.status == "running" and t.n_rows >= 1

@@ -1,0 +1,214 @@
+"""The driver on real MPI ranks: trace contract, checkpoint/resume, and bad input that must end
+every rank with a clear message (no hang) and a readable trace."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import apps.dcgd
+import apps.diana
+from mpicomp.compress import get
+from mpicomp.problems import make_problem, solve_reference
+from mpicomp.problems.data import load
+from mpicomp.run import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, EXIT_DIVERGED, EXIT_FINISHED
+from mpicomp.trace import STANDARD_COLUMNS, read_trace
+
+from reference_algorithms import Workers, run_diana
+
+pytestmark = pytest.mark.mpi
+DATA = "synthetic:logistic,n=203,d=16,h=1"
+
+
+def run(comm, main, tmp, *args, **kwargs):
+    """``main(argv)`` on every rank; returns (exit status, the trace on rank 0 or None)."""
+    trace = str(tmp / "run.h5")
+    rc = main(["--data", DATA, "--trace", trace, "--progress", "off", *map(str, args)], comm, **kwargs)
+    assert comm.allgather(rc) == [rc] * comm.size  # every rank ends the same way
+    comm.Barrier()
+    return rc, (read_trace(trace) if comm.rank == 0 and os.path.exists(trace) else None)
+
+
+def test_trace_follows_the_contract_and_equals_the_serial_reference(comm, mpi_shared_tmp):
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 20, "--log-every", 5, "--l2", 0.01)
+    assert rc == EXIT_FINISHED
+    if comm.rank != 0:
+        return
+    n, d = comm.size, 16
+    assert t.status == "finished" and t.world_size == n and t.algorithm == "diana"
+    assert {"mpicomp_version", "algorithm", "compressor", "topology", "world_size", "config",
+            "mpi_library", "status"} <= set(t.attrs)
+    assert t.attrs["compressor"] == "dither:p=inf,s=1" and t.attrs["topology"] == "server"
+    assert t.config["l2"] == 0.01 and t.config["iters"] == 20
+    assert set(STANDARD_COLUMNS) <= set(t.columns)
+    assert t["step"].tolist() == [0, 5, 10, 15, 20]
+    # information bits: a 64-bit norm plus 2 bits a coordinate per message, each worker each step
+    assert t["bits_up"].tolist() == [s * n * (64 + 2 * d) for s in t["step"]]
+    assert t["bits_down"].tolist() == [s * n * 64 * d for s in t["step"]]  # the exact float64 mean
+    assert (t.ranks["bits_up"].sum(axis=1) == t["bits_up"]).all()
+    # wire bytes: the n − 1 other workers' payloads to the server, its mean to the n − 1 others
+    up, down = get("dither:p=inf,s=1").nbytes_max(d, np.float64), get("identity").nbytes_max(d, np.float64)
+    assert t["wire_bytes"].tolist() == [s * (n - 1) * (up + down) for s in t["step"]]
+    assert t["loss"][0] == pytest.approx(math.log(2), rel=1e-15)  # x⁰ = 0
+    assert np.all(np.diff(t["wall_time"]) >= 0)
+    assert np.all(np.diff(t["net_time"]) > 0) if n > 1 else not t["net_time"].any()
+
+    # final/x equals the serial reference with the hyper-parameters the run resolved
+    hp = json.loads(t.attrs["hyperparameters"])
+    data = load(DATA, seed=0, groups=n)
+    want = run_diana(Workers(data, n, l2=0.01, seed=0), np.zeros(d), "dither:p=inf,s=1", "server",
+                     hp["lr"], hp["alpha"], 20)
+    np.testing.assert_array_equal(t.final_x, want[-1])
+    assert hp["alpha"] == pytest.approx(1 / ((math.sqrt(d) - 1) / 2 + 1))
+    x_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.01)).x
+    assert t["dist_to_opt_sq"][-1] == pytest.approx(np.sum((want[-1] - x_star) ** 2), rel=1e-6)
+
+
+def comparable(trace):
+    """Every column and rank column except the wall-clock ones, and final/x."""
+    cols = {k: v for k, v in trace.columns.items() if k != "wall_time"}
+    ranks = {k: v for k, v in trace.ranks.items() if k != "wall_time"}
+    return cols, ranks, trace.final_x
+
+
+@pytest.mark.parametrize("app,extra", [
+    (apps.diana.main, ["--batch", 3, "--set", "momentum=0.5", "--topology", "two-phase"]),
+    (apps.dcgd.main, ["--batch", 5, "--compressor", "natural"]),
+])
+def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp, app, extra):
+    args = ["--iters", 30, "--log-every", 4, *extra]
+    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
+    if comm.rank == 0:
+        whole_dir.mkdir(), cut_dir.mkdir()
+    comm.Barrier()
+    rc, whole = run(comm, app, whole_dir, *args)
+    assert rc == EXIT_FINISHED
+
+    def signal_at_13(step):  # SIGUSR2 reaches one rank only; the flag is agreed by all
+        if step == 13 and comm.rank == comm.size - 1:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    import mpicomp.run as run_module
+
+    rc, cut = run(comm, lambda argv, c: run_module.main(
+        "diana" if app is apps.diana.main else "dcgd", argv, c,
+        defaults={**(apps.diana.DEFAULTS if app is apps.diana.main else apps.dcgd.DEFAULTS)},
+        on_step=signal_at_13), cut_dir, *args)
+    assert rc == EXIT_CHECKPOINTED
+    if comm.rank == 0:
+        assert cut.status == "running" and cut.attrs["checkpoint_step"] == 13
+        assert cut["step"].tolist() == [0, 4, 8, 12] and cut.final_x is None
+        assert (cut_dir / "run.ckpt.h5").exists()
+    rc, resumed = run(comm, app, cut_dir, *args, "--resume")
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        assert resumed.status == "finished"
+        got, want = comparable(resumed), comparable(whole)
+        assert got[0].keys() == want[0].keys() and got[1].keys() == want[1].keys()
+        for k in want[0]:
+            np.testing.assert_array_equal(got[0][k], want[0][k], err_msg=k)
+        for k in want[1]:
+            np.testing.assert_array_equal(got[1][k], want[1][k], err_msg=k)
+        np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_periodic_checkpoints_resume_and_extend_a_finished_run(comm, mpi_shared_tmp):
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 10, "--checkpoint-every", 4)
+    assert rc == EXIT_FINISHED
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 25, "--checkpoint-every", 4, "--resume")
+    assert rc == EXIT_FINISHED
+    rc2, whole = run(comm, apps.diana.main, mpi_shared_tmp / "..", "--iters", 25)
+    if comm.rank == 0:
+        assert t["step"].tolist() == list(range(0, 21, 10)) + [25]
+        np.testing.assert_array_equal(t.final_x, whole.final_x)
+        np.testing.assert_array_equal(t["bits_up"], whole["bits_up"])
+
+
+def test_resume_with_other_settings_is_refused(comm, mpi_shared_tmp, capsys):
+    run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 6, "--checkpoint-every", 3)
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 9, "--lr", 0.5, "--resume")
+    assert rc == EXIT_BAD_INPUT
+    if comm.rank == 0:
+        err = capsys.readouterr().err
+        assert "does not fit this run" in err and "lr was 'theory', now 0.5" in err
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input: a clear message, the same non-zero exit on every rank, a readable trace
+# ------------------------------------------------------------------------------------------
+def write_shared(comm, path, text):
+    if comm.rank == 0:
+        path.write_text(text)
+    comm.Barrier()
+    return path
+
+
+def failed_with(comm, t, capsys, *fragments):
+    if comm.rank != 0:
+        return
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+        if t is not None:
+            assert fragment in t.attrs["error"]
+    if t is not None:
+        assert t.status == "failed"
+
+
+LIBSVM_OK = "1 1:0.5 2:1.0\n-1 1:-0.5 3:2.0\n1 2:0.3\n-1 1:1.5 2:-1\n"
+
+
+@pytest.mark.parametrize("lines,extra,fragments", [
+    (LIBSVM_OK + "1 1:0.5 2:x\n", [], ["data.svm:5:", "not a finite number"]),
+    (LIBSVM_OK + "1 2:0.5 5:1\n", ["--features", 3], ["data.svm:5:", "out of range", "largest valid index is 3"]),
+    (LIBSVM_OK.replace("-1 1:-0.5", "2 1:-0.5"), [], ["logistic problem cannot use these labels", "3"]),
+])
+def test_bad_data_file(comm, mpi_shared_tmp, capsys, lines, extra, fragments):
+    path = write_shared(comm, mpi_shared_tmp / "data.svm", lines)
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--data", f"libsvm:{path}", *extra)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, t, capsys, *fragments)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--lrr", "0.1"], ["unknown flag '--lrr'", "did you mean '--lr'", "--log-every"]),
+    (["--set", "alpah=0.1"], ["unknown setting 'alpah' in --set", "did you mean 'alpha'", "momentum"]),
+    (["--compressor", "qsgd:q=3"], ["compressor (from --compressor)", "valid parameters"]),
+    (["--lr", "-1"], ["lr (from --lr): -1.0 is out of range"]),
+    (["--topology", "ring"], ["'ring' is not valid; choose one of server, allgather, two-phase"]),
+])
+def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, *args)
+    assert rc == EXIT_BAD_INPUT and t is None  # refused before anything is written
+    failed_with(comm, None, capsys, *fragments)
+
+
+def test_unknown_key_in_a_config_file(comm, mpi_shared_tmp, capsys):
+    path = write_shared(comm, mpi_shared_tmp / "run.toml", 'iters = 5\nlr = 0.1\nstep_size = 3\n')
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--config", path)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, None, capsys, f"unknown setting 'step_size' in {path} (line 3)", "log_every")
+
+
+def test_unwritable_trace_path(comm, mpi_shared_tmp, capsys):
+    blocker = write_shared(comm, mpi_shared_tmp / "plain-file", "")
+    trace = blocker / "run.h5"  # a directory that is a regular file: fails also as root
+    rc = apps.diana.main(["--trace", str(trace), "--iters", "3"], comm)
+    assert comm.allgather(rc) == [EXIT_BAD_INPUT] * comm.size
+    failed_with(comm, None, capsys, str(trace))
+
+
+def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, capsys):
+    rc, t = run(comm, apps.dcgd.main, mpi_shared_tmp, "--problem", "least_squares", "--data",
+                "synthetic,n=100,d=8", "--lr", 50, "--compressor", "identity", "--iters", 2000)
+    assert rc == EXIT_DIVERGED
+    if comm.rank == 0:
+        err = capsys.readouterr().err
+        assert "diverged at step" in err and "lr=50" in err
+        assert t.status == "diverged" and "diverged" in t.attrs["error"]
+        assert t["step"][-1] < 2000 and not np.isfinite(t["loss"][-1])
