@@ -161,50 +161,42 @@ class Setup:
     f_star: float
     smoothness: Optional[float]
     test: Any
-    attrs: dict
+    attrs: dict  # trace attributes known once built
 
 
-def build(cfg: Config, algorithm: str, comm) -> Setup:
-    """Data, shard, problem, reference optimum, communicator, aggregator and algorithm."""
-    from .problems import make_problem, reference_optimum
+def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
+    """``(train, test, objective)``: the data set, this rank's shard and its weighted problem
+    (no communication, so a failure here can be agreed on)."""
+    from .problems import make_problem
     from .problems.data import shard
 
-    rank, size = comm.Get_rank(), comm.Get_size()
-    cls = ALGORITHMS[algorithm]
-    if cfg.topology not in cls.topologies:
+    if cfg.topology not in ALGORITHMS[algorithm].topologies:
         raise ValueError(f"topology {cfg.topology!r} does not fit {algorithm}: choose one of "
-                         f"{', '.join(cls.topologies)}")
+                         f"{', '.join(ALGORITHMS[algorithm].topologies)}")
     train, test = load_data(cfg, size)
     mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
-    dtype = np.dtype(cfg.dtype)
-    options = problem_options(cfg, train)
-    local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, dtype), cfg.device),
-                         _on_device(mine.y, cfg.device), **options)
-    objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
-    L_local = objective.smoothness()
-    L_all = comm.allgather(L_local)
-    smoothness = None if any(v is None for v in L_all) else max(L_all)
-
-    x_star, f_star = None, math.nan
-    if cfg.reference and local.convex:
-        if rank == 0:
-            whole = make_problem(cfg.problem, train.A, train.y, **options)
-            x_star, f_star = reference_optimum(whole, warn=False)
-        x_star, f_star = comm.bcast((x_star, f_star), root=0)
-
-    network = None if cfg.network == "none" else cfg.network
-    communicator = Communicator(comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
-    downlink = None if cfg.downlink in ("", "none") else cfg.downlink
-    aggregator = make_aggregator(cfg.topology, communicator, cfg.compressor, downlink=downlink)
-    algo = cls.from_config(objective, communicator, aggregator, cfg, smoothness)
+    local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device),
+                         _on_device(mine.y, cfg.device), **problem_options(cfg, train))
     if test is not None:
         test = dataclasses.replace(test, A=_as_dtype(test.A, np.float64))
-    attrs = {
-        "compressor": aggregator.op.spec(), "dim": local.dim, "n_samples": train.n_samples,
-        "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
-        "f_star": f_star, "hyperparameters": json.dumps(hyperparameters(algo)),
-    }
-    return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
+    return train, test, LocalObjective(local, size * mine.n_samples / train.n_samples)
+
+
+def reference_point(cfg: Config, train) -> tuple:
+    """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only)."""
+    from .problems import make_problem, reference_optimum
+
+    whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
+    if not (cfg.reference and whole.convex):
+        return None, math.nan
+    return reference_optimum(whole, warn=False)
+
+
+def algorithm_for(cfg: Config, algorithm: str, objective: LocalObjective, communicator, smoothness):
+    """The aggregator and the algorithm, with ``theory`` values resolved (no communication)."""
+    downlink = None if cfg.downlink in ("", "none") else cfg.downlink
+    aggregator = make_aggregator(cfg.topology, communicator, cfg.compressor, downlink=downlink)
+    return ALGORITHMS[algorithm].from_config(objective, communicator, aggregator, cfg, smoothness)
 
 
 def hyperparameters(algo) -> dict:
@@ -280,13 +272,36 @@ class Run:
         columns = list(STANDARD_COLUMNS) + ["test_loss"] + (["test_accuracy"] if cfg.test_fraction else [])
         self.trace = TraceWriter(cfg.trace, attrs, columns, RANK_COLUMNS, self.size)
 
+    def build(self) -> Setup:
+        """Data → problem → x* → communicator → algorithm. Each local phase is agreed on by
+        all ranks before the next collective, so a failure anywhere fails everywhere alike."""
+        cfg, comm = self.cfg, self.comm
+        train, test, objective = self.agree(local_objective, cfg, self.algorithm, self.rank, self.size)
+        L_all = comm.allgather(objective.smoothness())
+        smoothness = None if any(v is None for v in L_all) else max(L_all)
+        x_star, f_star = self.agree(lambda: reference_point(cfg, train) if self.rank == 0 else None) or (None, None)
+        x_star, f_star = comm.bcast((x_star, f_star), root=0)
+        network = None if cfg.network == "none" else cfg.network
+        communicator = Communicator(comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
+        try:
+            algo = self.agree(algorithm_for, cfg, self.algorithm, objective, communicator, smoothness)
+        except RunError:
+            communicator.comm.Free()
+            raise
+        attrs = {
+            "compressor": algo.aggregator.op.spec(), "dim": objective.dim, "n_samples": train.n_samples,
+            "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
+            "f_star": f_star, "hyperparameters": json.dumps(hyperparameters(algo)),
+        }
+        return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
+
     def execute(self) -> int:
         cfg = self.cfg
         resumed = None
         if cfg.resume:
             resumed = self.comm.scatter(self.agree(self.read_resume), root=0)
         self.agree(self.open_trace, None if resumed is None else int(resumed[0]["trace_rows"]))
-        setup = self.setup = self.agree(build, cfg, self.algorithm, self.comm)
+        setup = self.setup = self.build()
         if self.rank == 0 and resumed is None:
             self.trace.set_attrs(**setup.attrs)
         algo = setup.algorithm

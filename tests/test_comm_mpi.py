@@ -16,7 +16,6 @@ from mpicomp.comm.aggregate import (
 )
 from mpicomp.comm.communicator import Communicator, PayloadSizeError
 from mpicomp.comm.netmodel import NetworkModel
-from mpicomp.compress import get
 
 pytestmark = pytest.mark.mpi
 D = 1037

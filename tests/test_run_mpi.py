@@ -212,3 +212,20 @@ def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, 
         assert "diverged at step" in err and "lr=50" in err
         assert t.status == "diverged" and "diverged" in t.attrs["error"]
         assert t["step"][-1] < 2000 and not np.isfinite(t["loss"][-1])
+
+
+@pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("algorithm_for", -1)])
+def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp, capsys, monkeypatch,
+                                                            where, rank):
+    import mpicomp.run as run_module
+
+    failing = comm.size - 1 if rank == -1 else rank
+
+    def boom(*args, **kwargs):
+        raise OSError(f"{where} cannot go on here")
+
+    if comm.rank == failing:
+        monkeypatch.setattr(run_module, where, boom)
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 3)
+    assert rc == EXIT_BAD_INPUT  # run() checks every rank returned the same
+    failed_with(comm, t, capsys, f"{where} cannot go on here")

@@ -170,6 +170,6 @@ def test_disconnected_graph_raises_on_every_rank(comm):
     if comm.size == 2:
         Gossip(Communicator(comm), topo).close()
     else:
-        with pytest.raises(ValueError, match=rf"not connected \(components of sizes \[2, 1"):
+        with pytest.raises(ValueError, match=r"not connected \(components of sizes \[2, 1"):
             Gossip(Communicator(comm), topo)
     assert comm.allreduce(1) == comm.size

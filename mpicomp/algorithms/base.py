@@ -176,3 +176,10 @@ def omega_of(op, d: int, setting: str) -> float:
             f"{setting}=theory needs an unbiased compressor with a known ω; {op.spec()} is "
             f"biased: give {setting} a number (--{setting.replace('_', '-')} VALUE)")
     return float(omega)
+
+
+def compressed_step(op, dim: int, n: int, smoothness, problem_name: str, factor: float) -> float:
+    """The theory step ``1/(L(1 + factor·ω/n))`` of compressed-gradient methods (DCGD: 2,
+    DIANA: 6), or a ValueError saying which number to give instead."""
+    L = require_smoothness(smoothness, "lr", problem_name)
+    return 1.0 / (L * (1.0 + factor * omega_of(op, dim, "lr") / n))

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import Algorithm, LocalObjective, StepInfo, omega_of, require_smoothness
+from .base import Algorithm, LocalObjective, StepInfo, compressed_step
 
 
 @dataclasses.dataclass
@@ -65,8 +65,7 @@ class DCGD(Algorithm):
     @classmethod
     def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
         """``1/(L(1 + 2ω/n))``."""
-        L = require_smoothness(smoothness, "lr", problem)
-        return 1.0 / (L * (1.0 + 2.0 * omega_of(op, dim, "lr") / n))
+        return compressed_step(op, dim, n, smoothness, problem, 2.0)
 
     @classmethod
     def from_config(cls, objective, comm, aggregator, cfg, smoothness):

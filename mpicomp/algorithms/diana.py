@@ -8,7 +8,7 @@ import numpy as np
 
 from ..comm.aggregate import Aggregator
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, omega_of, require_smoothness
+from .base import Algorithm, LocalObjective, StepInfo, compressed_step, omega_of
 
 
 @dataclasses.dataclass
@@ -98,8 +98,7 @@ class DIANA(Algorithm):
     @classmethod
     def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
         """``1/(L(1 + 6ω/n))``."""
-        L = require_smoothness(smoothness, "lr", problem)
-        return 1.0 / (L * (1.0 + 6.0 * omega_of(op, dim, "lr") / n))
+        return compressed_step(op, dim, n, smoothness, problem, 6.0)
 
     @classmethod
     def from_config(cls, objective, comm, aggregator, cfg, smoothness):
