@@ -165,8 +165,8 @@ class Setup:
 
 
 def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
-    """``(train, test, objective)``: the data set, this rank's shard and its weighted problem
-    (no communication, so a failure here can be agreed on)."""
+    """``(train, test problem or None, objective)``: the data set, the held-out problem and this
+    rank's weighted problem (no communication, so a failure here can be agreed on)."""
     from .problems import make_problem
     from .problems.data import shard
 
@@ -177,8 +177,8 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
     local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device),
                          _on_device(mine.y, cfg.device), **problem_options(cfg, train))
-    if test is not None:
-        test = dataclasses.replace(test, A=_as_dtype(test.A, np.float64))
+    if test is not None:  # the held-out problem, on the host, in float64
+        test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, train))
     return train, test, LocalObjective(local, size * mine.n_samples / train.n_samples)
 
 
@@ -402,21 +402,19 @@ class Run:
                 "bits_up": int(ranks["bits_up"].sum()), "bits_down": int(ranks["bits_down"].sum()),
                 "wire_bytes": int(ranks["wire_bytes"].sum()), "wall_time": float(ranks["wall_time"].max()),
                 "net_time": float(ranks["net_time"].max()),
-                **self.test_metrics(self.setup.objective.problem, x),
+                **self.test_metrics(x),
             }
         self.trace.append(row, ranks)
 
-    def test_metrics(self, problem, x) -> dict:
+    def test_metrics(self, x) -> dict:
+        """``test_loss`` (objective on the held-out set) and ``test_accuracy`` (classifiers)."""
         test = self.setup.test
         if test is None:
             return {"test_loss": math.nan}
-        whole = problem.with_data(test.A, test.y) if problem.device == "cpu" else None
-        out = {"test_loss": math.nan, "test_accuracy": math.nan}
-        if whole is not None:
-            with np.errstate(all="ignore"):
-                out["test_loss"] = whole.loss(x) + whole.regulariser(x)
-                if hasattr(whole, "predict"):
-                    out["test_accuracy"] = float(np.mean(np.asarray(whole.predict(x)) == np.asarray(whole.b)))
+        with np.errstate(all="ignore"):
+            out = {"test_loss": test.loss(x) + test.regulariser(x), "test_accuracy": math.nan}
+            if hasattr(test, "predict"):
+                out["test_accuracy"] = float(np.mean(test.predict(x) == test.b))
         return out
 
     def summary(self, state) -> None:

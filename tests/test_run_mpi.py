@@ -229,3 +229,20 @@ def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 3)
     assert rc == EXIT_BAD_INPUT  # run() checks every rank returned the same
     failed_with(comm, t, capsys, f"{where} cannot go on here")
+
+
+def test_held_out_metrics_on_real_data(comm, mpi_shared_tmp):
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--data", "breast_cancer", "--test-fraction",
+                0.25, "--iters", 40, "--log-every", 20, "--l2", 0.01)
+    assert rc == EXIT_FINISHED
+    if comm.rank != 0:
+        return
+    from mpicomp.problems.data import load_split
+
+    _, test = load_split("breast_cancer", 0.25, split_seed=0)
+    held_out = make_problem("logistic", test.A, test.y, l2=0.01)
+    x = t.final_x
+    assert t["test_accuracy"][-1] == np.mean(np.where(test.A @ x >= 0, 1.0, -1.0) == test.y)
+    assert t["test_accuracy"][-1] > 0.9 and t["test_accuracy"][0] == np.mean(test.y == 1.0)
+    assert t["test_loss"][-1] == pytest.approx(held_out.loss(x), rel=1e-12)
+    assert t.attrs["n_samples"] == 569 - len(test.y)
