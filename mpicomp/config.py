@@ -150,7 +150,7 @@ class Setting:
         if self.check is not None and out is not None:
             try:
                 self.check(out)
-            except (TypeError, ValueError) as exc:
+            except Exception as exc:  # e.g. OverflowError from "s=1e999"
                 raise ConfigError(f"{where}: {exc}") from None
         return out
 
@@ -203,7 +203,7 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
             choices=("server", "allgather", "two-phase")),
     Setting("downlink", "text", "none",
             "re-compress the mean on the way back (server: default none = exact; two-phase: "
-            "default none = the uplink operator)", check=_valid_downlink),
+            "default none = the uplink operator, exact for DIANA)", check=_valid_downlink),
     Setting("iters", "int", 200, "number of steps", low=0),
     Setting("lr", "theory", "theory", "step size γ: a number, or 'theory' (the method's safe step)",
             low=0.0, low_open=True),

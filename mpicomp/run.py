@@ -194,9 +194,12 @@ def reference_point(cfg: Config, train) -> tuple:
 
 def algorithm_for(cfg: Config, algorithm: str, objective: LocalObjective, communicator, smoothness):
     """The aggregator and the algorithm, with ``theory`` values resolved (no communication)."""
-    downlink = None if cfg.downlink in ("", "none") else cfg.downlink
+    cls = ALGORITHMS[algorithm]
+    downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
+    if downlink is None and cfg.topology != "allgather":
+        downlink = cls.default_downlink
     aggregator = make_aggregator(cfg.topology, communicator, cfg.compressor, downlink=downlink)
-    return ALGORITHMS[algorithm].from_config(objective, communicator, aggregator, cfg, smoothness)
+    return cls.from_config(objective, communicator, aggregator, cfg, smoothness)
 
 
 def hyperparameters(algo) -> dict:
@@ -217,6 +220,7 @@ class Run:
         self.on_step = on_step
         self.trace = None  # the TraceWriter, on rank 0
         self.stop_requested = False
+        self.last_logged = -1  # step of the last trace row
         self.ckpt_path = checkpoint_path(cfg.trace)
 
     # -- collective helpers ------------------------------------------------------------------
@@ -302,8 +306,8 @@ class Run:
             resumed = self.comm.scatter(self.agree(self.read_resume), root=0)
         self.agree(self.open_trace, None if resumed is None else int(resumed[0]["trace_rows"]))
         setup = self.setup = self.build()
-        if self.rank == 0 and resumed is None:
-            self.trace.set_attrs(**setup.attrs)
+        if self.rank == 0:  # on --resume too: the trace describes the run that continues it
+            self.trace.set_attrs(config=cfg.to_json(), **setup.attrs)
         algo = setup.algorithm
         if resumed is None:
             x0 = to_host(algo.objective.problem.initial_point(np.random.default_rng(cfg.seed)))
@@ -312,8 +316,8 @@ class Run:
             self.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
         else:
             _, record, saved = resumed
-            state = restore_state(algo.state_type, record)
-            self.counters = Counters.restored(saved, setup.communicator)
+            state, self.counters = self.agree(lambda: (restore_state(algo.state_type, record),
+                                                       Counters.restored(saved, setup.communicator)))
         try:
             return self.loop(algo, state)
         finally:
@@ -345,18 +349,21 @@ class Run:
                 self.counters.bits_down += info.bits_down
                 if self.on_step is not None:
                     self.on_step(state.step)
-                if state.step % cfg.log_every == 0 or state.step == cfg.iters:
+                if state.step % cfg.log_every == 0:
                     self.log(algo, state, progress)
                 else:
                     progress.update(state.step)
                 if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     self.save(algo, state)
                     last_saved = state.step
+            if state.step % cfg.log_every:  # the last step, off the logging grid
+                self.log(algo, state, progress)
             if cfg.checkpoint_every and last_saved != state.step:
                 self.save(algo, state)
         except DivergenceError as exc:
             progress.close()
-            self.log(algo, state, None, check=False)
+            if self.last_logged != state.step:  # the row of the step that diverged
+                self.log(algo, state, None, check=False)
             self.fail("diverged", f"{exc}; the step size lr={getattr(algo, 'lr', '?'):g} is too "
                       "large for this problem (try a smaller --lr, or --lr theory)")
             return EXIT_DIVERGED
@@ -375,6 +382,7 @@ class Run:
         from mpi4py import MPI
 
         obj = algo.objective
+        self.last_logged = state.step
         x = np.asarray(algo.model(state), dtype=np.float64)
         with np.errstate(all="ignore"):
             local = np.concatenate([[obj.loss(x)], obj.grad(x)]).astype(np.float64)
@@ -429,7 +437,10 @@ class Run:
 
         def write():
             if self.rank == 0:
-                meta = {"step": state.step, "trace_rows": self.trace.rows, "world_size": self.size,
+                # a final row off the logging grid is dropped on resume (a longer run has none)
+                off_grid = self.last_logged == state.step and state.step % self.cfg.log_every
+                meta = {"step": state.step, "trace_rows": self.trace.rows - bool(off_grid),
+                        "world_size": self.size,
                         "algorithm": self.algorithm, "config": self.cfg.to_json()}
                 write_checkpoint(self.ckpt_path, meta, [g[0] for g in gathered], [g[1] for g in gathered])
                 self.trace.set_attrs(checkpoint=str(self.ckpt_path), checkpoint_step=state.step)
@@ -505,6 +516,8 @@ def main(algorithm: str, argv: Optional[Sequence[str]] = None, comm=None, *,
             parsed = (cfg.replace(trace=cfg.trace or f"{algorithm}.h5"), None)
         except ConfigError as exc:
             parsed = (None, str(exc))
+        except Exception as exc:  # never leave the other ranks waiting in the broadcast
+            parsed = (None, f"{type(exc).__name__}: {exc}")
     cfg, error = comm.bcast(parsed, root=0)
     if error:
         if comm.Get_rank() == 0:

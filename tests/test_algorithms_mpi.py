@@ -65,7 +65,16 @@ def test_dcgd_equals_serial_reference(comm, compressor, topology, downlink, batc
         np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
 
 
-@pytest.mark.parametrize("compressor,topology,downlink", CASES)
+# DIANA keeps h = (1/n)Σ h_i only with an exact mean on every rank: lossless downlinks
+DIANA_CASES = [
+    ("dither:p=inf,s=1", "server", None),
+    ("qsgd:s=2,block=5", "allgather", None),
+    ("natural", "two-phase", "identity"),
+    ("qsgd:s=3,coder=elias", "two-phase", "identity"),
+]
+
+
+@pytest.mark.parametrize("compressor,topology,downlink", DIANA_CASES)
 @pytest.mark.parametrize("momentum,l1", [(0.0, 0.0), (0.5, 0.02)])
 def test_diana_equals_serial_reference(comm, compressor, topology, downlink, momentum, l1):
     data = dataset(comm.size)
@@ -83,8 +92,9 @@ def test_diana_equals_serial_reference(comm, compressor, topology, downlink, mom
 @pytest.mark.parametrize("topology", ["server", "allgather", "two-phase"])
 def test_diana_with_alpha_zero_is_dcgd_step_for_step(comm, topology):
     data = dataset(comm.size)
-    diana = build(comm, DIANA, data, "qsgd:s=2", topology, lr=0.4, alpha=0.0, batch=4)
-    dcgd = build(comm, DCGD, data, "qsgd:s=2", topology, lr=0.4, batch=4)
+    down = "identity" if topology == "two-phase" else None
+    diana = build(comm, DIANA, data, "qsgd:s=2", topology, downlink=down, lr=0.4, alpha=0.0, batch=4)
+    dcgd = build(comm, DCGD, data, "qsgd:s=2", topology, downlink=down, lr=0.4, batch=4)
     x0 = np.zeros(data.n_features)
     for t, (a, b) in enumerate(zip(trajectory(diana, x0, 15), trajectory(dcgd, x0, 15))):
         np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
@@ -101,16 +111,25 @@ def test_bits_of_a_step_are_the_payload_bits(comm):
     assert info.bits_down == 64 * d  # the exact float64 mean comes back
 
 
-def distances(comm, cls, compressor, iters, **kwargs):
+@pytest.mark.parametrize("topology,downlink", [("two-phase", None), ("server", "natural")])
+def test_diana_refuses_a_lossy_downlink(comm, topology, downlink):
+    # h_i learn from their own messages, h from the re-compressed mean: they would drift apart
+    with pytest.raises(ValueError, match="DIANA needs the exact mean"):
+        build(comm, DIANA, dataset(comm.size), "natural", topology, downlink=downlink, lr=0.1, alpha=0.5)
+
+
+def distances(comm, cls, compressor, iters, topology="server", **kwargs):
     """‖x − x*‖² after ``iters`` full-gradient steps with theory step sizes."""
     data = dataset(comm.size, n=60 * comm.size, d=10, h=2.0)
     x_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.05)).x
-    probe = build(comm, DCGD, data, compressor, "server", l2=0.05, lr=1.0)
+    probe = build(comm, DCGD, data, compressor, topology, l2=0.05, lr=1.0,
+                  downlink="identity" if topology == "two-phase" else None)
     L = max(comm.allgather(probe.objective.smoothness()))
     agg = probe.aggregator
     lr = cls.theory_lr(agg.op, data.n_features, comm.size, L, "logistic")
     extra = {"alpha": DIANA.theory_alpha(agg.op, data.n_features)} if cls is DIANA else {}
-    algo = build(comm, cls, data, compressor, "server", l2=0.05, lr=lr, **extra, **kwargs)
+    algo = build(comm, cls, data, compressor, topology, l2=0.05, lr=lr, **extra, **kwargs,
+                 downlink="identity" if topology == "two-phase" else None)
     x = trajectory(algo, np.zeros(data.n_features), iters)[-1]
     return float(np.sum((x - x_star) ** 2))
 
@@ -124,6 +143,8 @@ def test_diana_reaches_the_optimum_where_dcgd_stalls(comm, mpi_skip_unless):
     dcgd = distances(comm, DCGD, "dither:p=inf,s=1", 1000)
     assert diana < 1e-10, diana
     assert dcgd > 1e-4, dcgd
+    # the same through the two-phase aggregator (chunks compressed up, averages sent exactly)
+    assert distances(comm, DIANA, "dither:p=inf,s=1", 1000, topology="two-phase") < 1e-10
 
 
 def test_diana_with_l1_reaches_the_sparse_optimum_with_exact_zeros(comm):

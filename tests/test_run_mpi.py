@@ -118,19 +118,28 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp,
 
 
 def test_periodic_checkpoints_resume_and_extend_a_finished_run(comm, mpi_shared_tmp):
-    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 10, "--checkpoint-every", 4)
+    # 13 steps end off the logging grid (row at 13); extended to 25 that row must go
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 13, "--checkpoint-every", 4)
     assert rc == EXIT_FINISHED
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 25, "--checkpoint-every", 4, "--resume")
     assert rc == EXIT_FINISHED
-    rc2, whole = run(comm, apps.diana.main, mpi_shared_tmp / "..", "--iters", 25)
+    whole_dir = mpi_shared_tmp / "whole"
     if comm.rank == 0:
-        assert t["step"].tolist() == list(range(0, 21, 10)) + [25]
+        whole_dir.mkdir()
+    comm.Barrier()
+    rc, whole = run(comm, apps.diana.main, whole_dir, "--iters", 25)
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        assert t["step"].tolist() == whole["step"].tolist() == [0, 10, 20, 25]
+        assert t.config["iters"] == 25  # the trace describes the run that finished it
         np.testing.assert_array_equal(t.final_x, whole.final_x)
-        np.testing.assert_array_equal(t["bits_up"], whole["bits_up"])
+        for k in ("loss", "bits_up", "wire_bytes", "net_time"):
+            np.testing.assert_array_equal(t[k], whole[k], err_msg=k)
 
 
 def test_resume_with_other_settings_is_refused(comm, mpi_shared_tmp, capsys):
-    run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 6, "--checkpoint-every", 3)
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 6, "--checkpoint-every", 3)
+    assert rc == EXIT_FINISHED
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 9, "--lr", 0.5, "--resume")
     assert rc == EXIT_BAD_INPUT
     if comm.rank == 0:
@@ -181,6 +190,7 @@ def test_bad_data_file(comm, mpi_shared_tmp, capsys, lines, extra, fragments):
     (["--compressor", "qsgd:q=3"], ["compressor (from --compressor)", "valid parameters"]),
     (["--lr", "-1"], ["lr (from --lr): -1.0 is out of range"]),
     (["--topology", "ring"], ["'ring' is not valid; choose one of server, allgather, two-phase"]),
+    (["--compressor", "qsgd:s=1e999"], ["compressor (from --compressor): cannot convert float infinity"]),
 ])
 def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, *args)
@@ -212,6 +222,7 @@ def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, 
         assert "diverged at step" in err and "lr=50" in err
         assert t.status == "diverged" and "diverged" in t.attrs["error"]
         assert t["step"][-1] < 2000 and not np.isfinite(t["loss"][-1])
+        assert np.all(np.diff(t["step"]) > 0)  # one row per step, also for the last one
 
 
 @pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("algorithm_for", -1)])

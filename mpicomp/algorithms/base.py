@@ -117,6 +117,8 @@ class Algorithm:
     settings: ClassVar[tuple[Setting, ...]] = ()
     topologies: ClassVar[tuple[str, ...]] = ("server", "allgather", "two-phase")
     state_type: ClassVar[type]
+    #: downlink compressor when ``--downlink none`` (None: the aggregator's own default)
+    default_downlink: ClassVar[Optional[str]] = None
 
     def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):

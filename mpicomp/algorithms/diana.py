@@ -67,6 +67,7 @@ class DIANA(Algorithm):
 
     name = "diana"
     state_type = DIANAState
+    default_downlink = "identity"  # two-phase sends the averaged chunks exactly (see __init__)
     settings = (
         Setting("alpha", "theory", "theory", "shift step α: a number in [0, 1] or 'theory' (1/(ω+1))",
                 low=0.0, high=1.0),
@@ -85,6 +86,12 @@ class DIANA(Algorithm):
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         if shift_init not in ("zero", "grad"):
             raise ValueError(f"shift_init must be 'zero' or 'grad', got {shift_init!r}")
+        down = getattr(aggregator, "down", None)
+        if down is not None and down.name != "identity":
+            raise ValueError(
+                f"DIANA needs the exact mean of the compressed differences on every rank, so that "
+                f"h stays (1/n)Σ h_i; a lossy downlink ({down.spec()}) would bias ĝ for good and "
+                "lose the exact optimum: use --downlink identity (the default for DIANA)")
         self.aggregator = aggregator
         self.alpha = float(alpha)
         self.momentum = float(momentum)

@@ -94,7 +94,7 @@ def _diagnose(where: str, line: str, zero_based: bool, n_features: Optional[int]
                 f"{where}: value {value_text!r} in token {token!r} is not a finite number"
             )
         if index < base:
-            hint = "; indices are 1-based here, pass zero_based=True for 0-based files" if (
+            hint = "; indices are 1-based here, pass zero_based=True (the apps' --zero-based) for 0-based files" if (
                 index == 0 and not zero_based) else ""
             raise ValueError(
                 f"{where}: feature index {index} in token {token!r} is below {base}{hint}"
