@@ -119,6 +119,8 @@ class Algorithm:
     state_type: ClassVar[type]
     #: downlink compressor when ``--downlink none`` (None: the aggregator's own default)
     default_downlink: ClassVar[Optional[str]] = None
+    #: ``c`` of the theory step ``1/(L(1 + c·ω/n))`` of compressed-gradient methods
+    step_factor: ClassVar[float]
 
     def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -141,6 +143,19 @@ class Algorithm:
     def model(self, state):
         """The model this rank reports (the same on every rank for centralised methods)."""
         return state.x
+
+    # -- theory step -----------------------------------------------------------------------
+    @classmethod
+    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
+        """``1/(L(1 + c·ω/n))`` with ``c = step_factor``, or a ValueError saying which number
+        to give instead (no smoothness constant, or a biased ``op``)."""
+        L = require_smoothness(smoothness, "lr", problem)
+        return 1.0 / (L * (1.0 + cls.step_factor * omega_of(op, dim, "lr") / n))
+
+    @classmethod
+    def resolved_lr(cls, cfg, op, dim: int, n: int, smoothness) -> float:
+        """``cfg.lr``, or `theory_lr` when it is ``"theory"``."""
+        return cls.theory_lr(op, dim, n, smoothness, cfg.problem) if cfg.lr == "theory" else cfg.lr
 
     # -- helpers ---------------------------------------------------------------------------
     def gradient(self, state):
@@ -179,9 +194,3 @@ def omega_of(op, d: int, setting: str) -> float:
             f"biased: give {setting} a number (--{setting.replace('_', '-')} VALUE)")
     return float(omega)
 
-
-def compressed_step(op, dim: int, n: int, smoothness, problem_name: str, factor: float) -> float:
-    """The theory step ``1/(L(1 + factor·ω/n))`` of compressed-gradient methods (DCGD: 2,
-    DIANA: 6), or a ValueError saying which number to give instead."""
-    L = require_smoothness(smoothness, "lr", problem_name)
-    return 1.0 / (L * (1.0 + factor * omega_of(op, dim, "lr") / n))

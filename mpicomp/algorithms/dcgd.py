@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import Algorithm, LocalObjective, StepInfo, compressed_step
+from .base import Algorithm, LocalObjective, StepInfo
 
 
 @dataclasses.dataclass
@@ -56,6 +56,7 @@ class DCGD(Algorithm):
 
     name = "dcgd"
     state_type = DCGDState
+    step_factor = 2.0
 
     def __init__(self, objective: LocalObjective, comm, aggregator: Aggregator, *, lr: float,
                  batch: int = 0):
@@ -63,16 +64,9 @@ class DCGD(Algorithm):
         self.aggregator = aggregator
 
     @classmethod
-    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
-        """``1/(L(1 + 2ω/n))``."""
-        return compressed_step(op, dim, n, smoothness, problem, 2.0)
-
-    @classmethod
     def from_config(cls, objective, comm, aggregator, cfg, smoothness):
         """Build from a run `Config` (``smoothness``: ``max_i L_i`` over all ranks)."""
-        lr = cfg.lr
-        if lr == "theory":
-            lr = cls.theory_lr(aggregator.op, objective.dim, comm.size, smoothness, cfg.problem)
+        lr = cls.resolved_lr(cfg, aggregator.op, objective.dim, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, batch=cfg.batch)
 
     def init(self, x0, seeds):

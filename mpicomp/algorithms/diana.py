@@ -8,7 +8,7 @@ import numpy as np
 
 from ..comm.aggregate import Aggregator
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, compressed_step, omega_of
+from .base import Algorithm, LocalObjective, StepInfo, omega_of
 
 
 @dataclasses.dataclass
@@ -67,6 +67,7 @@ class DIANA(Algorithm):
 
     name = "diana"
     state_type = DIANAState
+    step_factor = 6.0
     default_downlink = "identity"  # two-phase sends the averaged chunks exactly (see __init__)
     settings = (
         Setting("alpha", "theory", "theory", "shift step α: a number in [0, 1] or 'theory' (1/(ω+1))",
@@ -103,18 +104,11 @@ class DIANA(Algorithm):
         return 1.0 / (omega_of(op, dim, "alpha") + 1.0)
 
     @classmethod
-    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
-        """``1/(L(1 + 6ω/n))``."""
-        return compressed_step(op, dim, n, smoothness, problem, 6.0)
-
-    @classmethod
     def from_config(cls, objective, comm, aggregator, cfg, smoothness):
         """Build from a run `Config` (``smoothness``: ``max_i L_i`` over all ranks)."""
         d = objective.dim
         alpha = cls.theory_alpha(aggregator.op, d) if cfg.alpha == "theory" else cfg.alpha
-        lr = cfg.lr
-        if lr == "theory":
-            lr = cls.theory_lr(aggregator.op, d, comm.size, smoothness, cfg.problem)
+        lr = cls.resolved_lr(cfg, aggregator.op, d, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, alpha=alpha, momentum=cfg.momentum,
                    shift_init=cfg.shift_init, batch=cfg.batch)
 
