@@ -133,6 +133,11 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def negated_flag(self) -> str:
+        """``--no-NAME`` (bool settings only)."""
+        return "--no-" + self.name.replace("_", "-")
+
     def convert(self, value: Any, source: str) -> Any:
         """The checked value, or ConfigError naming the setting, the value and ``source``."""
         where = f"{self.name} (from {source})"
@@ -297,6 +302,9 @@ def build_parser(prog: str, description: str, settings: Sequence[Setting],
         else:
             kwargs["metavar"] = s.name.upper() if s.choices is None else "{" + ",".join(s.choices) + "}"
         parser.add_argument(s.flag, **kwargs)
+        if s.type == "bool":  # --no-error-feedback is --error-feedback false
+            parser.add_argument(s.negated_flag, dest=s.name, action="store_const", const="false",
+                                help=f"same as {s.flag} false")
     return parser
 
 
@@ -341,7 +349,8 @@ def parse_config(argv: Optional[Sequence[str]], settings: Sequence[Setting], *,
     parser = build_parser(prog, description, settings, defaults)
     args, extra = parser.parse_known_args(list(argv or []))
     if extra:
-        flags = sorted(s.flag for s in settings) + ["--config", "--set", "--help"]
+        flags = sorted([s.flag for s in settings] + [s.negated_flag for s in settings if s.type == "bool"])
+        flags += ["--config", "--set", "--help"]
         raise _unknown(extra[0], flags, "flag", "the command line")
     given = {s.name: getattr(args, s.name) for s in settings}
 

@@ -42,7 +42,7 @@ from .algorithms import ALGORITHMS, DivergenceError, LocalObjective, rank_genera
 from .backend import to_device, to_host
 from .checkpoint import (CheckpointError, checkpoint_path, read_checkpoint, restore_state,
                          state_record, write_checkpoint)
-from .comm.aggregate import collectively, make_aggregator
+from .comm.aggregate import collectively
 from .comm.communicator import Communicator
 from .config import COMMON_SETTINGS, RESUMABLE, Config, ConfigError, build_parser, parse_config
 from .progress import Progress
@@ -83,8 +83,13 @@ class Counters:
         return cls(int(saved["bits_up"]), int(saved["bits_down"]), float(saved["wall_time"]))
 
 
-def settings_of(algorithm: str):
-    return COMMON_SETTINGS + ALGORITHMS[algorithm].settings
+def settings_of(algorithm: str) -> tuple:
+    """The common settings the algorithm uses (its own version where it redefines one, e.g. the
+    vote modes of ``topology`` for signSGD), then its own."""
+    cls = ALGORITHMS[algorithm]
+    own = {s.name: s for s in cls.settings}
+    common = [own.pop(s.name, s) for s in COMMON_SETTINGS if s.name not in cls.unused_settings]
+    return tuple(common) + tuple(own.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,22 +197,6 @@ def reference_point(cfg: Config, train) -> tuple:
     return reference_optimum(whole, warn=False)
 
 
-def algorithm_for(cfg: Config, algorithm: str, objective: LocalObjective, communicator, smoothness):
-    """The aggregator and the algorithm, with ``theory`` values resolved (no communication)."""
-    cls = ALGORITHMS[algorithm]
-    downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
-    if downlink is None and cfg.topology != "allgather":
-        downlink = cls.default_downlink
-    aggregator = make_aggregator(cfg.topology, communicator, cfg.compressor, downlink=downlink)
-    return cls.from_config(objective, communicator, aggregator, cfg, smoothness)
-
-
-def hyperparameters(algo) -> dict:
-    """The values the algorithm runs with (``theory`` resolved)."""
-    names = ("lr", "alpha", "momentum", "batch", "shift_init")
-    return {n: getattr(algo, n) for n in names if hasattr(algo, n)}
-
-
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -269,7 +258,8 @@ class Run:
             self.trace = TraceWriter.reopen(self.cfg.trace, rows=resume_rows)
             return
         cfg = self.cfg
-        attrs = {"algorithm": self.algorithm, "compressor": cfg.compressor, "topology": cfg.topology,
+        attrs = {"algorithm": self.algorithm, "compressor": getattr(cfg, "compressor", ""),
+                 "topology": cfg.topology,
                  "world_size": self.size, "config": cfg.to_json(),
                  "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
                  "mpicomp_version": __version__}
@@ -288,14 +278,14 @@ class Run:
         network = None if cfg.network == "none" else cfg.network
         communicator = Communicator(comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
         try:
-            algo = self.agree(algorithm_for, cfg, self.algorithm, objective, communicator, smoothness)
+            algo = self.agree(ALGORITHMS[self.algorithm].build, cfg, objective, communicator, smoothness)
         except RunError:
             communicator.comm.Free()
             raise
         attrs = {
-            "compressor": algo.aggregator.op.spec(), "dim": objective.dim, "n_samples": train.n_samples,
+            "compressor": algo.compressor_spec(), "dim": objective.dim, "n_samples": train.n_samples,
             "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
-            "f_star": f_star, "hyperparameters": json.dumps(hyperparameters(algo)),
+            "f_star": f_star, "hyperparameters": json.dumps(algo.hyperparameters()),
         }
         return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
 

@@ -13,6 +13,7 @@ import pytest
 
 import apps.dcgd
 import apps.diana
+from mpicomp.algorithms import ALGORITHMS
 from mpicomp.compress import get
 from mpicomp.problems import make_problem, solve_reference
 from mpicomp.problems.data import load
@@ -225,7 +226,7 @@ def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, 
         assert np.all(np.diff(t["step"]) > 0)  # one row per step, also for the last one
 
 
-@pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("algorithm_for", -1)])
+@pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("DIANA.build", -1)])
 def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp, capsys, monkeypatch,
                                                             where, rank):
     import mpicomp.run as run_module
@@ -236,7 +237,8 @@ def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp
         raise OSError(f"{where} cannot go on here")
 
     if comm.rank == failing:
-        monkeypatch.setattr(run_module, where, boom)
+        owner, _, name = where.rpartition(".")
+        monkeypatch.setattr(ALGORITHMS[owner.lower()] if owner else run_module, name, boom)
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 3)
     assert rc == EXIT_BAD_INPUT  # run() checks every rank returned the same
     failed_with(comm, t, capsys, f"{where} cannot go on here")

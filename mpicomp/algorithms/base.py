@@ -121,6 +121,10 @@ class Algorithm:
     default_downlink: ClassVar[Optional[str]] = None
     #: ``c`` of the theory step ``1/(L(1 + c·ω/n))`` of compressed-gradient methods
     step_factor: ClassVar[float]
+    #: common settings this algorithm has no use for (its app has no such flag)
+    unused_settings: ClassVar[tuple[str, ...]] = ()
+    #: attributes listed in the trace's ``hyperparameters`` (``theory`` values resolved)
+    reported: ClassVar[tuple[str, ...]] = ("lr", "batch")
 
     def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -143,6 +147,32 @@ class Algorithm:
     def model(self, state):
         """The model this rank reports (the same on every rank for centralised methods)."""
         return state.x
+
+    # -- building from a run config -----------------------------------------------------------
+    @classmethod
+    def build(cls, cfg, objective: LocalObjective, comm, smoothness: Optional[float]) -> "Algorithm":
+        """The algorithm for a run `Config` on this rank (no communication): the aggregator of
+        ``cfg.topology`` with ``cfg.compressor`` and the downlink, then `from_config`.
+        ``smoothness`` is ``max_i L_i`` over all ranks (None for non-convex problems)."""
+        from ..comm.aggregate import make_aggregator
+
+        downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
+        if downlink is None and cfg.topology != "allgather":
+            downlink = cls.default_downlink
+        aggregator = make_aggregator(cfg.topology, comm, cfg.compressor, downlink=downlink)
+        return cls.from_config(objective, comm, aggregator, cfg, smoothness)
+
+    @classmethod
+    def from_config(cls, objective, comm, aggregator, cfg, smoothness):  # pragma: no cover
+        raise NotImplementedError
+
+    def compressor_spec(self) -> str:
+        """The ``compressor`` attribute of traces: the uplink operator as the registry names it."""
+        return self.aggregator.op.spec()
+
+    def hyperparameters(self) -> dict:
+        """The values this run uses (the trace's ``hyperparameters`` attribute)."""
+        return {name: getattr(self, name) for name in self.reported}
 
     # -- theory step -----------------------------------------------------------------------
     @classmethod

@@ -69,6 +69,7 @@ class DIANA(Algorithm):
     state_type = DIANAState
     step_factor = 6.0
     default_downlink = "identity"  # two-phase sends the averaged chunks exactly (see __init__)
+    reported = ("lr", "alpha", "momentum", "batch", "shift_init")
     settings = (
         Setting("alpha", "theory", "theory", "shift step α: a number in [0, 1] or 'theory' (1/(ω+1))",
                 low=0.0, high=1.0),

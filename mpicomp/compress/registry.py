@@ -16,10 +16,11 @@ from .natural import Natural
 from .sign import ScaledSign, Sign
 from ..spec_strings import parse_value
 from .sparse import RandK, TopK
+from .uniform import Uniform
 
 OPERATORS: dict[str, type[Compressor]] = {
     cls.name: cls
-    for cls in (Identity, FP16, BF16, Sign, ScaledSign, Dither, QSGD, TernGrad, Natural, NaturalDither, TopK, RandK)
+    for cls in (Identity, FP16, BF16, Sign, ScaledSign, Dither, QSGD, TernGrad, Natural, NaturalDither, TopK, RandK, Uniform)
 }
 
 
