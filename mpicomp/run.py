@@ -311,6 +311,7 @@ class Run:
         try:
             return self.loop(algo, state)
         finally:
+            algo.close()
             setup.communicator.comm.Free()
 
     def loop(self, algo, state) -> int:

@@ -96,3 +96,69 @@ def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0,
         x = workers.prox(x - lr * v, lr)
         xs.append(x.copy())
     return xs
+
+
+def run_efsgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=None):
+    """Iterates and error memories of EF-SGD (SPEC §1.5): ``p_r = γg_r + e_r``,
+    ``e_r ← p_r − C(p_r)``, ``x ← prox(x − (1/n)Σ C(p_r))``."""
+    op, down = get(compressor), (get(downlink) if downlink else None)
+    x, xs = x0.copy(), [x0.copy()]
+    e = [np.zeros_like(x0) for _ in range(workers.n)]
+    errors = [[v.copy() for v in e]]
+    for _ in range(iters):
+        p = [lr * workers.gradient(r, x, batch).astype(x.dtype) + e[r] for r in range(workers.n)]
+        mean, owns, _ = aggregate(op, topology, p, [g[0] for g in workers.rngs], down)
+        e = [p[r] - owns[r] for r in range(workers.n)]
+        x = workers.prox(x - mean, lr)
+        xs.append(x.copy())
+        errors.append([v.copy() for v in e])
+    return xs, errors
+
+
+def run_signum(workers, x0, lr, iters, momentum=0.0, weight_decay=0.0, batch=0, byzantine=0, attack="flip"):
+    """Iterates of Signum with majority vote (SPEC §2.3), written from the definition: the
+    last ``byzantine`` workers send ``−sign(m_r)`` or random signs; ties vote +1."""
+    n = workers.n
+    x, xs = x0.copy(), [x0.copy()]
+    m = [np.zeros_like(x0) for _ in range(n)]
+    for _ in range(iters):
+        total = np.zeros(x0.size)
+        for r in range(n):
+            m[r] = momentum * m[r] + (1 - momentum) * workers.gradient(r, x, batch).astype(x.dtype)
+            s = np.where(m[r] < 0, -1.0, 1.0)
+            if r >= n - byzantine:
+                s = -s if attack == "flip" else 2.0 * workers.rngs[r][0].integers(0, 2, size=s.size) - 1.0
+            total += s
+        vote = np.where(total < 0, -1.0, 1.0).astype(x.dtype)
+        x = workers.prox(x - lr * (vote + weight_decay * x), lr)
+        xs.append(x.copy())
+    return xs
+
+
+def run_qadam(workers, x0, compressor, lr, iters, beta1=0.9, beta2=0.999, eps=1e-8, error_feedback=True,
+              weight_quant=None, batch=0):
+    """Weights the workers hold at each step of quantised Adam (SPEC §2.5); the server is
+    worker 0, whose generator also draws ``Q_x``'s rounding after its own message."""
+    op, wq = get(compressor), get(weight_quant or "identity")
+    n, d, dtype = workers.n, x0.size, x0.dtype
+    server = x0.copy()
+    x = wq.decode(wq.encode(server, workers.rngs[0][0]).buffer, d, dtype)
+    xs = [x.copy()]
+    m = [np.zeros_like(x0) for _ in range(n)]
+    v = [np.zeros_like(x0) for _ in range(n)]
+    e = [np.zeros_like(x0) for _ in range(n)]
+    for _ in range(iters):
+        payloads = []
+        for r in range(n):
+            g = workers.gradient(r, x, batch).astype(dtype)
+            m[r] = beta1 * m[r] + (1 - beta1) * g
+            v[r] = beta2 * v[r] + (1 - beta2) * g * g
+            delta = lr * m[r] / (np.sqrt(v[r]) + eps) + (e[r] if error_feedback else 0)
+            payloads.append(op.encode(delta, workers.rngs[r][0]))
+            if error_feedback:
+                e[r] = delta - op.decode(payloads[-1].buffer, d, dtype)
+        mean, _ = mean_of(op, [p.buffer for p in payloads], d, dtype)
+        server = server - mean
+        x = wq.decode(wq.encode(server, workers.rngs[0][0]).buffer, d, dtype)
+        xs.append(x.copy())
+    return xs

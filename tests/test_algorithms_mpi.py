@@ -6,41 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.algorithms import DCGD, DIANA, LocalObjective, rank_generators
-from mpicomp.comm.aggregate import make_aggregator
-from mpicomp.comm.communicator import Communicator
+from mpicomp.algorithms import DCGD, DIANA, rank_generators
 from mpicomp.compress import get
 from mpicomp.problems import make_problem, solve_reference
-from mpicomp.problems.data import make_synthetic, shard
 
+from builders import SEED, build, dataset, trajectory
 from reference_algorithms import Workers, run_dcgd, run_diana
 
 pytestmark = pytest.mark.mpi
-SEED = 5
-
-
-def dataset(n_ranks, n=None, d=12, h=1.0, density=1.0):
-    # 37 samples per rank plus a remainder, so the shards differ in size and the weights matter
-    return make_synthetic("logistic", n_samples=n or 37 * n_ranks + n_ranks // 2, n_features=d,
-                          heterogeneity=h, groups=n_ranks, seed=3, density=density)
-
-
-def build(comm, cls, data, compressor, topology, l1=0.0, l2=0.1, downlink=None, **kwargs):
-    mine = shard(data, comm.rank, comm.size)
-    local = make_problem("logistic", mine.A, mine.y, l1=l1, l2=l2)
-    objective = LocalObjective(local, comm.size * mine.n_samples / data.n_samples)
-    world = Communicator(comm)
-    agg = make_aggregator(topology, world, compressor, downlink=downlink)
-    return cls(objective, world, agg, **kwargs)
-
-
-def trajectory(algo, x0, iters, seed=SEED):
-    state = algo.init(x0, rank_generators(seed, algo.comm.size, algo.comm.rank))
-    xs = [state.x.copy()]
-    for _ in range(iters):
-        state, _ = algo.step(state)
-        xs.append(state.x.copy())
-    return xs
 
 
 CASES = [

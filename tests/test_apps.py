@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mpicomp.run import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, EXIT_FINISHED
-from mpicomp.trace import TraceError, read_trace
+from mpicomp.trace import STANDARD_COLUMNS, TraceError, read_trace
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = os.environ.get("MPIEXEC") or str(Path(sys.executable).with_name("mpiexec"))
@@ -29,14 +29,23 @@ def launch(args, cwd, ranks=None, **kw):
     return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=240, **kw)
 
 
-@pytest.mark.parametrize("app,compressor", [("diana", "dither:p=inf,s=1"), ("dcgd", "qsgd:s=4"),
-                                            ("qsgd", "qsgd:s=4"), ("terngrad", "terngrad")])
-def test_every_app_runs_with_no_flags(tmp_path, app, compressor):
-    out = launch(["-m", f"apps.{app}"], tmp_path, ranks=2)
+APPS = [  # app, algorithm in the trace, its compressor attribute
+    ("diana", "diana", "dither:p=inf,s=1"), ("dcgd", "dcgd", "qsgd:s=4"), ("qsgd", "dcgd", "qsgd:s=4"),
+    ("terngrad", "dcgd", "terngrad"), ("signsgd", "signsgd", "sign"), ("natural", "dcgd", "natural"),
+    ("qadam", "qadam", "scaled_sign:block=16"), ("efsgd", "efsgd", "scaled_sign")]
+
+
+@pytest.mark.parametrize("app,algorithm,compressor", APPS)
+def test_every_app_runs_with_no_flags_at_4_ranks(tmp_path, app, algorithm, compressor):
+    out = launch(["-m", f"apps.{app}"], tmp_path, ranks=4)
     assert out.returncode == EXIT_FINISHED, out.stderr
-    t = read_trace(tmp_path / f"{'dcgd' if app in ('qsgd', 'terngrad') else app}.h5")
-    assert t.status == "finished" and t.world_size == 2 and t.attrs["compressor"] == compressor
-    assert t["step"][-1] == t.config["iters"] and t["loss"][-1] < t["loss"][0]
+    t = read_trace(tmp_path / f"{algorithm}.h5")
+    assert t.status == "finished" and t.world_size == 4 and t.algorithm == algorithm
+    assert t.attrs["compressor"] == compressor
+    assert set(STANDARD_COLUMNS) <= set(t.columns) and t.ranks["bits_up"].shape == (t.n_rows, 4)
+    assert t["step"][-1] == t.config["iters"] and t.final_x.shape == (t.attrs["dim"],)
+    assert t["loss"][-1] < 0.95 * t["loss"][0]  # it trains
+    assert np.all(np.diff(t["bits_up"]) > 0) and np.all(np.diff(t["wire_bytes"]) > 0)
 
 
 def test_unknown_flag_exits_2_with_the_valid_flags(tmp_path):

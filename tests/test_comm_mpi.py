@@ -147,9 +147,10 @@ def test_identity_aggregators_give_the_exact_mean(world):
         np.testing.assert_allclose(agg.reduce(x, rng).mean, want, rtol=1e-14, atol=1e-14)
 
 
-def test_majority_vote_modes_agree_with_sign_of_summed_signs_and_tie_rule(world):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_majority_vote_modes_agree_with_sign_of_summed_signs_and_tie_rule(world, dtype):
     n, r = world.size, world.rank
-    x = vector(r, n)
+    x = vector(r, n, dtype)
     x[:4] = -1.0 if r < (n + 1) // 2 else 1.0  # majority negative (a tie when n is even → +1)
     x[4] = 0.0  # sign(0) = +1 on every rank
     signs = sum(np.where(vector(q, n) < 0, -1, 1) for q in range(n))
@@ -162,7 +163,7 @@ def test_majority_vote_modes_agree_with_sign_of_summed_signs_and_tie_rule(world)
         vote = MajorityVote(world, mode)
         results[mode] = vote.vote(x).mean
         vote.close()
-        assert np.array_equal(results[mode], want), mode
+        assert results[mode].dtype == dtype and np.array_equal(results[mode], want), mode
     assert world.stats.by_op["allreduce"].bytes_sent == 2 * (n - 1) * (-(-D // 64) * 8 * max(1, n.bit_length())) // n
 
 

@@ -13,6 +13,9 @@ import pytest
 
 import apps.dcgd
 import apps.diana
+import apps.efsgd
+import apps.qadam
+import apps.signsgd
 from mpicomp.algorithms import ALGORITHMS
 from mpicomp.compress import get
 from mpicomp.problems import make_problem, solve_reference
@@ -78,16 +81,19 @@ def comparable(trace):
 
 
 @pytest.mark.parametrize("app,extra", [
-    (apps.diana.main, ["--batch", 3, "--set", "momentum=0.5", "--topology", "two-phase"]),
-    (apps.dcgd.main, ["--batch", 5, "--compressor", "natural"]),
-])
+    (apps.diana, ["--batch", 3, "--set", "momentum=0.5", "--topology", "two-phase"]),
+    (apps.dcgd, ["--batch", 5, "--compressor", "natural"]),
+    (apps.signsgd, ["--momentum", 0.9, "--byzantine", 1, "--attack", "random", "--topology", "bitsliced"]),
+    (apps.qadam, ["--weight-quant", "uniform:bits=4,rounding=stochastic", "--compressor", "qsgd:s=2"]),
+    (apps.efsgd, ["--batch", 4, "--compressor", "topk:k=0.25", "--topology", "allgather"]),
+], ids=lambda v: v.__name__ if hasattr(v, "__name__") else None)
 def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp, app, extra):
     args = ["--iters", 30, "--log-every", 4, *extra]
     whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
     if comm.rank == 0:
         whole_dir.mkdir(), cut_dir.mkdir()
     comm.Barrier()
-    rc, whole = run(comm, app, whole_dir, *args)
+    rc, whole = run(comm, app.main, whole_dir, *args)
     assert rc == EXIT_FINISHED
 
     def signal_at_13(step):  # SIGUSR2 reaches one rank only; the flag is agreed by all
@@ -96,16 +102,15 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp,
 
     import mpicomp.run as run_module
 
-    rc, cut = run(comm, lambda argv, c: run_module.main(
-        "diana" if app is apps.diana.main else "dcgd", argv, c,
-        defaults={**(apps.diana.DEFAULTS if app is apps.diana.main else apps.dcgd.DEFAULTS)},
-        on_step=signal_at_13), cut_dir, *args)
+    algorithm = app.__name__.split(".")[-1]
+    rc, cut = run(comm, lambda argv, c: run_module.main(algorithm, argv, c, defaults=app.DEFAULTS,
+                                                        on_step=signal_at_13), cut_dir, *args)
     assert rc == EXIT_CHECKPOINTED
     if comm.rank == 0:
         assert cut.status == "running" and cut.attrs["checkpoint_step"] == 13
         assert cut["step"].tolist() == [0, 4, 8, 12] and cut.final_x is None
         assert (cut_dir / "run.ckpt.h5").exists()
-    rc, resumed = run(comm, app, cut_dir, *args, "--resume")
+    rc, resumed = run(comm, app.main, cut_dir, *args, "--resume")
     assert rc == EXIT_FINISHED
     if comm.rank == 0:
         assert resumed.status == "finished"
@@ -197,6 +202,39 @@ def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, *args)
     assert rc == EXIT_BAD_INPUT and t is None  # refused before anything is written
     failed_with(comm, None, capsys, *fragments)
+
+
+@pytest.mark.parametrize("app,args,fragments", [
+    (apps.signsgd, ["--compressor", "sign"], ["unknown flag '--compressor'"]),
+    (apps.signsgd, ["--topology", "two-phase"], ["choose one of server, allgather, bitsliced"]),
+    (apps.qadam, ["--weight-quant", "uniform:bits=40"], ["weight_quant (from --weight-quant)", "1..16"]),
+    (apps.qadam, ["--error-feedback", "maybe"], ["error_feedback (from --error-feedback)", "true or false"]),
+])
+def test_bad_settings_of_the_other_methods(comm, mpi_shared_tmp, capsys, app, args, fragments):
+    rc, t = run(comm, app.main, mpi_shared_tmp, *args)
+    assert rc == EXIT_BAD_INPUT and t is None
+    failed_with(comm, None, capsys, *fragments)
+
+
+@pytest.mark.parametrize("app,args,fragments", [
+    (apps.signsgd, ["--byzantine", 9], ["byzantine=9 adversaries do not fit", "choose 0 …"]),
+    (apps.signsgd, ["--lr", "theory"], ["signSGD has no theory value of lr", "--lr 0.01"]),
+    (apps.qadam, ["--topology", "allgather"], ["topology 'allgather' does not fit qadam: choose one of server"]),
+    (apps.efsgd, ["--downlink", "natural"], ["EF-SGD needs the exact mean", "--downlink identity"]),
+])
+def test_settings_a_method_cannot_use_fail_the_run_with_a_clear_message(comm, mpi_shared_tmp, capsys, app, args,
+                                                                        fragments):
+    rc, t = run(comm, app.main, mpi_shared_tmp, *args)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, t, capsys, *fragments)
+
+
+def test_no_error_feedback_flag(comm, mpi_shared_tmp):
+    rc, t = run(comm, apps.qadam.main, mpi_shared_tmp, "--no-error-feedback", "--iters", 4)
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        assert t.config["error_feedback"] is False
+        assert json.loads(t.attrs["hyperparameters"])["error_feedback"] is False
 
 
 def test_unknown_key_in_a_config_file(comm, mpi_shared_tmp, capsys):

@@ -2,7 +2,7 @@
 
 >>> from mpicomp.algorithms import ALGORITHMS
 >>> sorted(ALGORITHMS)
-['dcgd', 'diana']
+['dcgd', 'diana', 'efsgd', 'qadam', 'signsgd']
 """
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ from __future__ import annotations
 from .base import Algorithm, DivergenceError, LocalObjective, StepInfo, rank_generators
 from .dcgd import DCGD, DCGDState
 from .diana import DIANA, DIANAState
+from .efsgd import EFSGD, EFSGDState
+from .qadam import QAdam, QAdamState
+from .signsgd import Signum, SignumState
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (DCGD, DIANA)}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (DCGD, DIANA, EFSGD, QAdam, Signum)}
 
-__all__ = ["Algorithm", "ALGORITHMS", "DCGD", "DCGDState", "DIANA", "DIANAState",
-           "DivergenceError", "LocalObjective", "StepInfo", "rank_generators"]
+__all__ = ["Algorithm", "ALGORITHMS", "DCGD", "DCGDState", "DIANA", "DIANAState", "EFSGD",
+           "EFSGDState", "QAdam", "QAdamState", "Signum", "SignumState", "DivergenceError",
+           "LocalObjective", "StepInfo", "rank_generators"]

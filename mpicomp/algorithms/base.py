@@ -144,6 +144,9 @@ class Algorithm:
         """One collective iteration: ``(state, StepInfo)`` (arrays updated in place)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Free what the algorithm holds beyond its communicator (MPI ops, datatypes)."""
+
     def model(self, state):
         """The model this rank reports (the same on every rank for centralised methods)."""
         return state.x
@@ -176,16 +179,25 @@ class Algorithm:
 
     # -- theory step -----------------------------------------------------------------------
     @classmethod
-    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str) -> float:
-        """``1/(L(1 + c·ω/n))`` with ``c = step_factor``, or a ValueError saying which number
-        to give instead (no smoothness constant, or a biased ``op``)."""
+    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str, down=None) -> float:
+        """``1/(L(1 + ω_M)(1 + c·ω/n))`` with ``c = step_factor``, ``ω`` the uplink operator's
+        and ``ω_M`` the downlink's (0 without one), or a ValueError saying which number to give
+        instead (no smoothness constant, or a biased operator).
+
+        The ``(1 + ω_M)`` factor is the bidirectional bound of Horváth et al. (natural
+        compression, Thm. 3); ``ω_M(d)`` also bounds a two-phase downlink's ω on chunks of
+        ``d/n`` coordinates, which is no larger for every operator here.
+        """
         L = require_smoothness(smoothness, "lr", problem)
-        return 1.0 / (L * (1.0 + cls.step_factor * omega_of(op, dim, "lr") / n))
+        omega_down = 0.0 if down is None else omega_of(down, dim, "lr")
+        return 1.0 / (L * (1.0 + omega_down) * (1.0 + cls.step_factor * omega_of(op, dim, "lr") / n))
 
     @classmethod
-    def resolved_lr(cls, cfg, op, dim: int, n: int, smoothness) -> float:
-        """``cfg.lr``, or `theory_lr` when it is ``"theory"``."""
-        return cls.theory_lr(op, dim, n, smoothness, cfg.problem) if cfg.lr == "theory" else cfg.lr
+    def resolved_lr(cls, cfg, aggregator, dim: int, n: int, smoothness) -> float:
+        """``cfg.lr``, or `theory_lr` for the aggregator's operators when it is ``"theory"``."""
+        if cfg.lr != "theory":
+            return cfg.lr
+        return cls.theory_lr(aggregator.op, dim, n, smoothness, cfg.problem, getattr(aggregator, "down", None))
 
     # -- helpers ---------------------------------------------------------------------------
     def gradient(self, state):
@@ -223,4 +235,20 @@ def omega_of(op, d: int, setting: str) -> float:
             f"{setting}=theory needs an unbiased compressor with a known ω; {op.spec()} is "
             f"biased: give {setting} a number (--{setting.replace('_', '-')} VALUE)")
     return float(omega)
+
+
+def require_number(value, setting: str, method: str, example: float):
+    """``value``, or a ValueError when it is ``theory`` (a method without an analysed step)."""
+    if value == "theory":
+        flag = "--" + setting.replace("_", "-")
+        raise ValueError(f"{method} has no theory value of {setting}: give {flag} a number (e.g. {flag} {example:g})")
+    return value
+
+
+def require_exact_downlink(aggregator, method: str, reason: str) -> None:
+    """A ValueError unless every rank receives the exact aggregate (no lossy downlink)."""
+    down = getattr(aggregator, "down", None)
+    if down is not None and down.name != "identity":
+        raise ValueError(f"{method} needs the exact mean on every rank ({reason}); a lossy downlink "
+                         f"({down.spec()}) breaks that: use --downlink identity (the default for {method})")
 

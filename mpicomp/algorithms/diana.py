@@ -8,7 +8,7 @@ import numpy as np
 
 from ..comm.aggregate import Aggregator
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, omega_of
+from .base import Algorithm, LocalObjective, StepInfo, omega_of, require_exact_downlink
 
 
 @dataclasses.dataclass
@@ -88,12 +88,8 @@ class DIANA(Algorithm):
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         if shift_init not in ("zero", "grad"):
             raise ValueError(f"shift_init must be 'zero' or 'grad', got {shift_init!r}")
-        down = getattr(aggregator, "down", None)
-        if down is not None and down.name != "identity":
-            raise ValueError(
-                f"DIANA needs the exact mean of the compressed differences on every rank, so that "
-                f"h stays (1/n)Σ h_i; a lossy downlink ({down.spec()}) would bias ĝ for good and "
-                "lose the exact optimum: use --downlink identity (the default for DIANA)")
+        require_exact_downlink(aggregator, "DIANA", "h must stay (1/n)Σ h_i, else ĝ is biased for good "
+                               "and the exact optimum is lost")
         self.aggregator = aggregator
         self.alpha = float(alpha)
         self.momentum = float(momentum)
@@ -109,7 +105,7 @@ class DIANA(Algorithm):
         """Build from a run `Config` (``smoothness``: ``max_i L_i`` over all ranks)."""
         d = objective.dim
         alpha = cls.theory_alpha(aggregator.op, d) if cfg.alpha == "theory" else cfg.alpha
-        lr = cls.resolved_lr(cfg, aggregator.op, d, comm.size, smoothness)
+        lr = cls.resolved_lr(cfg, aggregator, d, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, alpha=alpha, momentum=cfg.momentum,
                    shift_init=cfg.shift_init, batch=cfg.batch)
 

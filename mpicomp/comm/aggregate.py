@@ -170,12 +170,20 @@ class ServerAggregator(Aggregator):
         self.down = get(downlink or "identity")
         self.dedicated = dedicated
 
-    def reduce(self, x, rng, own=False, out=None):
+    @property
+    def is_root(self) -> bool:
+        return self.comm.rank == self.root
+
+    def gather(self, x, rng, own: bool = False) -> Aggregate:
+        """The uplink half (collective): every sender's compressed ``x`` is averaged on the root.
+
+        Returns an `Aggregate` whose ``mean`` is the average on the root and None elsewhere,
+        ``own`` this rank's decoded message (when asked), ``bits_down`` 0.
+        """
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
-        is_root = c.rank == self.root
-        sends = not (self.dedicated and is_root)
+        sends = not (self.dedicated and self.is_root)
         payload = self.op.encode(x, rng) if sends else None
         want = self.expected_nbytes(d, dtype)
         if want is not None:  # every rank checks every size before the data moves
@@ -184,15 +192,26 @@ class ServerAggregator(Aggregator):
 
         def average():
             senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
-            return mean_of(self.op, [gathered[r] for r in senders], d, dtype, work=self.work)[0] if is_root else None
+            return mean_of(self.op, [gathered[r] for r in senders], d, dtype, work=self.work)[0] if self.is_root else None
 
         mean = collectively(c, average)
-        down = self.down.encode(mean, rng) if is_root else None
-        received = c.bcast(down.buffer if is_root else None, root=self.root)
-        result = self.down.decode(received, d, dtype, out=result_array(out, d, dtype))
         mine = self.op.decode(payload.buffer, d, dtype) if (own and sends) else None
-        bits_down = down.nbits if is_root else payload_bits(self.down, received, d, dtype)
-        return Aggregate(result, mine, payload.nbits if sends else 0, bits_down)
+        return Aggregate(mean, mine, payload.nbits if sends else 0, 0)
+
+    def broadcast(self, vector: Optional[np.ndarray], rng, d: int, dtype, op=None, out=None) -> tuple[np.ndarray, int]:
+        """The downlink half (collective): the root's ``vector`` compressed with ``op`` (default
+        the downlink operator), decoded on every rank. Returns ``(values, bits received)``."""
+        op = self.down if op is None else get(op)
+        dtype = check_dtype(dtype)
+        down = op.encode(vector, rng) if self.is_root else None
+        received = self.comm.bcast(down.buffer if self.is_root else None, root=self.root)
+        result = op.decode(received, d, dtype, out=result_array(out, d, dtype))
+        return result, (down.nbits if self.is_root else payload_bits(op, received, d, dtype))
+
+    def reduce(self, x, rng, own=False, out=None):
+        up = self.gather(x, rng, own)
+        result, bits_down = self.broadcast(up.mean, rng, x.size, x.dtype, out=out)
+        return Aggregate(result, up.own, up.bits_up, bits_down)
 
 
 class AllgatherAggregator(Aggregator):
@@ -309,11 +328,11 @@ class MajorityVote:
         self._op = None
         self._type = None
 
-    def _negatives(self, bufs, d):
+    def _negatives(self, bufs, d, dtype):
         """Per coordinate, how many of the sign payloads say negative (no float decode)."""
         count = np.zeros(d, dtype=np.int32)
         for buf in bufs:
-            count += np.unpackbits(self.sign.packed_bits(buf, d), count=d, bitorder="little")
+            count += np.unpackbits(self.sign.packed_bits(buf, d, dtype), count=d, bitorder="little")
         return count
 
     def vote(self, x: np.ndarray) -> Aggregate:
@@ -324,11 +343,11 @@ class MajorityVote:
         want = self.sign.nbytes_max(d)
         if self.mode == "allgather":
             bufs = c.allgatherv(mine.buffer, want)
-            return Aggregate(vote_from_counts(self._negatives(bufs, d), c.size, dtype), None, d, 0)
+            return Aggregate(vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype), None, d, 0)
         if self.mode == "server":
             bufs = c.gatherv(mine.buffer, self.root, want)
             is_root = c.rank == self.root
-            result = collectively(c, lambda: vote_from_counts(self._negatives(bufs, d), c.size, dtype) if is_root else None)
+            result = collectively(c, lambda: vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype) if is_root else None)
             down = c.bcast(self.sign.encode(result).buffer if is_root else None, root=self.root)
             return Aggregate(self.sign.decode(down, d, dtype), None, d, d)
         return Aggregate(self._bit_sliced(mine.buffer, d, dtype), None, self.planes * d, 0)
@@ -342,7 +361,7 @@ class MajorityVote:
         words = -(-d // 64)
         counters = np.zeros((words, self.planes), dtype=np.uint64)
         bits = np.zeros(words * 8, dtype=np.uint8)
-        body = self.sign.packed_bits(sign_payload, d)
+        body = self.sign.packed_bits(sign_payload, d, dtype)
         bits[: body.size] = body
         counters[:, 0] = bits.view("<u8")
         total = self.comm.allreduce(counters, op=self._op, datatype=self._type)

@@ -65,9 +65,10 @@ class Sign(Compressor):
         self._check_body_size(body, d)
         _add_signs(body, np.ones(1), max(d, 1), d, dtype, acc)
 
-    def packed_bits(self, buf, d: int) -> np.ndarray:
-        """The validated body of a sign payload: bit j set where coordinate j is negative."""
-        _, body = self.split(buf, d, np.float32)
+    def packed_bits(self, buf, d: int, dtype=np.float32) -> np.ndarray:
+        """The validated body of a sign payload of a ``dtype`` vector: bit j set where
+        coordinate j is negative."""
+        _, body = self.split(buf, d, dtype)
         self._check_body_size(body, d)
         check_padding(body, d)
         return body
