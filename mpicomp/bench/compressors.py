@@ -33,6 +33,7 @@ DEFAULT_SPECS = {
     "randk:k=0.01,shared=1": (2.0, 2.0),
     "topk:k=0.01": (10.0, 10.0),
     "topk:k=0.01+natural": (None, None),
+    "uniform:bits=8,block=512": (None, None),
 }
 
 
