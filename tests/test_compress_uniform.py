@@ -114,3 +114,16 @@ def test_corrupted_block_ends_are_refused():
     buf[HEADER_BYTES:HEADER_BYTES + 8] = np.array([5.0, 1.0], "<f4").view(np.uint8)  # lo > hi
     with pytest.raises(DecodeError, match="lo ≤ hi"):
         op.decode(buf, 3, np.float32)
+
+
+@pytest.mark.parametrize("kind", ["numba", "numpy"])
+def test_constant_and_vanishing_ranges_send_the_block_minimum(kind):
+    from mpicomp.compress import kernels
+
+    if kind == "numba" and not kernels.HAVE_NUMBA:
+        pytest.skip("needs numba")
+    x = np.array([3.0, 3.0, 3.0, 1e-310, 2e-310, 3e-310, 0.0, 1.0], np.float64)
+    with kernels.forced(kind):
+        c = get("uniform:bits=16,block=3")(x)
+    # block 1 constant; block 2's range overflows 65535/range: everything at its minimum
+    np.testing.assert_array_equal(c, [3.0, 3.0, 3.0, 1e-310, 1e-310, 1e-310, 0.0, 1.0])

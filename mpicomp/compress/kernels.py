@@ -379,6 +379,70 @@ def dither_levels(x, scale, block, s, key, width, out):
         _pack_chunk(fields, n, width, out, c0 * width)
 
 
+# --- uniform grid (weight quantisation) -------------------------------------------------------
+@njit
+def block_extremes(x, block, lo, hi):
+    """Per block, the minimum and maximum of ``x`` (as float64) into ``lo`` and ``hi``."""
+    for b in range(lo.size):
+        xs = x[b * block : min(x.size, (b + 1) * block)]
+        low = high = np.float64(xs[0])
+        for i in range(1, xs.size):
+            v = np.float64(xs[i])
+            low = min(low, v)
+            high = max(high, v)
+        lo[b], hi[b] = low, high
+
+
+@njit
+def uniform_levels(x, lo, hi, block, top, key, stochastic, width, out):
+    """Grid levels ``min(⌊(x_j − lo)·(top/(hi − lo)) + u_j⌋, top)`` packed into ``out``
+    (``u_j`` the counter-based uniform when ``stochastic``, else 0.5; level 0 on a constant
+    block)."""
+    d = x.size
+    words64 = np.zeros(CHUNK // 2, dtype=np.uint64)
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    ceiling = np.float64(top)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        words = _chunk_words(key, c0, n, words64) if stochastic else words64.view(np.uint32)
+        j = c0
+        while j < c0 + n:  # runs of one block inside the chunk
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            low, span = lo[b], hi[b] - lo[b]
+            scale = ceiling / span if span > 0 else 0.0
+            if not math.isfinite(scale):  # a range below top/1.8e308: every level is lo
+                scale = 0.0
+            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
+            for i in range(xs.size):
+                shift = np.float64(np.int64(ws[i])) * INV_2_32 if stochastic else 0.5
+                t = math.floor((np.float64(xs[i]) - low) * scale + shift)
+                fs[i] = np.uint32(max(0.0, min(t, ceiling)))
+            j = stop
+        _pack_chunk(fields, n, width, out, c0 * width)
+
+
+@njit
+def uniform_values(buf, lo, hi, block, top, width, out):
+    """``out[j] = lo·(1 − f) + hi·f`` with ``f = level_j/top`` of the block of j."""
+    d = out.size
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    ceiling = np.float64(top)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        j = c0
+        while j < c0 + n:
+            b = j // block
+            stop = min(c0 + n, (b + 1) * block)
+            low, high = lo[b], hi[b]
+            fs, os_ = fields[j - c0 : stop - c0], out[j:stop]
+            for i in range(fs.size):
+                f = np.float64(fs[i]) / ceiling
+                os_[i] = low * (1.0 - f) + high * f
+            j = stop
+
+
 @njit
 def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False, round32=False):
     """Decode signed-level fields: out[j] = ±f(level)·norm[block of j].

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blockwise
+from . import blockwise, kernels
 from .base import Compressor, DecodeError, n_blocks, value_bits
-from .bitpack import check_padding, pack_fields, unpack_fields
+from .bitpack import check_padding, pack_fields, packed_nbytes, unpack_fields
 from .counter_rng import draw_key, uniforms
 
 ROUNDINGS = ("nearest", "stochastic")
@@ -100,14 +100,26 @@ class Uniform(Compressor):
 
     def _encode_body(self, x, rng):
         key = draw_key(rng) if self.randomised else 0
-        block, lo, hi = self.grid(x)
-        span = blockwise.per_element(hi - lo, block, x.size)
-        with np.errstate(divide="ignore", invalid="ignore"):  # constant blocks: level 0
-            t = np.where(span > 0, (x - blockwise.per_element(lo, block, x.size)) / span * self.top, 0.0)
-        shift = uniforms(key, x.size) if self.randomised else 0.5
-        levels = np.clip(np.floor(t + shift), 0, self.top).astype(np.uint32)
+        if kernels.active() and x.size:
+            block = blockwise.effective_block(x.size, self.block)
+            lo, hi = np.empty(n_blocks(x.size, self.block)), np.empty(n_blocks(x.size, self.block))
+            kernels.block_extremes(x, block, lo, hi)
+            fields = np.zeros(packed_nbytes(x.size, self.bits), dtype=np.uint8)
+            kernels.uniform_levels(x, lo, hi, block, self.top, np.uint64(key), self.randomised, self.bits, fields)
+        else:
+            block, lo, hi = self.grid(x)
+            fields = pack_fields(self._levels(x, block, lo, hi, key), self.bits)
         ends = np.stack([lo, hi], axis=1).ravel().astype(x.dtype)
-        return b"", [blockwise.scalar_bytes(ends), pack_fields(levels, self.bits)], self.body_bits(x.size, x.dtype)
+        return b"", [blockwise.scalar_bytes(ends), fields], self.body_bits(x.size, x.dtype)
+
+    def _levels(self, x, block, lo, hi, key):
+        """Grid levels, vectorised (the reference of `kernels.uniform_levels`)."""
+        with np.errstate(divide="ignore", over="ignore"):  # constant blocks: scale 0, level 0
+            scale = self.top / (hi - lo)
+        scale[~np.isfinite(scale)] = 0.0  # also a range below top/1.8e308: every level is lo
+        t = (x - blockwise.per_element(lo, block, x.size)) * blockwise.per_element(scale, block, x.size)
+        shift = uniforms(key, x.size) if self.randomised else 0.5
+        return np.clip(np.floor(t + shift), 0, self.top).astype(np.uint32)
 
     def _decode_body(self, extra, body, d, dtype, out=None):
         nb = n_blocks(d, self.block)
@@ -122,10 +134,12 @@ class Uniform(Compressor):
         nbits = self.bits * d
         self._check_body_size(fields, nbits)
         check_padding(fields, nbits)
-        fraction = unpack_fields(fields, self.bits, d) / self.top  # k-bit fields: at most 1
         block = blockwise.effective_block(d, self.block)
-        # lo·(1 − f) + hi·f: both ends come back exactly, also in float64
-        values = blockwise.per_element(lo, block, d) * (1.0 - fraction) + blockwise.per_element(hi, block, d) * fraction
         out = self._output(out, d, dtype)
-        out[:] = values
+        if kernels.active():
+            kernels.uniform_values(fields, lo.copy(), hi.copy(), block, self.top, self.bits, out)
+            return out
+        fraction = unpack_fields(fields, self.bits, d) / self.top  # k-bit fields: at most 1
+        # lo·(1 − f) + hi·f: both ends come back exactly, also in float64
+        out[:] = blockwise.per_element(lo, block, d) * (1.0 - fraction) + blockwise.per_element(hi, block, d) * fraction
         return out
