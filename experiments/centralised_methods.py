@@ -87,8 +87,25 @@ def byzantine(run, comm) -> None:
           "300 steps)", ["K", "K < n/2", "F − F* at the end", "fraction of F(x⁰) − F*"], rows)
 
 
+def vote_error_rates(comm, objective, x, voters, draws: int, batch: int, rng) -> dict:
+    """``{m: P(vote_j ≠ sign ∇f(x)_j)}`` for votes of the first m ranks (each m in ``voters``),
+    over ``draws`` minibatch gradients of ``batch`` samples per rank; as rank 0 counts it."""
+    truth = np.where(comm.allreduce(objective.grad(x)) < 0, -1.0, 1.0)
+    groups = {m: comm.Split(color=int(comm.rank >= m)) for m in voters}
+    votes = {m: MajorityVote(Communicator(g), "server") for m, g in groups.items()}
+    wrong = dict.fromkeys(voters, 0)
+    for _ in range(draws):
+        g = objective.grad(x, rng.integers(0, objective.n_samples, size=batch))
+        for m, vote in votes.items():
+            wrong[m] += int(np.sum(vote.vote(g).mean != truth))
+    for m in voters:
+        votes[m].close()
+        groups[m].Free()
+    return comm.bcast({m: wrong[m] / (draws * x.size) for m in voters}, root=0)
+
+
 def vote_error(comm, draws: int = 300, batch: int = 16) -> None:
-    """P(vote_j ≠ sign ∇f(0)_j) with 1, 3, 5, … voters, minibatch gradients at x = 0."""
+    """The vote's sign error with 1, 3, 5, … voters, minibatch gradients at x = 0."""
     from mpicomp.algorithms.base import LocalObjective
     from mpicomp.problems import make_problem
     from mpicomp.problems.data import load, shard
@@ -97,23 +114,12 @@ def vote_error(comm, draws: int = 300, batch: int = 16) -> None:
     mine = shard(data, comm.rank, comm.size)
     objective = LocalObjective(make_problem("logistic", mine.A, mine.y, l2=1e-3),
                                comm.size * mine.n_samples / data.n_samples)
-    x = np.zeros(data.n_features)
-    truth = np.where(comm.allreduce(objective.grad(x)) < 0, -1.0, 1.0)
-    rng = rank_generators(0, comm.size, comm.rank)[1]
     sizes = list(range(1, comm.size + 1, 2))
-    groups = {m: comm.Split(color=int(comm.rank >= m)) for m in sizes}
-    votes = {m: MajorityVote(Communicator(g), "server") for m, g in groups.items()}
-    wrong = dict.fromkeys(sizes, 0)
-    for _ in range(draws):
-        g = objective.grad(x, rng.integers(0, objective.n_samples, size=batch))
-        for m, vote in votes.items():
-            wrong[m] += int(np.sum(vote.vote(g).mean != truth))
-    for m in sizes:
-        votes[m].close()
-        groups[m].Free()
+    rate = vote_error_rates(comm, objective, np.zeros(data.n_features), sizes, draws, batch,
+                            rank_generators(0, comm.size, comm.rank)[1])
     d = data.n_features
     table(comm, f"Sign error of the vote (minibatches of {batch} at x = 0, {draws} draws of d = {d} signs)",
-          ["voters", "P(vote ≠ sign ∇f)"], [[str(m), f"{wrong[m] / (draws * d):.3f}"] for m in sizes])
+          ["voters", "P(vote ≠ sign ∇f)"], [[str(m), f"{rate[m]:.3f}"] for m in sizes])
 
 
 def qadam(run, comm) -> None:

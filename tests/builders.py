@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mpicomp.algorithms import LocalObjective, rank_generators
 from mpicomp.comm.aggregate import make_aggregator
 from mpicomp.comm.communicator import Communicator
@@ -31,10 +33,20 @@ def build(comm, cls, data, compressor, topology, l1=0.0, l2=0.1, downlink=None, 
     return cls(local_objective(comm, data, l1, l2), world, agg, **kwargs)
 
 
-def trajectory(algo, x0, iters, seed=SEED):
+def run_steps(algo, x0, iters, seed=SEED, each=None):
+    """The state after ``iters`` steps from ``x0``; ``each(before, state, info)`` sees every
+    step (``before``: copies of the state's arrays before it)."""
     state = algo.init(x0, rank_generators(seed, algo.comm.size, algo.comm.rank))
-    xs = [state.x.copy()]
     for _ in range(iters):
-        state, _ = algo.step(state)
-        xs.append(state.x.copy())
+        before = {k: v.copy() for k, v in vars(state).items() if isinstance(v, np.ndarray)}
+        state, info = algo.step(state)
+        if each is not None:
+            each(before, state, info)
+    return state
+
+
+def trajectory(algo, x0, iters, seed=SEED):
+    """The iterates ``x⁰ … x^T`` of ``algo``."""
+    xs = [np.array(x0, copy=True)]
+    run_steps(algo, x0, iters, seed, each=lambda before, state, info: xs.append(state.x.copy()))
     return xs

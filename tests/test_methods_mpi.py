@@ -15,7 +15,8 @@ from mpicomp.comm.communicator import Communicator
 from mpicomp.compress.base import HEADER_BYTES
 from mpicomp.problems import make_problem, solve_reference
 
-from builders import SEED, build, dataset, local_objective, trajectory
+from experiments.centralised_methods import vote_error_rates
+from builders import SEED, build, dataset, local_objective, run_steps, trajectory
 from reference_algorithms import Workers, run_efsgd, run_qadam, run_signum
 
 pytestmark = pytest.mark.mpi
@@ -29,18 +30,6 @@ def signum(comm, data, mode="server", l1=0.0, l2=0.1, **kwargs):
 def qadam(comm, data, compressor, l2=0.1, **kwargs):
     world = Communicator(comm)
     return QAdam(local_objective(comm, data, 0.0, l2), world, ServerAggregator(world, compressor), **kwargs)
-
-
-def run_steps(algo, x0, iters, seed=SEED, each=None):
-    """The final state; ``each(before, state)`` sees every step (``before``: copies of the
-    state's arrays before it)."""
-    state = algo.init(x0, rank_generators(seed, algo.comm.size, algo.comm.rank))
-    for _ in range(iters):
-        before = {k: v.copy() for k, v in vars(state).items() if isinstance(v, np.ndarray)}
-        state, info = algo.step(state)
-        if each is not None:
-            each(before, state, info)
-    return state
 
 
 def global_loss(comm, algo, x):
@@ -139,22 +128,8 @@ def test_vote_sign_error_falls_as_voters_are_added(comm, mpi_skip_unless):
     mpi_skip_unless(comm.size >= 3, "needs three voters")
     data = dataset(comm.size, n=100 * comm.size, d=24, h=0.0)
     objective = local_objective(comm, data)
-    x = np.zeros(24)
-    truth = np.where(comm.allreduce(objective.grad(x)) < 0, -1.0, 1.0)
-    rng = rank_generators(SEED, comm.size, comm.rank)[1]
-    groups = {1: comm.Split(color=comm.rank), 3: comm.Split(color=int(comm.rank >= 3))}
-    votes = {n: MajorityVote(Communicator(g), "server") for n, g in groups.items()}
-    wrong = {1: 0, 3: 0}
-    draws = 400
-    for _ in range(draws):
-        g = objective.grad(x, rng.integers(0, objective.n_samples, size=16))
-        for n, vote in votes.items():
-            wrong[n] += int(np.sum(vote.vote(g).mean != truth))
-    for vote in votes.values():
-        vote.close()
-    for g in groups.values():
-        g.Free()
-    rate = {n: comm.bcast(wrong[n] / (draws * 24), root=0) for n in wrong}
+    rate = vote_error_rates(comm, objective, np.zeros(24), [1, 3], 400, 16,
+                            rank_generators(SEED, comm.size, comm.rank)[1])
     # each rate is a mean of 9600 indicators (standard error < 0.005); measured at 3 and 4
     # ranks: 0.33 for one voter, 0.27 for three
     assert rate[3] < rate[1] - 0.03, rate

@@ -57,8 +57,9 @@ class DCGD(Algorithm):
     Alistarh et al., "QSGD: communication-efficient SGD via gradient quantization and
     encoding", NeurIPS 2017. Wen et al., "TernGrad: ternary gradients to reduce communication in
     distributed deep learning", NeurIPS 2017. Horváth, Ho, Horváth, Sahu, Canini, Richtárik,
-    "Natural compression for distributed deep learning", MSML 2022 (arXiv:1905.10988). Gorbunov, Hanzely, Richtárik, "A unified theory of
-    SGD: variance reduction, sampling, quantization and coordinate descent", AISTATS 2020.
+    "Natural compression for distributed deep learning", MSML 2022 (arXiv:1905.10988).
+    Gorbunov, Hanzely, Richtárik, "A unified theory of SGD: variance reduction, sampling,
+    quantization and coordinate descent", AISTATS 2020.
     """
 
     name = "dcgd"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -69,8 +68,8 @@ class QAdam(Algorithm):
         server:    x ← x − (1/n)Σ Δ_i;   send x̃ = Q_x(x)   (it keeps the full x)
         worker i:  g_i = ∇f_i(x̃) at the next step
 
-    As in the paper there is no bias correction of the moments. The
-    loss in the trace is that of ``x̃``, the weights the workers compute with. The virtual
+    As in the paper there is no bias correction of the moments. The loss in the trace is that
+    of ``x̃``, the weights the workers compute with. The virtual
     iterate ``x − (1/n)Σ e_i`` moves by exactly ``−(1/n)Σ η m_i/(√v_i + ε)`` each step.
 
     References
@@ -120,8 +119,9 @@ class QAdam(Algorithm):
         lr = require_number(cfg.lr, "lr", "quantised Adam", 0.01)
         aggregator = ServerAggregator(comm, cfg.compressor)
         weight_quant = None if cfg.weight_quant == "none" else cfg.weight_quant
-        return cls(objective, comm, aggregator, lr=lr, schedule=cfg.schedule, beta1=cfg.beta1, beta2=cfg.beta2, eps=cfg.eps,
-                   error_feedback=cfg.error_feedback, weight_quant=weight_quant, batch=cfg.batch)
+        return cls(objective, comm, aggregator, lr=lr, schedule=cfg.schedule, beta1=cfg.beta1,
+                   beta2=cfg.beta2, eps=cfg.eps, error_feedback=cfg.error_feedback,
+                   weight_quant=weight_quant, batch=cfg.batch)
 
     def hyperparameters(self) -> dict:
         return {**super().hyperparameters(), "weight_quant": self.weight_quant.spec()}
@@ -134,10 +134,10 @@ class QAdam(Algorithm):
         zeros = np.zeros_like(x)
         return QAdamState(x, server_x, zeros, zeros.copy(), zeros.copy(), 0, rng, sample_rng)
 
-    def send_weights(self, server_x: Optional[np.ndarray], rng, d: int, dtype) -> tuple[np.ndarray, int]:
-        """``(Q_x(x), bits received)``: the server's weights as every worker holds them."""
-        return self.aggregator.broadcast(server_x if self.aggregator.is_root else None, rng, d, dtype,
-                                         op=self.weight_quant)
+    def send_weights(self, server_x: np.ndarray, rng, d: int, dtype) -> tuple[np.ndarray, int]:
+        """``(Q_x(x), bits received)``: the server's weights as every worker holds them
+        (``server_x`` is read on the root only)."""
+        return self.aggregator.broadcast(server_x, rng, d, dtype, op=self.weight_quant)
 
     def step_size(self, step: int) -> float:
         """``η_t`` at step ``t`` (counted from 0)."""

@@ -126,13 +126,12 @@ class Signum(Algorithm):
         return SignumState(x, np.zeros_like(x), 0, rng, sample_rng)
 
     def message(self, state: SignumState) -> np.ndarray:
-        """The ±1 vector this rank sends: its momentum's signs, or an adversary's."""
-        honest = signs(state.m)
+        """The vector whose signs this rank sends: its momentum, or an adversary's ±1."""
         if not self.adversary:
-            return honest
+            return state.m  # the vote encodes sign(m) itself
         if self.attack == "flip":
-            return -honest
-        return (2.0 * state.rng.integers(0, 2, size=honest.size) - 1.0).astype(honest.dtype)
+            return -signs(state.m)  # not −m: sign(−0) would still be +1
+        return (2.0 * state.rng.integers(0, 2, size=state.m.size) - 1.0).astype(state.m.dtype)
 
     def step(self, state: SignumState):
         g = self.gradient(state).astype(state.x.dtype, copy=False)

@@ -92,6 +92,10 @@ class Uniform(Compressor):
         """``(block, lo, hi)`` of ``x``: the block length and each block's extremes (float64)."""
         block = blockwise.effective_block(x.size, self.block)
         nb = n_blocks(x.size, self.block)
+        if kernels.active():
+            lo, hi = np.empty(nb), np.empty(nb)
+            kernels.block_extremes(x, block, lo, hi)
+            return block, lo, hi
         padded = np.empty(nb * block, dtype=np.float64)
         padded[: x.size] = x
         padded[x.size :] = x[-1] if x.size else 0.0  # a repeated value moves no minimum or maximum
@@ -100,14 +104,11 @@ class Uniform(Compressor):
 
     def _encode_body(self, x, rng):
         key = draw_key(rng) if self.randomised else 0
-        if kernels.active() and x.size:
-            block = blockwise.effective_block(x.size, self.block)
-            lo, hi = np.empty(n_blocks(x.size, self.block)), np.empty(n_blocks(x.size, self.block))
-            kernels.block_extremes(x, block, lo, hi)
+        block, lo, hi = self.grid(x)
+        if kernels.active():
             fields = np.zeros(packed_nbytes(x.size, self.bits), dtype=np.uint8)
             kernels.uniform_levels(x, lo, hi, block, self.top, np.uint64(key), self.randomised, self.bits, fields)
         else:
-            block, lo, hi = self.grid(x)
             fields = pack_fields(self._levels(x, block, lo, hi, key), self.bits)
         ends = np.stack([lo, hi], axis=1).ravel().astype(x.dtype)
         return b"", [blockwise.scalar_bytes(ends), fields], self.body_bits(x.size, x.dtype)
@@ -127,7 +128,7 @@ class Uniform(Compressor):
         if body.size < size:
             raise DecodeError(f"{self.spec()}: buffer truncated inside the block ends: {body.size} bytes, need {size}")
         ends = body[:size].view(dtype.newbyteorder("<")).astype(np.float64).reshape(nb, 2)
-        lo, hi = ends[:, 0], ends[:, 1]
+        lo, hi = ends.T.copy()  # contiguous per-block lows and highs
         if nb and (not np.isfinite(ends).all() or (lo > hi).any()):
             raise DecodeError(f"{self.spec()}: corrupted block ends (need finite lo ≤ hi)")
         fields = body[size:]
@@ -137,7 +138,7 @@ class Uniform(Compressor):
         block = blockwise.effective_block(d, self.block)
         out = self._output(out, d, dtype)
         if kernels.active():
-            kernels.uniform_values(fields, lo.copy(), hi.copy(), block, self.top, self.bits, out)
+            kernels.uniform_values(fields, lo, hi, block, self.top, self.bits, out)
             return out
         fraction = unpack_fields(fields, self.bits, d) / self.top  # k-bit fields: at most 1
         # lo·(1 − f) + hi·f: both ends come back exactly, also in float64
