@@ -9,7 +9,8 @@ from mpicomp.compress import DecodeError, get, kernels
 
 SPECS = [
     "identity", "fp16", "bf16", "sign", "scaled_sign:block=7", "dither:p=inf,s=5,block=300",
-    "qsgd:s=4,block=512", "qsgd:s=7,coder=elias", "terngrad", "terngrad:pack=trits", "natural",
+    "qsgd:s=4,block=512", "qsgd:s=7,coder=elias", "qsgd:s=5,block=300,coder=golomb", "terngrad",
+    "terngrad:pack=trits", "natural",
     "natural_dither:s=8", "topk:k=0.01", "randk:k=0.02", "randk:k=0.02,shared=1",
     "topk:k=0.3+natural", "randk:k=0.5+qsgd:s=2,coder=elias",
 ]

@@ -9,7 +9,7 @@ import pytest
 from mpicomp.compress import get
 
 SPECS = [
-    "sign", "scaled_sign:block=64", "qsgd:s=4,block=128", "qsgd:s=4,coder=elias", "terngrad",
+    "sign", "scaled_sign:block=64", "qsgd:s=4,block=128", "qsgd:s=4,coder=elias", "qsgd:s=3,coder=golomb", "terngrad",
     "terngrad:pack=trits", "natural", "natural_dither:s=4", "topk:k=0.05", "randk:k=0.1",
     "topk:k=0.1+natural", "randk:k=0.2+qsgd:s=2,coder=elias",
 ]

@@ -259,7 +259,8 @@ def test_composition_with_variable_size_inner(d, dtype):
 
 ALL_SPECS = [
     "identity", "fp16", "bf16", "sign", "scaled_sign:block=7", "dither:p=inf,s=5,block=300",
-    "qsgd:s=4,block=512", "qsgd:s=7,coder=elias", "terngrad", "terngrad:pack=trits", "natural",
+    "qsgd:s=4,block=512", "qsgd:s=7,coder=elias", "qsgd:s=5,block=300,coder=golomb", "terngrad",
+    "terngrad:pack=trits", "natural",
     "natural_dither:s=8", "natural_dither:p=1,s=3,block=4", "topk:k=0.01", "randk:k=0.02",
     "randk:k=0.02,shared=1", "topk:k=0.3+natural", "randk:k=0.5+qsgd:s=2", "uniform:bits=3,block=5",
     "uniform:bits=8,rounding=stochastic",

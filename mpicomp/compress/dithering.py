@@ -3,7 +3,8 @@
 For each block B with norm ν = ‖x_B‖_p (sent in the input's precision, rounded up) the level of
 coordinate j is ``ℓ_j = ⌊s|x_j|/ν + u_j⌋`` with u_j uniform, and ``C(x)_j = ν·sign(x_j)·ℓ_j/s``.
 Each coordinate travels as one ``1 + ⌈log₂(s+1)⌉``-bit field (level, then a sign bit that is set
-only for non-zero levels), or, with ``coder="elias"``, in QSGD's Elias-γ stream.
+only for non-zero levels); with ``coder="elias"`` in QSGD's Elias-γ stream, with
+``coder="golomb"`` in the vector source code of `coding` (counts, then Golomb-coded runs).
 
 References
 ----------
@@ -21,12 +22,12 @@ import struct
 
 import numpy as np
 
-from . import blockwise, kernels
+from . import blockwise, coding, kernels
 from .base import Compressor, DecodeError, n_blocks, value_bits
 from .bitpack import check_padding, field_width, pack_fields, unpack_fields
 from .counter_rng import draw_key, words32
 
-CODERS = ("dense", "elias")
+CODERS = ("dense", "elias", "golomb")
 NNZ = struct.Struct("<I")
 
 
@@ -89,8 +90,10 @@ class Dither(Compressor):
         Number of non-zero levels (s = 1 is DIANA's p-quantization).
     block : int
         Block length; 0 means the whole vector is one block.
-    coder : {"dense", "elias"}
-        Fixed-width fields, or QSGD's Elias-γ stream of the non-zero levels (variable size).
+    coder : {"dense", "elias", "golomb"}
+        Fixed-width fields; QSGD's Elias-γ stream of the non-zero levels; or the vector source
+        code of the signed levels (`coding`: Elias-γ counts, Golomb-coded runs; close to the
+        empirical entropy). The last two have data-dependent sizes.
 
     Notes
     -----
@@ -117,7 +120,7 @@ class Dither(Compressor):
             raise ValueError(f"unknown coder {coder!r}: choose one of {', '.join(CODERS)}")
         self.coder = coder
         self.fixed_size = coder == "dense"
-        self.extra_header = 0 if coder == "dense" else NNZ.size
+        self.extra_header = NNZ.size if coder == "elias" else 0
         self.level_bits = field_width(self.s)
         self.width = 1 + self.level_bits
 
@@ -136,6 +139,8 @@ class Dither(Compressor):
     def max_body_bits(self, d: int, dtype=np.float32) -> int:
         if self.coder == "dense":
             return self.body_bits(d, dtype)
+        if self.coder == "golomb":
+            return value_bits(dtype) * n_blocks(d, self.block) + coding.golomb_max_bits(d, 2 * self.s + 1)
         # every coordinate non-zero: γ(1) = 1 bit gap, 1 sign bit, γ(s) level bits
         return value_bits(dtype) * n_blocks(d, self.block) + d * (2 + 2 * self.level_bits - 1)
 
@@ -161,17 +166,20 @@ class Dither(Compressor):
         with np.errstate(divide="ignore"):
             scale = np.where(nu > 0, self.s / nu.astype(np.float64), 0.0)
         head = blockwise.scalar_bytes(nu)
-        if self.coder == "elias" and not kernels.active():
-            return self._elias_body(head, *self._levels(x, scale, block, key))
+        if self.coder != "dense" and not kernels.active():
+            return self._coded_body(head, *self._levels(x, scale, block, key))
         fields = np.zeros(-(-d * self.width // 8), dtype=np.uint8)
         if kernels.active():
             kernels.dither_levels(x, scale, block, self.s, np.uint64(key), self.width, fields)
         else:
             levels, negative = self._levels(x, scale, block, key)
             fields = pack_fields(levels | (negative.astype(np.uint32) << (self.width - 1)), self.width)
+        if self.coder == "golomb":
+            f = unpack_fields(fields, self.width, d)
+            return self._coded_body(head, f & ((1 << (self.width - 1)) - 1), f >> (self.width - 1))
         if self.coder == "elias":
             stream = np.zeros(-(-(self.max_body_bits(d, x.dtype) - head.size * 8) // 8), dtype=np.uint8)
-            nbits, nnz = kernels.elias_from_fields(fields, d, self.width, stream)
+            nbits, nnz = coding.elias_from_fields(fields, d, self.width, stream)
             return NNZ.pack(nnz), [head, stream[: -(-nbits // 8)]], head.size * 8 + nbits
         return b"", [head, fields], head.size * 8 + d * self.width
 
@@ -181,9 +189,15 @@ class Dither(Compressor):
         lev = np.minimum((t + words32(key, x.size) * 2.0**-32).astype(np.int64), self.s)
         return lev.astype(np.uint32), (x < 0) & (lev > 0)
 
-    def _elias_body(self, head, levels, negative):
-        from .kernels import elias_levels_bits, elias_levels_encode
+    def _coded_body(self, head, levels, negative):
+        """The body of a variable-size coder from the levels and sign flags."""
+        from .coding import elias_levels_bits, elias_levels_encode
 
+        if self.coder == "golomb":
+            d, n_symbols = levels.size, 2 * self.s + 1
+            stream = np.zeros(-(-coding.golomb_max_bits(d, n_symbols) // 8), dtype=np.uint8)
+            nbits = coding.golomb_encode(coding.symbols_of_levels(levels, negative), n_symbols, stream)
+            return b"", [head, stream[: -(-nbits // 8)]], head.size * 8 + nbits
         lv = levels.astype(np.int64)
         nbits = int(elias_levels_bits(lv))
         stream = np.zeros(-(-nbits // 8), dtype=np.uint8)
@@ -196,6 +210,8 @@ class Dither(Compressor):
         unit = nu / self.s  # values ±ℓ·(ν/s)
         if self.coder == "elias":
             return self._decode_elias(extra, fields, d, dtype, level_factors(self.s, False), unit, block, out)
+        if self.coder == "golomb":
+            return self._decode_golomb(fields, d, dtype, unit, block, out)
         return decode_signed_levels(self, fields, unit, block, d, dtype, out, pow2=False)
 
     def accumulates(self, dtype) -> bool:
@@ -210,7 +226,7 @@ class Dither(Compressor):
         if nnz > d:
             raise DecodeError(f"{self.spec()}: header claims {nnz} non-zeros in dimension {d}")
         out = self._output(out, d, dtype)
-        used = kernels.elias_decode_values(stream, nnz, stream.size * 8, self.s, factor, nu, block, out)
+        used = coding.elias_decode_values(stream, nnz, stream.size * 8, self.s, factor, nu, block, out)
         if used < 0:
             raise DecodeError(f"{self.spec()}: Elias stream truncated or malformed")
         if -(-used // 8) != stream.size:
@@ -218,6 +234,22 @@ class Dither(Compressor):
                 f"{self.spec()}: Elias stream has {stream.size} bytes, its {nnz} codes use {used} bits"
             )
         check_padding(stream, used)
+        return out
+
+
+    def _decode_golomb(self, stream, d, dtype, unit, block, out=None):
+        sym = np.empty(d, dtype=np.int64)
+        used = coding.golomb_decode(stream, stream.size * 8, 2 * self.s + 1, sym)
+        if used < 0:
+            raise DecodeError(f"{self.spec()}: source-coded stream truncated or malformed")
+        if -(-used // 8) != stream.size:
+            raise DecodeError(f"{self.spec()}: source-coded stream has {stream.size} bytes, its codes "
+                              f"use {used} bits")
+        check_padding(stream, used)
+        levels, negative = coding.levels_of_symbols(sym)
+        out = self._output(out, d, dtype)
+        val = levels * blockwise.per_element(unit, block, d)
+        out[:] = np.where(negative, -val, val)
         return out
 
 

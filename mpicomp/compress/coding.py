@@ -1,0 +1,355 @@
+"""Entropy codes of integer level vectors: QSGD's Elias stream and the vector source coder.
+
+Both write bits MSB first into a zero-filled ``uint8`` stream at a running bit position (stream
+bit ``p`` is bit ``p % 8`` of byte ``p // 8``, as everywhere in the wire format), and both are
+Numba kernels when Numba is installed (`kernels.njit`), plain Python otherwise.
+
+**Elias stream** (SPEC §1.2, ``coder=elias``): for each non-zero level, the Elias-γ code of the
+gap since the previous one, a sign bit and γ(level).
+
+**Vector source coder** (SPEC §3.4, ``coder=golomb``) of a vector of symbols ``0 … S−1``
+(symbol 0 the zero level, ``2(ℓ−1) + 1`` the level +ℓ and ``2(ℓ−1) + 2`` the level −ℓ):
+
+1. the count ``c_k`` of every symbol ``k ≥ 1`` as γ(c_k + 1) (the zeros' count is what is left);
+2. the symbols in the order of increasing count (ties: lower symbol first); each but the last
+   codes its positions among the positions not yet coded: the runs of other symbols before each
+   of its ``c`` occurrences among the ``m`` remaining positions, Golomb-coded with parameter
+   ``b = max(1, ⌈ln 2 · (m − c)/c⌉)`` (the Gallager–van Voorhis choice for geometric runs with
+   hit rate ``c/m``; integer and float arithmetic only, so encoder and decoder agree everywhere);
+   the run after the last occurrence is not sent;
+3. the most frequent symbol fills the positions left: it costs nothing beyond its count.
+
+Golomb code of a run ``g``: ``q = ⌊g/b⌋`` one-bits and a zero-bit, then ``r = g − qb`` in
+truncated binary (``k = ⌈log₂ b⌉``, ``u = 2^k − b``: ``r < u`` in ``k − 1`` bits, else ``r + u``
+in ``k`` bits; nothing for ``b = 1``). The length is exact and data dependent: by the chain
+rule it is close to ``d·Ĥ`` (Ĥ the empirical entropy of the symbols), and it falls with the
+share of zeros. Because the symbol being coded is never the most frequent of those left,
+``c ≤ m/2``, so the runs cost at most ``1/ln 2`` unary bits per occurrence and the whole
+stream is below ``d·(3 + ⌈log₂(d+1)⌉)`` bits plus the counts (`golomb_max_bits`).
+
+References
+----------
+Golomb, "Run-length encodings", IEEE Trans. Inf. Theory 12(3), 1966. Gallager, van Voorhis,
+"Optimal source codes for geometrically distributed integer alphabets", IEEE Trans. Inf. Theory
+21(2), 1975. Woldemariam, Liu, Scaglione, "Low-complexity vector source coding for discrete long
+sequences with unknown distributions", 2023; Campbell, Liu, Woldemariam, Scaglione,
+"Malcom-PSGD", 2023 (the coder of SPEC §3.4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernels import CHUNK, _unpack_chunk, njit
+
+LN2 = math.log(2.0)
+
+
+# --- Elias-γ ---------------------------------------------------------------------------------
+@njit
+def elias_gamma_bits(n):
+    """Length of the Elias-γ code of n ≥ 1: 2⌊log₂n⌋ + 1."""
+    nb = 0
+    while (n >> nb) > 1:
+        nb += 1
+    return 2 * nb + 1
+
+
+@njit
+def write_gamma(out, pos, n):
+    """Write γ(n) MSB first at stream bit ``pos`` (``out`` zero-filled); return the new pos."""
+    nb = 0
+    while (n >> nb) > 1:
+        nb += 1
+    pos += nb  # nb leading zeros
+    for k in range(nb, -1, -1):
+        if (n >> k) & 1:
+            out[pos >> 3] |= np.uint8(1 << (pos & 7))
+        pos += 1
+    return pos
+
+
+@njit
+def read_gamma(buf, pos, limit):
+    """Read one γ code at ``pos``; return (value, new pos), or (0, −1) if it runs past limit."""
+    nb = 0
+    while pos < limit and ((buf[pos >> 3] >> (pos & 7)) & 1) == 0:
+        nb += 1
+        pos += 1
+    if pos + nb >= limit or nb > 62:
+        return 0, -1
+    n = 0
+    for _ in range(nb + 1):
+        n = (n << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)
+        pos += 1
+    return n, pos
+
+
+@njit
+def elias_levels_encode(levels, negative, out):
+    """QSGD's Elias stream: per non-zero level γ(gap), sign bit, γ(level); returns bits."""
+    pos = 0
+    prev = -1
+    for j in range(levels.size):
+        lev = levels[j]
+        if lev != 0:
+            pos = write_gamma(out, pos, j - prev)
+            if negative[j]:
+                out[pos >> 3] |= np.uint8(1 << (pos & 7))
+            pos += 1
+            pos = write_gamma(out, pos, lev)
+            prev = j
+    return pos
+
+
+@njit
+def elias_levels_bits(levels):
+    """Exact bit length of `elias_levels_encode` for these levels."""
+    bits = 0
+    prev = -1
+    for j in range(levels.size):
+        if levels[j] != 0:
+            bits += elias_gamma_bits(j - prev) + 1 + elias_gamma_bits(levels[j])
+            prev = j
+    return bits
+
+
+@njit
+def elias_from_fields(buf, d, width, out):
+    """The Elias stream of `elias_levels_encode`, read from packed signed-level fields.
+
+    ``out`` must be zero-filled and large enough (see ``Dither.max_body_bits``); returns
+    (bits written, non-zero count).
+    """
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
+    pos = 0
+    prev = -1
+    nnz = 0
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        for i in range(n):
+            f = fields[i]
+            lev = f & mask
+            if lev != 0:
+                j = c0 + i
+                pos = write_gamma(out, pos, j - prev)
+                if f >> np.uint32(width - 1):
+                    out[pos >> 3] |= np.uint8(1 << (pos & 7))
+                pos += 1
+                pos = write_gamma(out, pos, np.int64(lev))
+                prev = j
+                nnz += 1
+    return pos, nnz
+
+
+@njit
+def elias_decode_values(buf, nnz, limit, s, factor, norm, block, out):
+    """Decode ``nnz`` Elias entries straight into values ±factor[level]·norm[block] (``out``
+    zeroed first); return the bits read, or −1 if the stream is truncated or malformed."""
+    out[:] = 0
+    pos = 0
+    prev = -1
+    d = out.size
+    for _ in range(nnz):
+        gap, pos = read_gamma(buf, pos, limit)
+        if pos < 0 or prev + gap >= d or pos >= limit:
+            return -1
+        j = prev + gap
+        negative = (buf[pos >> 3] >> (pos & 7)) & 1
+        pos += 1
+        lev, pos = read_gamma(buf, pos, limit)
+        if pos < 0 or lev > s:
+            return -1
+        val = factor[lev] * norm[j // block]
+        out[j] = -val if negative else val
+        prev = j
+    return pos
+
+
+# --- vector source coder (counts, then Golomb-coded runs per symbol) ---------------------------
+@njit
+def golomb_parameter(m, c):
+    """Golomb parameter for ``c`` occurrences among ``m`` positions: ``max(1, ⌈ln2·(m−c)/c⌉)``."""
+    b = int(math.ceil((m - c) * LN2 / c))
+    return b if b > 1 else 1
+
+
+@njit
+def _ceil_log2(b):
+    k = 0
+    while (1 << k) < b:
+        k += 1
+    return k
+
+
+@njit
+def golomb_bits(g, b):
+    """Length of the Golomb code of run ``g ≥ 0`` with parameter ``b ≥ 1``."""
+    q = g // b
+    if b == 1:
+        return q + 1
+    k = _ceil_log2(b)
+    return q + 1 + (k - 1 if g - q * b < (1 << k) - b else k)
+
+
+@njit
+def write_golomb(out, pos, g, b):
+    """Write the Golomb code of ``g`` at stream bit ``pos`` (``out`` zero-filled); new pos."""
+    q = g // b
+    for _ in range(q):
+        out[pos >> 3] |= np.uint8(1 << (pos & 7))
+        pos += 1
+    pos += 1  # the terminating zero
+    if b == 1:
+        return pos
+    k = _ceil_log2(b)
+    u = (1 << k) - b
+    r = g - q * b
+    n = k - 1
+    if r >= u:
+        r += u
+        n = k
+    for t in range(n - 1, -1, -1):
+        if (r >> t) & 1:
+            out[pos >> 3] |= np.uint8(1 << (pos & 7))
+        pos += 1
+    return pos
+
+
+@njit
+def read_golomb(buf, pos, limit, b):
+    """Read one Golomb code at ``pos``; return (run, new pos), or (0, −1) past ``limit``."""
+    q = 0
+    while pos < limit and (buf[pos >> 3] >> (pos & 7)) & 1:
+        q += 1
+        pos += 1
+    if pos >= limit:
+        return 0, -1
+    pos += 1
+    if b == 1:
+        return q, pos
+    k = _ceil_log2(b)
+    u = (1 << k) - b
+    if pos + k - 1 > limit:
+        return 0, -1
+    v = 0
+    for _ in range(k - 1):
+        v = (v << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)
+        pos += 1
+    if v >= u:
+        if pos >= limit:
+            return 0, -1
+        v = ((v << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)) - u
+        pos += 1
+    return q * b + v, pos
+
+
+@njit
+def _coding_order(counts):
+    """Symbols by increasing count, ties by symbol (the order both ends derive from the counts)."""
+    return np.argsort(counts, kind="mergesort")
+
+
+@njit
+def golomb_encode(sym, n_symbols, out):
+    """Write the vector source code of ``sym`` (ints in ``0 … n_symbols−1``) into the
+    zero-filled ``out`` (at least `golomb_max_bits` bits); return the bits written."""
+    d = sym.size
+    counts = np.zeros(n_symbols, dtype=np.int64)
+    for j in range(d):
+        counts[sym[j]] += 1
+    pos = 0
+    for k in range(1, n_symbols):
+        pos = write_gamma(out, pos, counts[k] + 1)
+    order = _coding_order(counts)
+    alive = np.arange(d)  # positions not yet coded, in order; compacted after each symbol
+    m = d
+    for t in range(n_symbols - 1):
+        k = order[t]
+        c = counts[k]
+        if c == 0:
+            continue
+        b = golomb_parameter(m, c)
+        run = 0
+        kept = 0
+        for i in range(m):
+            p = alive[i]
+            if sym[p] == k:
+                pos = write_golomb(out, pos, run, b)
+                run = 0
+            else:
+                alive[kept] = p
+                kept += 1
+                run += 1
+        m = kept
+    return pos
+
+
+@njit
+def golomb_decode(buf, limit, n_symbols, sym):
+    """Read a vector source code of ``sym.size`` symbols from ``buf`` (``limit`` bits) into
+    ``sym``; return the bits read, or −1 if the stream is truncated or malformed."""
+    d = sym.size
+    counts = np.zeros(n_symbols, dtype=np.int64)
+    pos = 0
+    total = 0
+    for k in range(1, n_symbols):
+        v, pos = read_gamma(buf, pos, limit)
+        if pos < 0:
+            return -1
+        counts[k] = v - 1
+        total += v - 1
+        if total > d:
+            return -1
+    counts[0] = d - total
+    order = _coding_order(counts)
+    alive = np.arange(d)
+    m = d
+    for t in range(n_symbols - 1):
+        k = order[t]
+        c = counts[k]
+        if c == 0:
+            continue
+        b = golomb_parameter(m, c)
+        i = 0
+        kept = 0
+        for _ in range(c):
+            g, pos = read_golomb(buf, pos, limit, b)
+            if pos < 0 or i + g >= m:
+                return -1
+            for _ in range(g):
+                alive[kept] = alive[i]
+                kept += 1
+                i += 1
+            sym[alive[i]] = k
+            i += 1
+        for r in range(i, m):
+            alive[kept] = alive[r]
+            kept += 1
+        m = kept
+    last = order[n_symbols - 1]
+    for i in range(m):
+        sym[alive[i]] = last
+    return pos
+
+
+def golomb_max_bits(d: int, n_symbols: int) -> int:
+    """Upper bound of `golomb_encode`'s length for ``d`` symbols (see the module notes)."""
+    width = math.ceil(math.log2(d + 1)) if d else 0
+    return (n_symbols - 1) * (2 * int(d + 1).bit_length() - 1) + d * (3 + width)
+
+
+def symbols_of_levels(levels: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Symbols of signed levels: 0 for level 0, ``2(ℓ−1) + 1`` for +ℓ, ``2(ℓ−1) + 2`` for −ℓ."""
+    lev = levels.astype(np.int64)
+    return np.where(lev == 0, 0, 2 * lev - 1 + negative.astype(np.int64))
+
+
+def levels_of_symbols(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of `symbols_of_levels`: ``(levels, negative)``."""
+    sym = sym.astype(np.int64)
+    return (sym + 1) // 2, (sym > 0) & (sym % 2 == 0)
