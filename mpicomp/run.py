@@ -175,9 +175,7 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     from .problems import make_problem
     from .problems.data import shard
 
-    if cfg.topology not in ALGORITHMS[algorithm].topologies:
-        raise ValueError(f"topology {cfg.topology!r} does not fit {algorithm}: choose one of "
-                         f"{', '.join(ALGORITHMS[algorithm].topologies)}")
+    ALGORITHMS[algorithm].check_topology(cfg.topology, size)
     train, test = load_data(cfg, size)
     mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
     local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device),
@@ -264,6 +262,7 @@ class Run:
                  "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
                  "mpicomp_version": __version__}
         columns = list(STANDARD_COLUMNS) + ["test_loss"] + (["test_accuracy"] if cfg.test_fraction else [])
+        columns += ALGORITHMS[self.algorithm].columns
         self.trace = TraceWriter(cfg.trace, attrs, columns, RANK_COLUMNS, self.size)
 
     def build(self) -> Setup:
@@ -375,6 +374,7 @@ class Run:
         obj = algo.objective
         self.last_logged = state.step
         x = np.asarray(algo.model(state), dtype=np.float64)
+        extra = algo.metrics(state, x)
         with np.errstate(all="ignore"):
             local = np.concatenate([[obj.loss(x)], obj.grad(x)]).astype(np.float64)
         total = np.empty_like(local)
@@ -384,14 +384,16 @@ class Run:
         loss = float(total[0]) + obj.regulariser(x)
         finite = math.isfinite(loss) and bool(np.isfinite(x).all())
         if self.rank == 0:
-            self.append_row(state.step, loss, total[1:], x, per_rank)
+            self.append_row(state.step, loss, total[1:], x, per_rank, extra)
             if progress is not None:
                 progress.update(state.step, f"loss {loss:.6g}", force=True)
         if check and not finite:
             raise DivergenceError(state.step, "the loss")
 
-    def append_row(self, step: int, loss: float, grad: np.ndarray, x: np.ndarray, per_rank: list) -> None:
-        """Rank 0: the trace row from the global values and every rank's counters."""
+    def append_row(self, step: int, loss: float, grad: np.ndarray, x: np.ndarray, per_rank: list,
+                   extra: dict) -> None:
+        """Rank 0: the trace row from the global values, every rank's counters and the
+        algorithm's own columns (``extra``)."""
         ranks = {name: np.array([v[i] for v in per_rank]) for i, name in enumerate(RANK_COLUMNS)}
         star = self.setup.x_star
         with np.errstate(all="ignore"):
@@ -401,7 +403,7 @@ class Run:
                 "bits_up": int(ranks["bits_up"].sum()), "bits_down": int(ranks["bits_down"].sum()),
                 "wire_bytes": int(ranks["wire_bytes"].sum()), "wall_time": float(ranks["wall_time"].max()),
                 "net_time": float(ranks["net_time"].max()),
-                **self.test_metrics(x),
+                **self.test_metrics(x), **extra,
             }
         self.trace.append(row, ranks)
 

@@ -7,6 +7,8 @@ import numpy as np
 from mpicomp.algorithms import LocalObjective, rank_generators
 from mpicomp.comm.aggregate import make_aggregator
 from mpicomp.comm.communicator import Communicator
+from mpicomp.comm.topology import Gossip
+from mpicomp.comm.topology import get as get_graph
 from mpicomp.problems import make_problem
 from mpicomp.problems.data import make_synthetic, shard
 
@@ -31,6 +33,14 @@ def build(comm, cls, data, compressor, topology, l1=0.0, l2=0.1, downlink=None, 
     world = Communicator(comm)
     agg = make_aggregator(topology, world, compressor, downlink=downlink)
     return cls(local_objective(comm, data, l1, l2), world, agg, **kwargs)
+
+
+def build_gossip(comm, cls, data, graph="ring", *args, mixing="metropolis", l1=0.0, l2=0.1, **kwargs):
+    """``cls`` (a gossip method) over ``graph`` on ``comm``; ``args`` follow the gossip object
+    (CHOCO's operator)."""
+    world = Communicator(comm)
+    gossip = Gossip(world, get_graph(graph, comm.size), mixing)
+    return cls(local_objective(comm, data, l1, l2), world, gossip, *args, **kwargs)
 
 
 def run_steps(algo, x0, iters, seed=SEED, each=None):

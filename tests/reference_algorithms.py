@@ -1,6 +1,7 @@
-"""Serial references of the centralised algorithms: n workers simulated in one process.
+"""Serial references of the algorithms: n workers simulated in one process.
 
-Written from SPEC §2.1–2.2 without the algorithm classes, the Communicator or the aggregators:
+Written from SPEC §2 and §3 without the algorithm classes, the Communicator, the aggregators or
+the gossip exchange:
 worker r draws from ``rank_generators(seed, n, r)`` (the per-rank contract), encodes with the
 same operators, and the mean of the decoded messages is taken in rank order in float64
 (`mean_of`, the aggregators' definition, checked against MPI in test_comm_mpi). An MPI run of the
@@ -162,3 +163,46 @@ def run_qadam(workers, x0, compressor, lr, iters, beta1=0.9, beta2=0.999, eps=1e
         x = wq.decode(wq.encode(server, workers.rngs[0][0]).buffer, d, dtype)
         xs.append(x.copy())
     return xs
+
+
+def step_size(lr, schedule, t):
+    return lr if schedule == "constant" else lr / np.sqrt(t + 1)
+
+
+def run_dpsgd(workers, W, x0, lr, iters, order="adapt-combine", schedule="constant", batch=0):
+    """Models ``X[t][r]`` of D-PSGD (SPEC §3.2) with the dense mixing matrix ``W``:
+    ``X ← prox(W(X − ηG))`` (adapt-combine) or ``prox(WX − ηG)`` (combine-adapt)."""
+    n = workers.n
+    X = np.tile(x0, (n, 1))
+    Xs = [X.copy()]
+    for t in range(iters):
+        eta = step_size(lr, schedule, t)
+        G = np.stack([workers.gradient(r, X[r], batch).astype(x0.dtype) for r in range(n)])
+        Z = W @ (X - eta * G) if order == "adapt-combine" else W @ X - eta * G
+        X = np.stack([workers.prox(z, eta) for z in Z]).astype(x0.dtype)
+        Xs.append(X.copy())
+    return Xs
+
+
+def run_choco(workers, W, x0, compressor, lr, gamma, tau, iters, schedule="constant", batch=0):
+    """Models ``X[t][r]`` and the bits each worker sends per step of CHOCO-SGD / Malcom-PSGD
+    (SPEC §3.3–3.4), with public copies ``X̂`` of every worker and the gossip term
+    ``Σ_j w_rj (x̂_j − x̂_r)`` summed over the graph directly; ``x̂ = 0`` at the start."""
+    op = get(compressor)
+    n = workers.n
+    X = np.tile(x0, (n, 1))
+    X_hat = np.zeros_like(X)
+    Xs, bits = [X.copy()], []
+    degree = (W > 0).sum(axis=1) - 1
+    for t in range(iters):
+        eta = step_size(lr, schedule, t)
+        half = np.stack([X[r] - eta * workers.gradient(r, X[r], batch).astype(x0.dtype) for r in range(n)])
+        payloads = [op.encode(half[r] - X_hat[r], workers.rngs[r][0]) for r in range(n)]
+        Q = np.stack([op.decode(p.buffer, x0.size, x0.dtype) / tau for p in payloads])
+        X_hat = X_hat + Q
+        Z = half + gamma * np.stack([sum(W[r, j] * (X_hat[j] - X_hat[r]) for j in range(n) if W[r, j])
+                                     for r in range(n)])
+        X = np.stack([workers.prox(z, eta) for z in Z]).astype(x0.dtype)
+        Xs.append(X.copy())
+        bits.append([p.nbits * int(degree[r]) for r, p in enumerate(payloads)])
+    return Xs, bits

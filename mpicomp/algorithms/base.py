@@ -125,6 +125,8 @@ class Algorithm:
     unused_settings: ClassVar[tuple[str, ...]] = ()
     #: attributes listed in the trace's ``hyperparameters`` (``theory`` values resolved)
     reported: ClassVar[tuple[str, ...]] = ("lr", "batch")
+    #: trace columns of this algorithm beyond the standard ones (values from `metrics`)
+    columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -148,8 +150,20 @@ class Algorithm:
         """Free what the algorithm holds beyond its communicator (MPI ops, datatypes)."""
 
     def model(self, state):
-        """The model this rank reports (the same on every rank for centralised methods)."""
+        """The model the trace reports (the same on every rank; collective for methods whose
+        ranks hold different models)."""
         return state.x
+
+    def metrics(self, state, model) -> dict:
+        """Values of `columns` at this state (collective; ``model`` is `model`'s value)."""
+        return {}
+
+    @classmethod
+    def check_topology(cls, spec: str, size: int) -> None:
+        """A ValueError unless the ``topology`` setting fits this method on ``size`` ranks."""
+        if spec not in cls.topologies:
+            raise ValueError(f"topology {spec!r} does not fit {cls.name}: choose one of "
+                             f"{', '.join(cls.topologies)}")
 
     # -- building from a run config -----------------------------------------------------------
     @classmethod

@@ -407,6 +407,8 @@ class Gossip:
     ----------
     neighbors : list of int
         This rank's neighbours, sorted (in- and out-neighbours: the graph is undirected).
+    mixing : str
+        The name of the weights (``weights`` above).
     weights : dict
         This rank's row of ``W`` off the diagonal: neighbour → ``w_ij``.
     self_weight : float
@@ -434,6 +436,7 @@ class Gossip:
         row = topology.weight_row(rank, weights)
         self.communicator = communicator
         self.topology = topology
+        self.mixing = weights
         self.rank = rank
         self.neighbors = topology.neighbors(rank)
         self.self_weight = row.pop(rank)
