@@ -1,17 +1,18 @@
-"""APPDOC"""
+"""CHOCO-SGD, compressed gossip of model residuals: ``mpiexec -n 4 python -m apps.choco``.
+
+Every rank sends Q(x_i^½ − x̂_i)/τ to its graph neighbours, who keep public copies x̂ of it.
+Default: the problem and graph of ``apps.dpsgd``, QSGD with 4 levels in its fixed-length code
+(``qsgd:s=4``: a norm and 4 bits a coordinate), τ = 1 + ω, consensus step γ = 0.5, η = 0.5.
+"""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from apps.dpsgd import DEFAULTS as DPSGD_DEFAULTS
 from mpicomp.run import main as run_main
 
-DEFAULTS = {
-    "data": "synthetic:logistic,n=4096,d=256,h=1,density=0.1",
-    "l1": 0.01,
-    "lr": 0.5,
-    "iters": 300,
-}
+DEFAULTS = {**DPSGD_DEFAULTS, "compressor": "qsgd:s=4"}
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:

@@ -18,12 +18,7 @@ loss above the optimum of the whole data set, as the trace's ``f_star`` gives it
 
 from __future__ import annotations
 
-import argparse
-import os
-from pathlib import Path
-
 import numpy as np
-from mpi4py import MPI
 
 import apps.dcgd
 import apps.efsgd
@@ -33,45 +28,10 @@ import apps.signsgd
 from mpicomp.algorithms import rank_generators
 from mpicomp.comm.aggregate import MajorityVote
 from mpicomp.comm.communicator import Communicator
-from mpicomp.run import main as run_main
-from mpicomp.trace import read_trace
+from experiments.runs import bits_to_reach, excess, table
+from experiments.runs import main as experiment_main
 
 HOMOGENEOUS = "synthetic:logistic,n=4096,d=64,h=0"
-
-
-class Runner:
-    """Runs apps in this process, one trace each, and reads the traces on rank 0."""
-
-    def __init__(self, comm, out: Path):
-        self.comm, self.out, self.count = comm, out, 0
-
-    def __call__(self, algorithm: str, defaults: dict, *args) -> "object":
-        self.count += 1
-        trace = self.out / f"{self.count:02d}-{algorithm}.h5"
-        rc = run_main(algorithm, ["--trace", str(trace), "--progress", "off", *map(str, args)], self.comm,
-                      defaults=defaults)
-        if rc != 0:
-            raise SystemExit(f"run {trace} ended with exit status {rc}")
-        self.comm.Barrier()
-        return read_trace(trace) if self.comm.rank == 0 else None
-
-
-def excess(t, last: int = 1) -> float:
-    """Mean of F − F* over the last ``last`` rows."""
-    return float(np.mean(t["loss"][-last:]) - t.attrs["f_star"])
-
-
-def bits_to_reach(t, tol: float) -> float:
-    """Bits (up + down, all ranks) at the first row with F − F* < tol."""
-    hit = np.flatnonzero(t["loss"] - t.attrs["f_star"] < tol)
-    return float(t["bits_up"][hit[0]] + t["bits_down"][hit[0]]) if hit.size else float("nan")
-
-
-def table(comm, title: str, header: list, rows: list) -> None:
-    if comm.rank == 0:
-        print(f"\n### {title}\n\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
 
 
 def byzantine(run, comm) -> None:
@@ -172,20 +132,8 @@ def error_feedback(run, comm) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="centralised-runs", help="directory for the traces")
-    args = parser.parse_args()
-    comm = MPI.COMM_WORLD
-    out = Path(args.out)
-    if comm.rank == 0:
-        os.makedirs(out, exist_ok=True)
-    comm.Barrier()
-    run = Runner(comm, out)
-    byzantine(run, comm)
-    vote_error(comm)
-    qadam(run, comm)
-    natural(run, comm)
-    error_feedback(run, comm)
+    experiment_main(__doc__.splitlines()[0], "centralised-runs",
+                    [byzantine, lambda run, comm: vote_error(comm), qadam, natural, error_feedback])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def launch(args, cwd, ranks=None, **kw):
 APPS = [  # app, algorithm in the trace, its compressor attribute
     ("diana", "diana", "dither:p=inf,s=1"), ("dcgd", "dcgd", "qsgd:s=4"), ("qsgd", "dcgd", "qsgd:s=4"),
     ("terngrad", "dcgd", "terngrad"), ("signsgd", "signsgd", "sign"), ("natural", "dcgd", "natural"),
-    ("qadam", "qadam", "scaled_sign:block=16"), ("efsgd", "efsgd", "scaled_sign")]
+    ("qadam", "qadam", "scaled_sign:block=16"), ("efsgd", "efsgd", "scaled_sign"),
+    ("dpsgd", "dpsgd", "identity"), ("choco", "choco", "qsgd:s=4"), ("malcom", "malcom", "qsgd:s=4,coder=golomb")]
 
 
 @pytest.mark.parametrize("app,algorithm,compressor", APPS)
@@ -46,6 +47,9 @@ def test_every_app_runs_with_no_flags_at_4_ranks(tmp_path, app, algorithm, compr
     assert t["step"][-1] == t.config["iters"] and t.final_x.shape == (t.attrs["dim"],)
     assert t["loss"][-1] < 0.95 * t["loss"][0]  # it trains
     assert np.all(np.diff(t["bits_up"]) > 0) and np.all(np.diff(t["wire_bytes"]) > 0)
+    if algorithm in ("dpsgd", "choco", "malcom"):  # gossip: the trace follows the network average
+        assert t.attrs["topology"] == "ring" and t["consensus_error"][0] == 0
+        assert np.all(t["consensus_error"][1:] > 0) and t["sparsity"][-1] > 0  # the ℓ1 prox's zeros
 
 
 def test_unknown_flag_exits_2_with_the_valid_flags(tmp_path):

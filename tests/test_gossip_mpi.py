@@ -11,6 +11,8 @@ from mpicomp.algorithms import DPSGD, ChocoSGD, MalcomPSGD
 from mpicomp.comm.topology import get as get_graph
 from mpicomp.compress import get
 
+from experiments.decentralised import malcom_against_choco
+from experiments.runs import Runner
 from builders import SEED, build_gossip, dataset, run_steps
 from reference_algorithms import Workers, run_choco, run_dpsgd
 
@@ -173,3 +175,17 @@ def test_model_is_the_network_average_and_metrics_the_consensus_error(comm):
     assert (m["consensus_error"] > 0) == (comm.size > 1)
     assert m["sparsity"] == np.mean(x_bar == 0)
     algo.close()
+
+
+def test_malcom_needs_under_half_of_chocos_bits_for_the_same_loss(comm, mpi_shared_tmp):
+    # the headline claim (SPEC §3.4) on an ℓ1 problem with a sparse planted model, measured as
+    # experiments.decentralised measures it: Malcom's bits when it first reaches CHOCO's final
+    # loss over CHOCO's bits (Campbell et al. report ~0.25; README has the 8-rank figures)
+    if comm.size == 1:
+        pytest.skip("one rank has no neighbours: gossip sends nothing")
+    run = Runner(comm, mpi_shared_tmp / "headline")
+    result = malcom_against_choco(run, comm, "logistic", "synthetic:logistic,n=2048,d=256,h=1,density=0.1",
+                                  0.01, iters=60)
+    if comm.rank == 0:
+        assert result["ratio"] < 0.5, result
+        assert result["sparsity"] > 0

@@ -11,9 +11,12 @@ import signal
 import numpy as np
 import pytest
 
+import apps.choco
 import apps.dcgd
 import apps.diana
+import apps.dpsgd
 import apps.efsgd
+import apps.malcom
 import apps.qadam
 import apps.signsgd
 from mpicomp.algorithms import ALGORITHMS
@@ -86,6 +89,9 @@ def comparable(trace):
     (apps.signsgd, ["--momentum", 0.9, "--byzantine", 1, "--attack", "random", "--topology", "bitsliced"]),
     (apps.qadam, ["--weight-quant", "uniform:bits=4,rounding=stochastic", "--compressor", "qsgd:s=2"]),
     (apps.efsgd, ["--batch", 4, "--compressor", "topk:k=0.25", "--topology", "allgather"]),
+    (apps.dpsgd, ["--batch", 4, "--order", "combine-adapt", "--topology", "complete"]),
+    (apps.choco, ["--batch", 4, "--compressor", "topk:k=0.25", "--schedule", "sqrt"]),
+    (apps.malcom, ["--batch", 4, "--topology", "erdos_renyi:p=0.7,seed=1"]),
 ], ids=lambda v: v.__name__ if hasattr(v, "__name__") else None)
 def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp, app, extra):
     args = ["--iters", 30, "--log-every", 4, *extra]
@@ -209,6 +215,13 @@ def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
     (apps.signsgd, ["--topology", "two-phase"], ["choose one of server, allgather, bitsliced"]),
     (apps.qadam, ["--weight-quant", "uniform:bits=40"], ["weight_quant (from --weight-quant)", "1..16"]),
     (apps.qadam, ["--error-feedback", "maybe"], ["error_feedback (from --error-feedback)", "true or false"]),
+    (apps.choco, ["--gamma", 0], ["gamma (from --gamma): 0.0 is out of range; valid values lie in (0, 1]"]),
+    (apps.malcom, ["--gamma", 1.5], ["gamma (from --gamma): 1.5 is out of range; valid values lie in (0, 1]"]),
+    (apps.malcom, ["--l1", -0.1], ["l1 (from --l1): -0.1 is out of range; valid values lie in [0, inf]"]),
+    (apps.malcom, ["--topology", "moebius"], ["unknown topology 'moebius': choose one of ring, torus"]),
+    (apps.choco, ["--tau", 0.5], ["tau (from --tau): 0.5 is out of range"]),
+    (apps.dpsgd, ["--compressor", "qsgd"], ["unknown flag '--compressor'"]),
+    (apps.malcom, ["--downlink", "natural"], ["unknown flag '--downlink'"]),
 ])
 def test_bad_settings_of_the_other_methods(comm, mpi_shared_tmp, capsys, app, args, fragments):
     rc, t = run(comm, app.main, mpi_shared_tmp, *args)
@@ -221,6 +234,9 @@ def test_bad_settings_of_the_other_methods(comm, mpi_shared_tmp, capsys, app, ar
     (apps.signsgd, ["--lr", "theory"], ["signSGD has no theory value of lr", "--lr 0.01"]),
     (apps.qadam, ["--topology", "allgather"], ["topology 'allgather' does not fit qadam: choose one of server"]),
     (apps.efsgd, ["--downlink", "natural"], ["EF-SGD needs the exact mean", "--downlink identity"]),
+    (apps.malcom, ["--topology", "torus:rows=5"], ["torus: rows=5 does not divide n="]),
+    (apps.choco, ["--topology", "edges:missing-graph.txt"], ["cannot read the edge list missing-graph.txt: No such file"]),
+    (apps.malcom, ["--lr", "theory"], ["Malcom-PSGD has no theory value of lr", "--lr 0.5"]),
 ])
 def test_settings_a_method_cannot_use_fail_the_run_with_a_clear_message(comm, mpi_shared_tmp, capsys, app, args,
                                                                         fragments):

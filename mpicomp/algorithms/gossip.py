@@ -160,6 +160,7 @@ class DPSGD(GossipAlgorithm):
     """
 
     name = "dpsgd"
+    title = "D-PSGD"
     state_type = DPSGDState
     unused_settings = ("downlink", "compressor")
     reported = ("lr", "order", "schedule", "batch")
@@ -178,7 +179,7 @@ class DPSGD(GossipAlgorithm):
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
-        lr = require_number(cfg.lr, "lr", "D-PSGD", 0.5)
+        lr = require_number(cfg.lr, "lr", cls.title, 0.5)
         return cls(objective, comm, cls.make_gossip(cfg, comm), lr=lr, order=cfg.order,
                    schedule=cfg.schedule, batch=cfg.batch)
 
@@ -248,6 +249,7 @@ class ChocoSGD(GossipAlgorithm):
     """
 
     name = "choco"
+    title = "CHOCO-SGD"
     state_type = ChocoState
     reported = ("lr", "gamma", "tau", "schedule", "batch")
     settings = GRAPH_SETTINGS + (
@@ -256,7 +258,7 @@ class ChocoSGD(GossipAlgorithm):
                 "messages are Q(·)/τ: a number ≥ 1, or theory (1 + ω of an unbiased Q, 1 for a "
                 "biased one)", low=1.0),
     )
-    default_lr = 0.5
+    default_lr = 0.5  # the example a "no theory value" error gives
 
     def __init__(self, objective: LocalObjective, comm, gossip: Gossip, op, *, lr: float,
                  gamma: float = 0.5, tau: float = 1.0, schedule: str = "constant", batch: int = 0):
@@ -278,7 +280,7 @@ class ChocoSGD(GossipAlgorithm):
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         op = get_compressor(cfg.compressor)
-        lr = require_number(cfg.lr, "lr", cls.__name__, cls.default_lr)
+        lr = require_number(cfg.lr, "lr", cls.title, cls.default_lr)
         tau = cls.theory_tau(op, objective.dim) if cfg.tau == "theory" else cfg.tau
         return cls(objective, comm, cls.make_gossip(cfg, comm), op, lr=lr, gamma=cfg.gamma,
                    tau=tau, schedule=cfg.schedule, batch=cfg.batch)
@@ -345,5 +347,5 @@ class MalcomPSGD(ChocoSGD):
     """
 
     name = "malcom"
-    default_lr = 0.5
+    title = "Malcom-PSGD"
 

@@ -27,6 +27,7 @@ DEFAULT_SPECS = {
     "qsgd:s=4": (5.0, 3.0),
     "qsgd:s=16,block=512": (5.0, 3.0),
     "qsgd:s=4,coder=elias": (None, None),
+    "qsgd:s=4,coder=golomb": (None, None),
     "terngrad": (5.0, 3.0),
     "natural_dither:s=8": (5.0, 3.0),
     "randk:k=0.01": (2.0, 2.0),

@@ -304,7 +304,11 @@ def edge_list(n: int, path: "str | Path") -> Topology:
     n = _check_n(n)
     path = Path(path)
     edges = []
-    with open(path, encoding="utf-8") as f:
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the edge list {path}: {exc.strerror or exc}") from None
+    with f:
         for lineno, line in enumerate(f, 1):
             text = line.split("#", 1)[0].strip()
             if not text:
