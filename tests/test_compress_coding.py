@@ -187,3 +187,26 @@ def test_dither_golomb_rejects_a_damaged_stream():
     longer = np.concatenate([p.buffer, np.zeros(2, np.uint8)])
     with pytest.raises(DecodeError, match="bytes"):
         op.decode(longer, 2000, np.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name,sym,S", CASES, ids=[c[0] for c in CASES])
+def test_both_run_finders_and_both_decoders_agree(name, sym, S, kind):
+    # the coder picks the cheaper of two algorithms by the counts: each must give the same
+    # runs (encoding) and the same positions (decoding) on every vector
+    with kernels.forced(kind):
+        sym = sym.astype(np.int64)
+        counts = np.bincount(sym, minlength=S).astype(np.int64)
+        order = coding._coding_order(counts)
+        turn = np.argsort(order)
+        start = np.concatenate([[0], np.cumsum([counts[k] for k in order[:-1]] + [0])]).astype(np.int64)
+        a, b = np.empty(start[-1], np.int64), np.empty(start[-1], np.int64)
+        coding._runs_by_turns(sym, turn, start, a)
+        coding._runs_by_scan(sym, order, start, b)
+        assert np.array_equal(a, b)
+        stream, nbits = encode(sym, S)
+        header = sum(2 * (int(c + 1).bit_length() - 1) + 1 for c in counts[1:])
+        for place in (coding._place_by_tree, coding._place_by_scan):
+            out = np.full(sym.size, order[-1], np.int64)
+            assert place(stream, header, nbits, counts, order, out) == nbits
+            assert np.array_equal(out, sym)

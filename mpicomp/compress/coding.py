@@ -255,9 +255,71 @@ def _coding_order(counts):
 
 
 @njit
+def _runs_by_turns(sym, turn, start, runs):
+    """Runs of every coded turn in one pass: a position of turn ``r`` is among the positions
+    left at every turn ``t ≤ r``, so the run before a hit of turn ``t`` is the number of
+    positions of turns ``≥ t`` since its previous hit (``O(d + L·h)``)."""
+    n_symbols = turn.size
+    filled = start[:n_symbols].copy()
+    seen = np.zeros(n_symbols, dtype=np.int64)  # positions so far of each turn
+    after_hit = np.zeros(n_symbols, dtype=np.int64)  # positions of turns ≥ t up to t's last hit
+    for j in range(sym.size):
+        r = turn[sym[j]]
+        if r < n_symbols - 1:
+            left = 0
+            for u in range(r, n_symbols):
+                left += seen[u]
+            runs[filled[r]] = left - after_hit[r]
+            filled[r] += 1
+            after_hit[r] = left + 1
+        seen[r] += 1
+
+
+@njit
+def _runs_by_scan(sym, order, start, runs):
+    """Runs of every coded turn by scanning the positions left, compacted after each turn
+    (``O(Σ_t m_t)``)."""
+    d = sym.size
+    alive = np.arange(d)
+    m = d
+    for t in range(order.size - 1):
+        if start[t + 1] == start[t]:
+            continue
+        k = order[t]
+        filled = start[t]
+        run = 0
+        kept = 0
+        for i in range(m):
+            p = alive[i]
+            if sym[p] == k:
+                runs[filled] = run
+                filled += 1
+                run = 0
+            else:
+                alive[kept] = p
+                kept += 1
+                run += 1
+        m = kept
+
+
+@njit
+def _scan_cost(counts, order):
+    """Positions the scanning passes visit: Σ over coded turns of the positions left."""
+    cost = 0
+    m = counts.sum()
+    for t in range(order.size - 1):
+        c = counts[order[t]]
+        if c:
+            cost += m
+            m -= c
+    return cost
+
+
+@njit
 def golomb_encode(sym, n_symbols, out):
     """Write the vector source code of ``sym`` (ints in ``0 … n_symbols−1``) into the
-    zero-filled ``out`` (at least `golomb_max_bits` bits); return the bits written."""
+    zero-filled ``out`` (at least `golomb_max_bits` bits); return the bits written. The runs
+    come from whichever of `_runs_by_turns` and `_runs_by_scan` visits fewer positions."""
     d = sym.size
     counts = np.zeros(n_symbols, dtype=np.int64)
     for j in range(d):
@@ -266,50 +328,80 @@ def golomb_encode(sym, n_symbols, out):
     for k in range(1, n_symbols):
         pos = write_gamma(out, pos, counts[k] + 1)
     order = _coding_order(counts)
-    alive = np.arange(d)  # positions not yet coded, in order; compacted after each symbol
+    turn = np.empty(n_symbols, dtype=np.int64)
+    start = np.zeros(n_symbols + 1, dtype=np.int64)
+    by_turns = d
+    for t in range(n_symbols):
+        turn[order[t]] = t
+        c = counts[order[t]] if t < n_symbols - 1 else 0
+        start[t + 1] = start[t] + c
+        by_turns += c * (n_symbols - t)
+    runs = np.empty(start[n_symbols], dtype=np.int64)
+    if by_turns <= _scan_cost(counts, order):
+        _runs_by_turns(sym, turn, start, runs)
+    else:
+        _runs_by_scan(sym, order, start, runs)
     m = d
     for t in range(n_symbols - 1):
+        c = counts[order[t]]
+        if c == 0:
+            continue
+        b = golomb_parameter(m, c)
+        for i in range(start[t], start[t + 1]):
+            pos = write_golomb(out, pos, runs[i], b)
+        m -= c
+    return pos
+
+
+@njit
+def _place_by_tree(buf, pos, limit, counts, order, sym):
+    """Read the runs and place each coded turn's symbol; the positions left are kept in a
+    Fenwick tree of alive flags, so the ``k``-th one is found in ``O(log d)``."""
+    d = sym.size
+    tree = np.empty(d + 1, dtype=np.int64)  # all positions alive: tree[i] = i & −i
+    for i in range(1, d + 1):
+        tree[i] = i & -i
+    top = 1
+    while top * 2 <= d:
+        top *= 2
+    m = d
+    for t in range(order.size - 1):
         k = order[t]
         c = counts[k]
         if c == 0:
             continue
         b = golomb_parameter(m, c)
-        run = 0
-        kept = 0
-        for i in range(m):
-            p = alive[i]
-            if sym[p] == k:
-                pos = write_golomb(out, pos, run, b)
-                run = 0
-            else:
-                alive[kept] = p
-                kept += 1
-                run += 1
-        m = kept
+        rank = -1  # rank of the hit among the positions left at this turn
+        for h in range(c):
+            g, pos = read_golomb(buf, pos, limit, b)
+            rank += g + 1
+            if pos < 0 or rank >= m:
+                return -1
+            want = rank - h + 1  # its rank among those left now (the h earlier hits are gone)
+            p = 0
+            step = top
+            while step > 0:
+                if p + step <= d and tree[p + step] < want:
+                    p += step
+                    want -= tree[p]
+                step //= 2
+            sym[p] = k  # p is 0-based: the tree's index p + 1
+            i = p + 1
+            while i <= d:
+                tree[i] -= 1
+                i += i & -i
+        m -= c
     return pos
 
 
 @njit
-def golomb_decode(buf, limit, n_symbols, sym):
-    """Read a vector source code of ``sym.size`` symbols from ``buf`` (``limit`` bits) into
-    ``sym``; return the bits read, or −1 if the stream is truncated or malformed."""
+def _place_by_scan(buf, pos, limit, counts, order, sym):
+    """Read the runs and place each coded turn's symbol by scanning the positions left,
+    compacted after each turn."""
     d = sym.size
-    counts = np.zeros(n_symbols, dtype=np.int64)
-    pos = 0
-    total = 0
-    for k in range(1, n_symbols):
-        v, pos = read_gamma(buf, pos, limit)
-        if pos < 0:
-            return -1
-        counts[k] = v - 1
-        total += v - 1
-        if total > d:
-            return -1
-    counts[0] = d - total
-    order = _coding_order(counts)
     alive = np.arange(d)
     m = d
-    for t in range(n_symbols - 1):
+    for t in range(order.size - 1):
         k = order[t]
         c = counts[k]
         if c == 0:
@@ -331,16 +423,65 @@ def golomb_decode(buf, limit, n_symbols, sym):
             alive[kept] = alive[r]
             kept += 1
         m = kept
-    last = order[n_symbols - 1]
-    for i in range(m):
-        sym[alive[i]] = last
     return pos
+
+
+@njit
+def golomb_decode(buf, limit, n_symbols, sym):
+    """Read a vector source code of ``sym.size`` symbols from ``buf`` (``limit`` bits) into
+    ``sym``; return the bits read, or −1 if the stream is truncated or malformed. The
+    positions come from whichever of `_place_by_tree` and `_place_by_scan` is cheaper."""
+    d = sym.size
+    counts = np.zeros(n_symbols, dtype=np.int64)
+    pos = 0
+    total = 0
+    for k in range(1, n_symbols):
+        v, pos = read_gamma(buf, pos, limit)
+        if pos < 0:
+            return -1
+        counts[k] = v - 1
+        total += v - 1
+        if total > d:
+            return -1
+    counts[0] = d - total
+    order = _coding_order(counts)
+    sym[:] = order[n_symbols - 1]
+    coded = d - counts[order[n_symbols - 1]]
+    depth = 1
+    while (1 << depth) <= d:
+        depth += 1
+    if d + 4 * coded * depth <= _scan_cost(counts, order):
+        return _place_by_tree(buf, pos, limit, counts, order, sym)
+    return _place_by_scan(buf, pos, limit, counts, order, sym)
 
 
 def golomb_max_bits(d: int, n_symbols: int) -> int:
     """Upper bound of `golomb_encode`'s length for ``d`` symbols (see the module notes)."""
     width = math.ceil(math.log2(d + 1)) if d else 0
     return (n_symbols - 1) * (2 * int(d + 1).bit_length() - 1) + d * (3 + width)
+
+
+@njit
+def symbols_from_fields(buf, d, width, sym):
+    """Symbols of ``d`` packed signed-level fields (level, then the sign bit), as
+    `symbols_of_levels` gives them."""
+    fields = np.empty(CHUNK, dtype=np.uint32)
+    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        _unpack_chunk(buf, c0 * width, n, width, fields)
+        for i in range(n):
+            lev = np.int64(fields[i] & mask)
+            sym[c0 + i] = 0 if lev == 0 else 2 * lev - 1 + np.int64(fields[i] >> np.uint32(width - 1))
+
+
+@njit
+def symbol_values(sym, unit, block, out):
+    """``out[j] = ±ℓ·unit[j // block]`` for the signed level of symbol ``sym[j]``."""
+    for j in range(sym.size):
+        s = sym[j]
+        val = np.float64((s + 1) // 2) * unit[j // block]
+        out[j] = -val if s > 0 and s % 2 == 0 else val
 
 
 def symbols_of_levels(levels: np.ndarray, negative: np.ndarray) -> np.ndarray:

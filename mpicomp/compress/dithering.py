@@ -175,8 +175,9 @@ class Dither(Compressor):
             levels, negative = self._levels(x, scale, block, key)
             fields = pack_fields(levels | (negative.astype(np.uint32) << (self.width - 1)), self.width)
         if self.coder == "golomb":
-            f = unpack_fields(fields, self.width, d)
-            return self._coded_body(head, f & ((1 << (self.width - 1)) - 1), f >> (self.width - 1))
+            sym = np.empty(d, dtype=np.int32)
+            coding.symbols_from_fields(fields, d, self.width, sym)
+            return self._golomb_body(head, sym)
         if self.coder == "elias":
             stream = np.zeros(-(-(self.max_body_bits(d, x.dtype) - head.size * 8) // 8), dtype=np.uint8)
             nbits, nnz = coding.elias_from_fields(fields, d, self.width, stream)
@@ -194,16 +195,19 @@ class Dither(Compressor):
         from .coding import elias_levels_bits, elias_levels_encode
 
         if self.coder == "golomb":
-            d, n_symbols = levels.size, 2 * self.s + 1
-            stream = np.zeros(-(-coding.golomb_max_bits(d, n_symbols) // 8), dtype=np.uint8)
-            nbits = coding.golomb_encode(coding.symbols_of_levels(levels, negative), n_symbols, stream)
-            return b"", [head, stream[: -(-nbits // 8)]], head.size * 8 + nbits
+            return self._golomb_body(head, coding.symbols_of_levels(levels, negative))
         lv = levels.astype(np.int64)
         nbits = int(elias_levels_bits(lv))
         stream = np.zeros(-(-nbits // 8), dtype=np.uint8)
         elias_levels_encode(lv, negative.astype(np.uint8), stream)
         nnz = int(np.count_nonzero(lv))
         return NNZ.pack(nnz), [head, stream], head.size * 8 + nbits
+
+    def _golomb_body(self, head, sym):
+        d, n_symbols = sym.size, 2 * self.s + 1
+        stream = np.zeros(-(-coding.golomb_max_bits(d, n_symbols) // 8), dtype=np.uint8)
+        nbits = coding.golomb_encode(sym, n_symbols, stream)
+        return b"", [head, stream[: -(-nbits // 8)]], head.size * 8 + nbits
 
     def _decode_body(self, extra, body, d, dtype, out=None):
         block, nu, fields = blockwise.split_block_scalars(body, d, self.block, dtype, "block norms")
@@ -238,7 +242,7 @@ class Dither(Compressor):
 
 
     def _decode_golomb(self, stream, d, dtype, unit, block, out=None):
-        sym = np.empty(d, dtype=np.int64)
+        sym = np.empty(d, dtype=np.int32)
         used = coding.golomb_decode(stream, stream.size * 8, 2 * self.s + 1, sym)
         if used < 0:
             raise DecodeError(f"{self.spec()}: source-coded stream truncated or malformed")
@@ -246,8 +250,11 @@ class Dither(Compressor):
             raise DecodeError(f"{self.spec()}: source-coded stream has {stream.size} bytes, its codes "
                               f"use {used} bits")
         check_padding(stream, used)
-        levels, negative = coding.levels_of_symbols(sym)
         out = self._output(out, d, dtype)
+        if kernels.active():
+            coding.symbol_values(sym, unit, block, out)
+            return out
+        levels, negative = coding.levels_of_symbols(sym)
         val = levels * blockwise.per_element(unit, block, d)
         out[:] = np.where(negative, -val, val)
         return out
