@@ -11,7 +11,13 @@ import pytest
 from mpicomp.compress import DecodeError, get, kernels
 from mpicomp.compress import coding
 
-KINDS = ["numba", "numpy"] if kernels.HAVE_NUMBA else ["numpy"]
+# the coder's functions are Numba-compiled when Numba is installed; ``.py_func`` is the plain
+# Python they fall back to without it (what an environment without Numba runs)
+IMPLS = ["compiled", "python"] if kernels.HAVE_NUMBA else ["python"]
+
+
+def impl(fn, kind):
+    return getattr(fn, "py_func", fn) if kind == "python" else fn
 
 
 def closed_form_bits(sym: np.ndarray, n_symbols: int) -> int:
@@ -49,15 +55,15 @@ def empirical_entropy(sym: np.ndarray, n_symbols: int) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def encode(sym, n_symbols):
+def encode(sym, n_symbols, kind="compiled"):
     out = np.zeros(-(-coding.golomb_max_bits(sym.size, n_symbols) // 8), dtype=np.uint8)
-    nbits = coding.golomb_encode(sym.astype(np.int64), n_symbols, out)
+    nbits = impl(coding.golomb_encode, kind)(sym.astype(np.int64), n_symbols, out)
     return out[: -(-nbits // 8)], nbits
 
 
-def decode(stream, nbits, d, n_symbols):
+def decode(stream, nbits, d, n_symbols, kind="compiled"):
     sym = np.full(d, -1, dtype=np.int64)
-    used = coding.golomb_decode(stream, stream.size * 8, n_symbols, sym)
+    used = impl(coding.golomb_decode, kind)(stream, stream.size * 8, n_symbols, sym)
     assert used == nbits
     return sym
 
@@ -83,12 +89,11 @@ def level_vectors():
 CASES = level_vectors()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", IMPLS)
 @pytest.mark.parametrize("name,sym,S", CASES, ids=[c[0] for c in CASES])
 def test_round_trip_and_closed_form_length(name, sym, S, kind):
-    with kernels.forced(kind):
-        stream, nbits = encode(sym, S)
-        assert np.array_equal(decode(stream, nbits, sym.size, S), sym)
+    stream, nbits = encode(sym, S, kind)
+    assert np.array_equal(decode(stream, nbits, sym.size, S, kind), sym)
     assert nbits == closed_form_bits(sym, S)
     assert nbits <= coding.golomb_max_bits(sym.size, S)
 
@@ -134,6 +139,56 @@ def test_golomb_parameter_is_the_gallager_van_voorhis_choice_to_within_one():
             p = c / m
             exact = 1 if p >= 0.5 else math.ceil(math.log(2 - p) / -math.log(1 - p))
             assert abs(coding.golomb_parameter(m, c) - exact) <= 1
+
+
+@pytest.mark.parametrize("kind", IMPLS)
+def test_elias_and_golomb_codes_round_trip_large_values(kind):
+    # one code after another in one stream, values up to 2^40 (the fallback must not wrap at
+    # the width of a byte)
+    values = [1, 2, 3, 255, 256, 257, 2**20 + 5, 2**40 - 1]
+    params = [1, 2, 3, 7, 64, 1000, 2**20 + 1]
+    out = np.zeros(4096, np.uint8)
+    pos = 0
+    for n in values:
+        pos = impl(coding.write_gamma, kind)(out, pos, n)
+    for g in values[:6]:
+        for b in params:
+            pos = impl(coding.write_golomb, kind)(out, pos, g - 1, b)
+    read = 0
+    for n in values:
+        got, read = impl(coding.read_gamma, kind)(out, read, pos)
+        assert got == n
+    for g in values[:6]:
+        for b in params:
+            got, read = impl(coding.read_golomb, kind)(out, read, pos, b)
+            assert got == g - 1
+    assert read == pos
+
+
+def stream_of(counts, runs_and_params):
+    """A hand-made stream: γ(c + 1) per symbol ≥ 1, then Golomb codes ``(run, b)``."""
+    out = np.zeros(64, np.uint8)
+    pos = 0
+    for c in counts:
+        pos = coding.write_gamma(out, pos, c + 1)
+    for g, b in runs_and_params:
+        pos = coding.write_golomb(out, pos, g, b)
+    return out, pos
+
+
+@pytest.mark.parametrize("kind", IMPLS)
+def test_inconsistent_streams_are_rejected(kind):
+    decode_ = impl(coding.golomb_decode, kind)
+    out = np.empty(10, np.int64)
+    # symbol 1 once among 10 positions (b = ⌈ln2·9⌉ = 7), but its run skips 20 positions
+    buf, n = stream_of([1, 0], [(20, 7)])
+    assert decode_(buf, n, 3, out) == -1
+    # counts whose sum overflows 64 bits must not wrap into a small total
+    buf, n = stream_of([1, 2**62, 2**62], [])
+    assert decode_(buf, n, 4, out) == -1
+    # counts of 6 + 6 for 10 positions
+    buf, n = stream_of([6, 6], [])
+    assert decode_(buf, n, 3, out) == -1
 
 
 def test_truncated_or_malformed_streams_are_rejected():
@@ -189,24 +244,23 @@ def test_dither_golomb_rejects_a_damaged_stream():
         op.decode(longer, 2000, np.float32)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", IMPLS)
 @pytest.mark.parametrize("name,sym,S", CASES, ids=[c[0] for c in CASES])
 def test_both_run_finders_and_both_decoders_agree(name, sym, S, kind):
     # the coder picks the cheaper of two algorithms by the counts: each must give the same
     # runs (encoding) and the same positions (decoding) on every vector
-    with kernels.forced(kind):
-        sym = sym.astype(np.int64)
-        counts = np.bincount(sym, minlength=S).astype(np.int64)
-        order = coding._coding_order(counts)
-        turn = np.argsort(order)
-        start = np.concatenate([[0], np.cumsum([counts[k] for k in order[:-1]] + [0])]).astype(np.int64)
-        a, b = np.empty(start[-1], np.int64), np.empty(start[-1], np.int64)
-        coding._runs_by_turns(sym, turn, start, a)
-        coding._runs_by_scan(sym, order, start, b)
-        assert np.array_equal(a, b)
-        stream, nbits = encode(sym, S)
-        header = sum(2 * (int(c + 1).bit_length() - 1) + 1 for c in counts[1:])
-        for place in (coding._place_by_tree, coding._place_by_scan):
-            out = np.full(sym.size, order[-1], np.int64)
-            assert place(stream, header, nbits, counts, order, out) == nbits
-            assert np.array_equal(out, sym)
+    sym = sym.astype(np.int64)
+    counts = np.bincount(sym, minlength=S).astype(np.int64)
+    order = coding._coding_order(counts)
+    turn = np.argsort(order)
+    start = np.concatenate([[0], np.cumsum([counts[k] for k in order[:-1]] + [0])]).astype(np.int64)
+    a, b = np.empty(start[-1], np.int64), np.empty(start[-1], np.int64)
+    impl(coding._runs_by_turns, kind)(sym, turn, start, a)
+    impl(coding._runs_by_scan, kind)(sym, order, start, b)
+    assert np.array_equal(a, b)
+    stream, nbits = encode(sym, S)
+    header = sum(2 * (int(c + 1).bit_length() - 1) + 1 for c in counts[1:])
+    for place in (coding._place_by_tree, coding._place_by_scan):
+        out = np.full(sym.size, order[-1], np.int64)
+        assert impl(place, kind)(stream, header, nbits, counts, order, out) == nbits
+        assert np.array_equal(out, sym)

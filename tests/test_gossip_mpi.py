@@ -84,6 +84,25 @@ def test_choco_and_malcom_equal_serial_reference(comm, graph, compressor, gamma,
     algo.close()
 
 
+@pytest.mark.parametrize("compressor", ["qsgd:s=4,coder=golomb", "identity"])
+def test_float32_models_and_uniform_weights_equal_serial_reference(comm, compressor):
+    # float32 messages and models; the one mixed buffer adds float64 sums rounded to float32,
+    # the reference sums per neighbour: equal to float32 round-off over these steps
+    data = dataset(comm.size)
+    x0 = np.full(data.n_features, 0.1, dtype=np.float32)
+    graph = "star"  # uniform weights differ from Metropolis on an irregular graph
+    W = get_graph(graph, comm.size).mixing_matrix("uniform")
+    workers = Workers(data, comm.size, l1=0.01, l2=0.1, seed=SEED)
+    want, want_bits = run_choco(workers, W, x0, compressor, 0.5, 0.6, 1.5, ITERS)
+    algo = build_gossip(comm, MalcomPSGD, data, graph, get(compressor), mixing="uniform", l1=0.01, lr=0.5,
+                        gamma=0.6, tau=1.5)
+    got, bits = run_gathered(comm, algo, x0, ITERS)
+    assert all(x.dtype == np.float32 for x in got)
+    close_models(got, want[1:], rtol=2e-5)
+    assert bits == want_bits
+    algo.close()
+
+
 def test_choco_with_identity_and_gamma_one_is_dpsgd(comm):
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1)

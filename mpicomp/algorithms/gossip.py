@@ -96,8 +96,9 @@ class GossipAlgorithm(Algorithm):
         return self.lr if self.schedule == "constant" else self.lr / math.sqrt(step + 1)
 
     def hyperparameters(self) -> dict:
+        graph = self.gossip.topology
         return {**super().hyperparameters(), "spectral_gap": self.spectral_gap,
-                "degree": self.gossip.degree}
+                "edges": len(graph.edges), "max_degree": int(graph.degrees().max(initial=0))}
 
     def model(self, state):
         """The network average ``x̄ = (1/n) Σ_i x_i`` (collective; not counted as traffic)."""
@@ -116,11 +117,12 @@ class GossipAlgorithm(Algorithm):
                 "sparsity": float(np.mean(model == 0)) if model.size else math.nan}
 
     def half_step(self, state) -> tuple[np.ndarray, float]:
-        """``(x_i − η_t g_i, η_t)``, ``g_i`` the (minibatch) gradient at ``x_i``."""
+        """``(x_i − η_t g_i, η_t)``, ``g_i`` the (minibatch) gradient at ``x_i``; NaN/Inf in it
+        on any rank is a DivergenceError on every rank (before a compressor sees it)."""
         eta = self.step_size(state.step)
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
-        return state.x - eta * g, eta
+        half = state.x - eta * self.gradient(state).astype(state.x.dtype, copy=False)
+        self.check_finite(half, state, "the gradient step")
+        return half, eta
 
 
 class DPSGD(GossipAlgorithm):

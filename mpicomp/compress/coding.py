@@ -82,7 +82,7 @@ def read_gamma(buf, pos, limit):
         return 0, -1
     n = 0
     for _ in range(nb + 1):
-        n = (n << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)
+        n = (n << 1) | int((buf[pos >> 3] >> (pos & 7)) & 1)
         pos += 1
     return n, pos
 
@@ -181,7 +181,7 @@ def golomb_parameter(m, c):
 @njit
 def _ceil_log2(b):
     k = 0
-    while (1 << k) < b:
+    while k < 62 and (1 << k) < b:  # b ≤ d < 2^32 for a consistent stream
         k += 1
     return k
 
@@ -238,12 +238,12 @@ def read_golomb(buf, pos, limit, b):
         return 0, -1
     v = 0
     for _ in range(k - 1):
-        v = (v << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)
+        v = (v << 1) | int((buf[pos >> 3] >> (pos & 7)) & 1)
         pos += 1
     if v >= u:
         if pos >= limit:
             return 0, -1
-        v = ((v << 1) | ((buf[pos >> 3] >> (pos & 7)) & 1)) - u
+        v = ((v << 1) | int((buf[pos >> 3] >> (pos & 7)) & 1)) - u
         pos += 1
     return q * b + v, pos
 
@@ -439,10 +439,10 @@ def golomb_decode(buf, limit, n_symbols, sym):
         v, pos = read_gamma(buf, pos, limit)
         if pos < 0:
             return -1
+        if v - 1 > d - total:  # more symbols than positions (checked before adding: no overflow)
+            return -1
         counts[k] = v - 1
         total += v - 1
-        if total > d:
-            return -1
     counts[0] = d - total
     order = _coding_order(counts)
     sym[:] = order[n_symbols - 1]
