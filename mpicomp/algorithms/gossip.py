@@ -306,11 +306,10 @@ class ChocoSGD(GossipAlgorithm):
         d, dtype = half.size, half.dtype
         got = self.gossip.exchange(payload.buffer)
         got[self.gossip.rank] = payload.buffer
-        weights = {**self.gossip.weights, self.gossip.rank: self.gossip.self_weight}
         change = np.zeros(d, dtype=np.float64)
         for j in sorted(got):
             q = self.received(got[j], d, dtype)
-            change += weights[j] * q
+            change += self.gossip.row[j] * q
             if j == self.gossip.rank:
                 state.x_hat += q
         state.mixed += change.astype(dtype, copy=False)

@@ -417,6 +417,8 @@ class Gossip:
         This rank's row of ``W`` off the diagonal: neighbour → ``w_ij``.
     self_weight : float
         ``w_ii``.
+    row : dict
+        This rank's whole row of ``W``: ``weights`` and ``{rank: self_weight}``.
     graph_comm : mpi4py.MPI.Distgraphcomm
     """
 
@@ -443,6 +445,7 @@ class Gossip:
         self.mixing = weights
         self.rank = rank
         self.neighbors = topology.neighbors(rank)
+        self.row = dict(row)
         self.self_weight = row.pop(rank)
         self.weights = row
         self.graph_comm = communicator.comm.Create_dist_graph_adjacent(
@@ -480,10 +483,9 @@ class Gossip:
         got = self.exchange(x.reshape(-1).view(np.uint8))
         terms = {j: xp.asarray(b).view(x.dtype).reshape(x.shape) for j, b in got.items()}
         terms[self.rank] = x
-        ws = {**self.weights, self.rank: self.self_weight}
         out = None
         for j in sorted(terms):
-            t = ws[j] * terms[j]
+            t = self.row[j] * terms[j]
             out = t if out is None else out + t
         return out
 

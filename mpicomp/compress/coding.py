@@ -187,16 +187,6 @@ def _ceil_log2(b):
 
 
 @njit
-def golomb_bits(g, b):
-    """Length of the Golomb code of run ``g ≥ 0`` with parameter ``b ≥ 1``."""
-    q = g // b
-    if b == 1:
-        return q + 1
-    k = _ceil_log2(b)
-    return q + 1 + (k - 1 if g - q * b < (1 << k) - b else k)
-
-
-@njit
 def write_golomb(out, pos, g, b):
     """Write the Golomb code of ``g`` at stream bit ``pos`` (``out`` zero-filled); new pos."""
     q = g // b

@@ -192,14 +192,12 @@ class Dither(Compressor):
 
     def _coded_body(self, head, levels, negative):
         """The body of a variable-size coder from the levels and sign flags."""
-        from .coding import elias_levels_bits, elias_levels_encode
-
         if self.coder == "golomb":
             return self._golomb_body(head, coding.symbols_of_levels(levels, negative))
         lv = levels.astype(np.int64)
-        nbits = int(elias_levels_bits(lv))
+        nbits = int(coding.elias_levels_bits(lv))
         stream = np.zeros(-(-nbits // 8), dtype=np.uint8)
-        elias_levels_encode(lv, negative.astype(np.uint8), stream)
+        coding.elias_levels_encode(lv, negative.astype(np.uint8), stream)
         nnz = int(np.count_nonzero(lv))
         return NNZ.pack(nnz), [head, stream], head.size * 8 + nbits
 
