@@ -61,6 +61,9 @@ def _attr_value(path: str, name: str, value: Any) -> Any:
 def _check(f: h5py.File, path: str) -> None:
     """Raise TraceError unless ``f`` has the contract's attributes, columns and shapes."""
     missing = [a for a in ROOT_ATTRS if a not in f.attrs]
+    if f.attrs.get("format") == "mpicomp-checkpoint":
+        raise TraceError(f"{path}: an mpicomp checkpoint, not a trace (the trace beside it has "
+                         "the same name without .ckpt)")
     if missing:
         raise TraceError(f"{path}: not an mpicomp trace, missing root attributes: "
                          f"{', '.join(missing)}")

@@ -16,6 +16,7 @@ import pytest
 import apps.dcgd
 import apps.diana
 from mpicomp import analyze
+from mpicomp.checkpoint import write_checkpoint
 from mpicomp.trace import TraceError, TraceWriter, read_trace
 
 DATA = "synthetic:logistic,n=203,d=16,h=1"
@@ -167,7 +168,9 @@ def bad_traces(tmp, good):
         dst.write(src.read())
     with h5py.File(unequal, "r+") as f:
         f["trace/loss"].resize((1,))
-    return [(truncated, "truncated"), (text, "not a readable HDF5 file"),
+    checkpoint = tmp / "run.ckpt.h5"
+    write_checkpoint(checkpoint, {"world_size": 1, "step": 5}, [{}], [{}])
+    return [(checkpoint, "an mpicomp checkpoint, not a trace"), (truncated, "truncated"), (text, "not a readable HDF5 file"),
             (foreign, "missing root attributes"), (unequal, "equal length"),
             (tmp / "missing.h5", "no such trace file")]
 

@@ -1,0 +1,64 @@
+# Sourced by the jobs/*.sbatch scripts: thread counts, the MPI launcher, and run_app, which runs
+# one app on the job's tasks and resumes or requeues it around checkpoints.
+#
+# Environment (all optional):
+#   MPICOMP_LAUNCHER   srun (default) or mpiexec (the mpiexec of the active Python environment,
+#                      e.g. the mpich wheel's Hydra, which starts its proxies with srun itself)
+#   MPICOMP_SRUN_MPI   srun's --mpi plugin (default pmi2: MPICH and the PyPI mpich wheel; a site
+#                      Open MPI usually wants pmix)
+#   MPICOMP_RUNS       directory for traces (default: runs/ in the submit directory)
+#   PYTHON             interpreter (default: python on PATH; sbatch passes on the submitting
+#                      shell's environment, so an activated virtual environment carries over)
+
+# Threads: one MPI rank per task, each with the cores Slurm gave it (1 unless --cpus-per-task).
+threads=${SLURM_CPUS_PER_TASK:-1}
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
+       NUMBA_NUM_THREADS=$threads NUMEXPR_NUM_THREADS=$threads
+# The apps are not installed (python -m apps.X): run from the repository, whatever the cwd.
+export PYTHONPATH=$MPICOMP_ROOT${PYTHONPATH:+:$PYTHONPATH}
+PYTHON=${PYTHON:-python}
+MPICOMP_RUNS=${MPICOMP_RUNS:-$SLURM_SUBMIT_DIR/runs}
+
+# The exit status of an app stopped by SIGTERM/SIGUSR2 after writing its checkpoint.
+EXIT_CHECKPOINTED=75
+
+# launch ARGS...: run "python ARGS..." as one MPI rank per Slurm task.
+launch() {
+    case ${MPICOMP_LAUNCHER:-srun} in
+        srun)    srun --mpi="${MPICOMP_SRUN_MPI:-pmi2}" --kill-on-bad-exit=1 "$PYTHON" "$@" ;;
+        mpiexec) mpiexec -n "$SLURM_NTASKS" "$PYTHON" "$@" ;;
+        *) echo "MPICOMP_LAUNCHER=$MPICOMP_LAUNCHER: choose srun or mpiexec" >&2; return 2 ;;
+    esac
+}
+
+# run_app TRACE APP [FLAGS...]: python -m apps.APP --trace TRACE FLAGS on every task.
+#   - A checkpoint beside TRACE (TRACE minus .h5, plus .ckpt.h5) means an earlier run of this
+#     job was stopped: add --resume, so the run continues where it stopped.
+#   - Exit status 75 means the app caught the signal sent before the time limit (#SBATCH
+#     --signal=USR2@SECONDS) and wrote its checkpoint: requeue this job (or array task), whose
+#     next start resumes. Any other status is the job's status.
+run_app() {
+    local trace=$1 app=$2 rc=0
+    shift 2
+    if [[ ! -f $MPICOMP_ROOT/apps/$app.py || $app == __init__ ]]; then
+        local known=("$MPICOMP_ROOT"/apps/[a-z]*.py)
+        known=("${known[@]##*/}")
+        echo "mpicomp: unknown app '$app'; choose from ${known[*]%.py}" >&2
+        return 2
+    fi
+    local resume=()
+    [[ -f ${trace%.h5}.ckpt.h5 ]] && resume=(--resume)
+    mkdir -p "$(dirname "$trace")"
+    echo "mpicomp: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST}:" \
+         "apps.$app ${resume[*]} $* -> $trace"
+    launch -m "apps.$app" --trace "$trace" --progress off "${resume[@]}" "$@" || rc=$?
+    if [[ $rc -eq $EXIT_CHECKPOINTED ]]; then
+        local job=$SLURM_JOB_ID
+        [[ -n ${SLURM_ARRAY_JOB_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
+        echo "mpicomp: checkpoint written; requeueing job $job to resume"
+        scontrol requeue "$job"
+        return 0
+    fi
+    echo "mpicomp: apps.$app exited with status $rc"
+    return "$rc"
+}

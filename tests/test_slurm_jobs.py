@@ -1,0 +1,172 @@
+"""The SLURM scripts in jobs/ submitted with sbatch to a real Slurm cluster.
+
+Opt-in: ``MPICOMP_SLURM_TESTS=1`` with ``SLURM_CONF`` naming a running cluster, such as the
+two-node cluster on this host that ``tests/slurm/cluster.sh start DIR`` makes (``.ci/run`` does
+both). Each job's trace is compared with the same run started by ``mpiexec`` outside Slurm:
+the runs are deterministic, so ``final/x`` must be equal bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpicomp.trace import read_trace
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = os.environ.get("MPIEXEC") or str(Path(sys.executable).with_name("mpiexec"))
+DATA = ["--data", "synthetic:logistic,n=512,d=16,h=1"]
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MPICOMP_SLURM_TESTS") != "1" or not os.environ.get("SLURM_CONF"),
+    reason="SLURM job tests need a cluster: tests/slurm/cluster.sh start DIR, then "
+           "MPICOMP_SLURM_TESTS=1 SLURM_CONF=DIR/slurm.conf (.ci/run does this)")
+
+
+def env(**extra) -> dict:
+    return {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO), **extra}
+
+
+def command(*args, **kw) -> str:
+    out = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=60, **kw)
+    assert out.returncode == 0, f"{' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def submit(tmp: Path, script: str, *args, sbatch=(), **variables) -> str:
+    """sbatch from the repository root with traces and output under ``tmp``; the job id."""
+    exports = ",".join(["ALL", f"MPICOMP_RUNS={tmp}", *(f"{k}={v}" for k, v in variables.items())])
+    return command("sbatch", "--parsable", f"--output={tmp}/slurm-%j.out", f"--export={exports}",
+                   *sbatch, f"jobs/{script}", *map(str, args)).strip().split(";")[0]
+
+
+def job_info(job: str) -> dict:
+    """``scontrol show job`` as a dict (the first record; an array task's own id gives its own)."""
+    text = command("scontrol", "show", "job", job)
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+def wait(*jobs: str, timeout: float = 240) -> None:
+    """Until every job has left the queue. Slurm holds a requeued job for two minutes before it
+    may start again (Reason=BeginTime), time for the step daemons of its first start to clean up;
+    on this one-host cluster, let it start as soon as they have exited (a new step with the same
+    id must not meet the old one's files)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = command("squeue", "-h", "-o", "%i %T %r", "-j", ",".join(jobs))
+        if not queue.strip():
+            return
+        for line in queue.splitlines():
+            job, state, reason = line.split()
+            if state == "PENDING" and reason == "BeginTime" and not stepd_running(job):
+                command("scontrol", "update", f"JobId={job}", "StartTime=now")
+        time.sleep(1)
+    command("scancel", *jobs)
+    pytest.fail(f"jobs {jobs} still queued after {timeout} s")
+
+
+def stepd_running(job: str) -> bool:
+    """Whether a slurmstepd of ``job`` is still alive on this host."""
+    return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True).returncode == 0
+
+
+def reference(tmp: Path, name: str, ranks: int, app: str, *args) -> np.ndarray:
+    """final/x of the same run started with mpiexec, outside Slurm."""
+    trace = tmp / f"reference-{name}.h5"
+    out = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, "-m", f"apps.{app}", "--trace",
+                          str(trace), "--progress", "off", *map(str, args)],
+                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return read_trace(trace).final_x
+
+
+def output(tmp: Path, job: str) -> str:
+    return (tmp / f"slurm-{job}.out").read_text()
+
+
+@pytest.mark.parametrize("launcher", ["srun", "mpiexec"])
+def test_single_run_equals_the_same_run_under_mpiexec(tmp_path, launcher):
+    args = ["diana", *DATA, "--iters", 60, "--log-every", 10]
+    job = submit(tmp_path, "single.sbatch", *args, sbatch=["--ntasks=4", "--job-name=single"],
+                 MPICOMP_LAUNCHER=launcher)
+    wait(job)
+    info = job_info(job)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", output(tmp_path, job)
+    t = read_trace(tmp_path / f"single-{job}.h5")
+    assert t.status == "finished" and t.world_size == 4 and t["step"][-1] == 60
+    np.testing.assert_array_equal(t.final_x, reference(tmp_path, "single", 4, *args))
+    assert "OMP_NUM_THREADS" not in output(tmp_path, job)  # nothing failed on the way
+
+
+def test_sweep_writes_one_trace_per_array_index(tmp_path):
+    runs = [("linf", "diana", "dither:p=inf,s=1", 20), ("qsgd", "dcgd", "qsgd:s=4", 20),
+            ("natural", "natural", "natural", 30)]
+    sweep = tmp_path / "runs.txt"
+    sweep.write_text("# name app flags\n\n" + "".join(
+        f"{n}  {a} {' '.join(DATA)} --compressor {c} --iters {i}\n" for n, a, c, i in runs))
+    job = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0-3", "--ntasks=2"], SWEEP=sweep)
+    wait(job)
+    for index, (name, app, compressor, iters) in enumerate(runs):
+        info = job_info(f"{job}_{index}")
+        assert info["JobState"] == "COMPLETED", output(tmp_path, info["JobId"])
+        t = read_trace(tmp_path / f"sweep-{job}" / f"{index:03d}-{name}.h5")
+        assert t.status == "finished" and t.world_size == 2 and t["step"][-1] == iters
+        assert t.algorithm == ("diana" if app == "diana" else "dcgd") and t.attrs["compressor"] == compressor
+    extra = job_info(f"{job}_3")  # one index more than the list has runs
+    assert extra["JobState"] == "FAILED" and extra["ExitCode"] == "2:0"
+    assert f"array index 3, but {sweep} has 3 runs (indices 0-2)" in output(tmp_path, extra["JobId"])
+    assert sorted(p.name for p in (tmp_path / f"sweep-{job}").iterdir()) == [
+        "000-linf.h5", "001-qsgd.h5", "002-natural.h5"]
+
+
+def test_multinode_run_spans_two_nodes(tmp_path):
+    args = ["malcom", *DATA, "--topology", "torus", "--iters", 30]
+    job = submit(tmp_path, "multinode.sbatch", *args,
+                 sbatch=["--nodes=2", "--ntasks-per-node=2", "--job-name=multi"])
+    wait(job)
+    info = job_info(job)
+    assert info["JobState"] == "COMPLETED" and info["NumNodes"] == "2", output(tmp_path, job)
+    assert "on node[1-2]" in output(tmp_path, job)
+    t = read_trace(tmp_path / f"multi-{job}.h5")
+    assert t.status == "finished" and t.world_size == 4 and t.attrs["topology"] == "torus"
+    np.testing.assert_array_equal(t.final_x, reference(tmp_path, "multi", 4, *args))
+
+
+def test_signal_before_the_limit_checkpoints_requeues_and_resumes(tmp_path):
+    """The signal that ``#SBATCH --signal=USR2@120`` sends to every task before the time limit,
+    sent now with ``scancel --signal``: the ranks checkpoint and exit 75, the script requeues the
+    job, and its second start resumes to exactly the uninterrupted run's result."""
+    args = ["diana", *DATA, "--iters", 12000, "--log-every", 200]
+    job = submit(tmp_path, "single.sbatch", *args, sbatch=["--ntasks=4", "--job-name=ckpt"])
+    trace = tmp_path / f"ckpt-{job}.h5"
+    deadline = time.monotonic() + 120
+    while not (trace.exists() and read_trace(trace).n_rows >= 2):  # it is training
+        assert time.monotonic() < deadline, output(tmp_path, job)
+        time.sleep(0.2)
+    command("scancel", "--signal=USR2", job)
+    wait(job)
+    info, log = job_info(job), output(tmp_path, job)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
+    stopped = int(re.search(r"stopped by a signal at step (\d+)", log).group(1))
+    assert 200 <= stopped < 12000 and f"requeueing job {job} to resume" in log
+    assert f"job {job} start 1 on node" in log and "apps.diana --resume" in log
+    t = read_trace(trace)
+    assert t.status == "finished" and t.attrs["checkpoint_step"] == stopped
+    assert t["step"].tolist() == list(range(0, 12001, 200))  # no row lost or repeated
+    np.testing.assert_array_equal(t.final_x, reference(tmp_path, "ckpt", 4, *args))
+
+
+def test_unknown_app_fails_the_job_with_the_choices(tmp_path):
+    job = submit(tmp_path, "single.sbatch", "dianna", sbatch=["--ntasks=1"])
+    wait(job)
+    info = job_info(job)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0"
+    assert "unknown app 'dianna'; choose from choco dcgd diana" in output(tmp_path, job)
