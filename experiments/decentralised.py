@@ -1,7 +1,8 @@
 """Malcom-PSGD against CHOCO-SGD: the bits each needs for the same loss, on real MPI ranks.
 
 Run ``mpiexec -n 8 python -m experiments.decentralised [--out DIR]`` (any size ≥ 2). Every run is
-an app run in this process writing its trace to ``DIR``; rank 0 prints Markdown tables:
+an app run in this process writing its trace to ``DIR``; rank 0 prints Markdown tables (kept in
+``DIR/summary.md`` with the figures):
 
 1. for each problem, CHOCO-SGD with QSGD in its fixed-length code (``qsgd:s=4``) and Malcom-PSGD
    with the same quantiser in the vector source code (``qsgd:s=4,coder=golomb``), the same graph,
@@ -24,7 +25,6 @@ import apps.choco
 import apps.dpsgd
 import apps.malcom
 from experiments.runs import main as experiment_main
-from experiments.runs import table
 
 #: (name, problem, data, shard, λ1)
 PROBLEMS = [
@@ -37,7 +37,7 @@ PROBLEMS = [
 
 def malcom_against_choco(run, comm, problem: str, data: str, l1: float, *, shard: str = "contiguous",
                          s: int = 4, iters: int = 300, graph: str = "ring", lr: float = 0.5,
-                         gamma: float = 0.5) -> "dict | None":
+                         gamma: float = 0.5, figure: str | None = None) -> "dict | None":
     """CHOCO-SGD (``qsgd:s``, fixed-length) and Malcom-PSGD (``qsgd:s,coder=golomb``) with the same
     settings. On rank 0 ``{"excess", "choco_bits", "malcom_bits", "ratio", "sparsity", "step"}``:
     the target is the higher of the two final losses, and each method's bits are those it had
@@ -48,6 +48,9 @@ def malcom_against_choco(run, comm, problem: str, data: str, l1: float, *, shard
     malcom = run("malcom", apps.malcom.DEFAULTS, *common, "--compressor", f"qsgd:s={s},coder=golomb")
     if comm.rank != 0:
         return None
+    if figure:
+        run.figure(figure, [choco, malcom], [f"CHOCO-SGD, qsgd:s={s}", f"Malcom-PSGD, qsgd:s={s} + source code"],
+                   f"Malcom-PSGD against CHOCO-SGD on {data}", y="excess", x=("step", "bits_up"))
     target = max(choco["loss"][-1], malcom["loss"][-1])
     c, m = (int(np.flatnonzero(t["loss"] <= target)[0]) for t in (choco, malcom))
     choco_bits, malcom_bits = float(choco["bits_up"][c]), float(malcom["bits_up"][m])
@@ -58,12 +61,13 @@ def malcom_against_choco(run, comm, problem: str, data: str, l1: float, *, shard
 
 def bits_at_equal_loss(run, comm) -> None:
     rows = []
-    for name, problem, data, shard, l1 in PROBLEMS:
-        r = malcom_against_choco(run, comm, problem, data, l1, shard=shard)
+    for i, (name, problem, data, shard, l1) in enumerate(PROBLEMS):
+        r = malcom_against_choco(run, comm, problem, data, l1, shard=shard, iters=run.iters(300),
+                                 figure=f"malcom-{data.split(':')[0]}" if i < 2 else None)
         if comm.rank == 0:
             rows.append([name, f"{r['excess']:.2e}", str(r["step"]), f"{r['choco_bits']:.3g}",
                          f"{r['malcom_bits']:.3g}", f"{r['ratio']:.3f}", f"{r['sparsity']:.2f}"])
-    table(comm, f"Malcom-PSGD against CHOCO-SGD on a ring of {comm.size} (QSGD s = 4, τ = 1 + ω, γ = 0.5, "
+    run.table(f"Malcom-PSGD against CHOCO-SGD on a ring of {comm.size} (QSGD s = 4, τ = 1 + ω, γ = 0.5, "
           "η = 0.5, λ1 = 0.01, full gradients, 300 steps)",
           ["problem", "F − F* reached by both", "at step (Malcom)", "bits, CHOCO", "bits, Malcom", "ratio",
            "zeros in x̄"], rows)
@@ -76,20 +80,21 @@ def methods_on_graphs(run, comm) -> None:
         for name, algorithm, defaults in (("D-PSGD", "dpsgd", apps.dpsgd.DEFAULTS),
                                           ("CHOCO-SGD", "choco", apps.choco.DEFAULTS),
                                           ("Malcom-PSGD", "malcom", apps.malcom.DEFAULTS)):
-            t = run(algorithm, defaults, "--data", data, "--topology", graph, "--iters", 300)
+            t = run(algorithm, defaults, "--data", data, "--topology", graph, "--iters", run.iters(300))
             if comm.rank == 0:
                 per_step = t["bits_up"][-1] / t["step"][-1] / comm.size
                 gap = json.loads(t.attrs["hyperparameters"])["spectral_gap"]
                 rows.append([graph, f"{gap:.3f}", name, f"{t['loss'][-1] - t.attrs['f_star']:.2e}",
                              f"{t['consensus_error'][-1]:.2e}", f"{t['sparsity'][-1]:.2f}", f"{per_step:.0f}"])
-    table(comm, f"The gossip methods on {comm.size} ranks (the synthetic problem above; the apps' defaults: "
+    run.table(f"The gossip methods on {comm.size} ranks (the synthetic problem above; the apps' defaults: "
           "λ1 = 0.01, η = 0.5, γ = 0.5, qsgd:s=4, 300 steps)",
           ["graph", "δ_W", "method", "F − F*", "Σ‖x_i − x̄‖²", "zeros in x̄", "bits / rank / step"], rows)
 
 
-def main() -> None:
-    experiment_main(__doc__.splitlines()[0], "decentralised-runs", [bits_at_equal_loss, methods_on_graphs])
+def main(argv=None, comm=None) -> int:
+    return experiment_main("experiments.decentralised", __doc__.splitlines()[0], "decentralised",
+                           [bits_at_equal_loss, methods_on_graphs], argv, comm)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -15,7 +15,7 @@ from mpicomp.comm.communicator import Communicator
 from mpicomp.compress.base import HEADER_BYTES
 from mpicomp.problems import make_problem, solve_reference
 
-from experiments.centralised_methods import vote_error_rates
+from experiments.signsgd import vote_error_rates
 from builders import SEED, build, dataset, local_objective, run_steps, trajectory
 from reference_algorithms import Workers, run_efsgd, run_qadam, run_signum
 
