@@ -68,7 +68,7 @@ def bits_at_equal_loss(run, comm) -> None:
             rows.append([name, f"{r['excess']:.2e}", str(r["step"]), f"{r['choco_bits']:.3g}",
                          f"{r['malcom_bits']:.3g}", f"{r['ratio']:.3f}", f"{r['sparsity']:.2f}"])
     run.table(f"Malcom-PSGD against CHOCO-SGD on a ring of {comm.size} (QSGD s = 4, τ = 1 + ω, γ = 0.5, "
-          "η = 0.5, λ1 = 0.01, full gradients, 300 steps)",
+          f"η = 0.5, λ1 = 0.01, full gradients, {run.iters(300)} steps)",
           ["problem", "F − F* reached by both", "at step (Malcom)", "bits, CHOCO", "bits, Malcom", "ratio",
            "zeros in x̄"], rows)
 
@@ -87,13 +87,13 @@ def methods_on_graphs(run, comm) -> None:
                 rows.append([graph, f"{gap:.3f}", name, f"{t['loss'][-1] - t.attrs['f_star']:.2e}",
                              f"{t['consensus_error'][-1]:.2e}", f"{t['sparsity'][-1]:.2f}", f"{per_step:.0f}"])
     run.table(f"The gossip methods on {comm.size} ranks (the synthetic problem above; the apps' defaults: "
-          "λ1 = 0.01, η = 0.5, γ = 0.5, qsgd:s=4, 300 steps)",
+          f"λ1 = 0.01, η = 0.5, γ = 0.5, qsgd:s=4, {run.iters(300)} steps)",
           ["graph", "δ_W", "method", "F − F*", "Σ‖x_i − x̄‖²", "zeros in x̄", "bits / rank / step"], rows)
 
 
 def main(argv=None, comm=None) -> int:
     return experiment_main("experiments.decentralised", __doc__.splitlines()[0], "decentralised",
-                           [bits_at_equal_loss, methods_on_graphs], argv, comm)
+                           [bits_at_equal_loss, methods_on_graphs], argv, comm, takes_data=False)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import apps.dcgd
 import apps.natural
-from experiments.runs import bits_to_reach, excess
+from experiments.runs import bits_to_reach, excess, shown
 from experiments.runs import main as experiment_main
 from mpicomp.compress import get
 
@@ -46,7 +46,7 @@ def bidirectional(run, comm) -> None:
     rows = []
     for tol in (1e-2, 1e-4, 1e-5):
         bits = [bits_to_reach(t, tol) for t in traces]
-        rows.append([f"{tol:g}", *(f"{b:.3g}" for b in bits), f"{bits[0] / bits[2]:.2f}"])
+        rows.append([f"{tol:g}", *map(shown, bits), shown(bits[0] / bits[2], ".2f")])
     run.table(f"Bidirectional natural compression on {traces[0].attrs['data']}, {comm.size} workers: "
               "bits (up + down, all ranks) to reach F − F*",
               ["F − F* below", *(name for name, _, _ in BIDIRECTIONAL), "saving, fp32 / C_nat both ways"], rows)
@@ -60,7 +60,7 @@ def dithering(run, comm) -> None:
         return
     d = int(traces[0].attrs["dim"])
     rows = [[name, f"{get(spec).omega(d):.3f}", f"{t['bits_up'][-1] / (t.world_size * d * t['step'][-1]):.2f}",
-             f"{excess(t):.2e}", f"{bits_to_reach(t, 1e-4, ['bits_up']):.3g}"]
+             f"{excess(t):.2e}", shown(bits_to_reach(t, 1e-4, ['bits_up']))]
             for (name, spec), t in zip(DITHERS, traces)]
     run.table(f"Natural against standard dithering (ℓ2 norm, one block of d = {d}; DCGD, γ = 0.2, "
               f"{traces[0]['step'][-1]} steps; fp32 downlink)",

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -79,7 +81,7 @@ class Runner:
         path = self.out / "summary.md"
         if self.comm.rank == 0:
             head = [f"# {title}", "", f"`{command}` on {self.comm.size} ranks; traces and figures "
-                    "in this directory.", ""]
+                    "in this directory.", ""]  # the command as run, options included
             path.write_text("\n".join(head + self.summary) + "\n", encoding="utf-8")
         return path
 
@@ -95,11 +97,17 @@ def bits_to_reach(t, tol: float, directions: Sequence[str] = ("bits_up", "bits_d
     return float(sum(t[c][hit[0]] for c in directions)) if hit.size else float("nan")
 
 
+def shown(value: float, spec: str = ".3g") -> str:
+    """``value`` formatted for a table, or "not reached" for NaN (a tolerance never met)."""
+    return "not reached" if np.isnan(value) else format(value, spec)
+
+
 def main(module: str, description: str, default_out: str, sections: Sequence[Callable],
-         argv: Sequence[str] | None = None, comm=None) -> int:
+         argv: Sequence[str] | None = None, comm=None, *, takes_data: bool = True) -> int:
     """The command line of a reproduction: ``--out DIR`` (default ``results/<default_out>``),
-    ``--data SPEC``, ``--quick``; then each ``section(run, comm)`` with one `Runner`, and the
-    summary in ``DIR/summary.md``."""
+    ``--data SPEC`` (when ``takes_data``), ``--quick``; then each ``section(run, comm)`` with one
+    `Runner`, and the summary in ``DIR/summary.md``. An exception on any rank (a failed run, a
+    figure rank 0 cannot draw) prints its traceback and aborts the whole MPI job."""
     if comm is None:
         from mpi4py import MPI
 
@@ -107,13 +115,24 @@ def main(module: str, description: str, default_out: str, sections: Sequence[Cal
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--out", default=os.path.join("results", default_out),
                         help=f"directory for traces, figures and summary.md (default results/{default_out})")
-    parser.add_argument("--data", help="data set for the sections that take one (e.g. libsvm:a9a)")
+    if takes_data:
+        parser.add_argument("--data", help="binary data set instead of the default (e.g. libsvm:a9a)")
     parser.add_argument("--quick", action="store_true", help="1/20 of the steps: a smoke test")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    run = Runner(comm, args.out, data=args.data, quick=args.quick)
-    for section in sections:
-        section(run, comm)
-    path = run.write_summary(description, f"mpiexec -n {comm.size} python -m {module}")
+    try:
+        analyze.pyplot()  # on every rank, before any run: the figures need matplotlib
+        run = Runner(comm, args.out, data=getattr(args, "data", None), quick=args.quick)
+        for section in sections:
+            section(run, comm)
+        path = run.write_summary(description, " ".join(
+            [f"mpiexec -n {comm.size} python -m {module}", *map(shlex.quote, argv)]))
+    except BaseException as exc:
+        if comm.size > 1 and not isinstance(exc, KeyboardInterrupt):
+            traceback.print_exc()
+            sys.stderr.flush()
+            comm.Abort(1)
+        raise
     if comm.rank == 0:
         print(f"\nsummary: {path}", file=sys.stderr)
     return 0

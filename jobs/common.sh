@@ -2,8 +2,9 @@
 # one app on the job's tasks and resumes or requeues it around checkpoints.
 #
 # Environment (all optional):
-#   MPICOMP_LAUNCHER   srun (default) or mpiexec (the mpiexec of the active Python environment,
-#                      e.g. the mpich wheel's Hydra, which starts its proxies with srun itself)
+#   MPICOMP_LAUNCHER   srun (default) or mpiexec (the first mpiexec on PATH: with an active
+#                      virtual environment, the mpich wheel's Hydra, which starts its proxies
+#                      through Slurm)
 #   MPICOMP_SRUN_MPI   srun's --mpi plugin (default pmi2: MPICH and the PyPI mpich wheel; a site
 #                      Open MPI usually wants pmix)
 #   MPICOMP_RUNS       directory for traces (default: runs/ in the submit directory)
@@ -11,7 +12,9 @@
 #                      shell's environment, so an activated virtual environment carries over)
 
 # Threads: one MPI rank per task, each with the cores Slurm gave it (1 unless --cpus-per-task).
+# srun does not inherit sbatch's --cpus-per-task (Slurm ≥ 22.05): SRUN_CPUS_PER_TASK passes it on.
 threads=${SLURM_CPUS_PER_TASK:-1}
+export SRUN_CPUS_PER_TASK=$threads
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
        NUMBA_NUM_THREADS=$threads NUMEXPR_NUM_THREADS=$threads
 # The apps are not installed (python -m apps.X): run from the repository, whatever the cwd.
@@ -25,13 +28,25 @@ EXIT_CHECKPOINTED=75
 # launch ARGS...: run "python ARGS..." as one MPI rank per Slurm task.
 launch() {
     case ${MPICOMP_LAUNCHER:-srun} in
-        srun)    srun --mpi="${MPICOMP_SRUN_MPI:-pmi2}" --kill-on-bad-exit=1 "$PYTHON" "$@" ;;
+        # no --kill-on-bad-exit: every rank exits 75 after a checkpoint, and srun must not kill
+        # the slower ones on the first one's exit (an error on one rank ends all by MPI_Abort)
+        srun)    srun --mpi="${MPICOMP_SRUN_MPI:-pmi2}" "$PYTHON" "$@" ;;
         mpiexec) mpiexec -n "$SLURM_NTASKS" "$PYTHON" "$@" ;;
         *) echo "MPICOMP_LAUNCHER=$MPICOMP_LAUNCHER: choose srun or mpiexec" >&2; return 2 ;;
     esac
 }
 
+# trace_status TRACE: the trace's status attribute (finished, running, ...), or nothing.
+trace_status() {
+    "$PYTHON" -c 'import sys, h5py
+try:
+    print(h5py.File(sys.argv[1], "r", locking=False).attrs.get("status", ""))
+except (OSError, ValueError):
+    pass' "$1" 2>/dev/null || true
+}
+
 # run_app TRACE APP [FLAGS...]: python -m apps.APP --trace TRACE FLAGS on every task.
+#   - A trace whose status is "finished" (a job requeued after its run ended) is left alone.
 #   - A checkpoint beside TRACE (TRACE minus .h5, plus .ckpt.h5) means an earlier run of this
 #     job was stopped: add --resume, so the run continues where it stopped.
 #   - Exit status 75 means the app caught the signal sent before the time limit (#SBATCH
@@ -46,12 +61,16 @@ run_app() {
         echo "mpicomp: unknown app '$app'; choose from ${known[*]%.py}" >&2
         return 2
     fi
-    local resume=()
+    if [[ -f $trace && $(trace_status "$trace") == finished ]]; then
+        echo "mpicomp: $trace is already finished; nothing to run"
+        return 0
+    fi
+    local resume=()  # "${resume[@]+...}": an empty array is "unbound" to set -u before bash 4.4
     [[ -f ${trace%.h5}.ckpt.h5 ]] && resume=(--resume)
     mkdir -p "$(dirname "$trace")"
     echo "mpicomp: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST}:" \
-         "apps.$app ${resume[*]} $* -> $trace"
-    launch -m "apps.$app" --trace "$trace" --progress off "${resume[@]}" "$@" || rc=$?
+         "apps.$app ${resume[*]+${resume[*]}} $* -> $trace"
+    launch -m "apps.$app" --trace "$trace" --progress off ${resume[@]+"${resume[@]}"} "$@" || rc=$?
     if [[ $rc -eq $EXIT_CHECKPOINTED ]]; then
         local job=$SLURM_JOB_ID
         [[ -n ${SLURM_ARRAY_JOB_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}

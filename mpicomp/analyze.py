@@ -10,7 +10,7 @@ notebooks::
 
 A summary is the last logged row of a run: the loss and ``F − F*`` (with the trace's ``f_star``),
 ``‖x − x*‖²``, total bits up and down (all ranks), bits per coordinate per worker and step
-(``bits / (world_size · dim · steps)``; 32 is an uncompressed float32 vector), wall time and
+(``bits / (world_size · dim · steps)``; 32 or 64 is an uncompressed float32 or float64 vector), wall time and
 network-model time (seconds), and the status. Matplotlib draws the figures (``Agg``, no screen);
 the file's suffix picks the format (``.png``, ``.pdf``, ``.svg``).
 """
@@ -85,7 +85,7 @@ def summarize(trace: Trace, name: str | None = None) -> dict:
         "compressor": trace.attrs["compressor"],
         "topology": trace.attrs["topology"],
         "world_size": int(trace.world_size),
-        "dim": dim,
+        "dim": dim if dim > 0 else math.nan,
         "status": trace.status,
         "steps": steps,
         "loss": _last(trace, "loss"),
@@ -202,6 +202,39 @@ def default_y(traces: Sequence[Trace]) -> str:
     return "excess" if known else "loss"
 
 
+def figure(traces: Sequence[Trace], *, y: str | None = None,
+           x: Sequence[str] = ("step", "bits", "net_time"), labels: Sequence[str] | None = None,
+           log_y: bool = True, title: str | None = None):
+    """A matplotlib Figure: one panel per ``x`` axis, one line per run (see `plot`)."""
+    if not traces or not x:
+        raise ValueError("a figure needs at least one trace and one x axis")
+    labels = list(labels or [run_name(t) for t in traces])
+    if len(labels) != len(traces):
+        raise ValueError(f"{len(labels)} labels for {len(traces)} traces")
+    y = y or default_y(traces)
+    curves = [[curve(t, y, axis) for axis in x] for t in traces]  # bad names fail before drawing
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(x), figsize=(4.2 * len(x), 3.4), squeeze=False,
+                             layout="constrained")
+    for label, points in zip(labels, curves):
+        for ax, (xs, ys) in zip(axes[0], points):
+            if log_y:
+                ys = np.where(ys > 0, ys, np.nan)
+            ax.plot(xs, ys, label=label, linewidth=1.4)
+    for ax, axis in zip(axes[0], x):
+        ax.set_xlabel(X_AXES[axis][1])
+        ax.set_ylabel(Y_AXES.get(y, y))
+        if log_y:
+            ax.set_yscale("log")
+        if axis != "step":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def plot(traces: Sequence[Trace], path: "str | os.PathLike[str]", *, y: str | None = None,
          x: Sequence[str] = ("step", "bits", "net_time"), labels: Sequence[str] | None = None,
          log_y: bool = True, title: str | None = None) -> Path:
@@ -222,6 +255,8 @@ def plot(traces: Sequence[Trace], path: "str | os.PathLike[str]", *, y: str | No
         Legend entries (default: the file names).
     log_y : bool
         Logarithmic vertical axis (points ≤ 0 are left out of it).
+    title : str, optional
+        Figure title.
 
     Returns
     -------
@@ -232,39 +267,16 @@ def plot(traces: Sequence[Trace], path: "str | os.PathLike[str]", *, y: str | No
     if path.suffix.lower() not in PLOT_FORMATS:
         raise ValueError(f"plot file {path}: suffix {path.suffix!r} is not one of "
                          f"{', '.join(PLOT_FORMATS)}")
-    if not traces:
-        raise ValueError("plot needs at least one trace")
-    labels = list(labels or [run_name(t) for t in traces])
-    if len(labels) != len(traces):
-        raise ValueError(f"{len(labels)} labels for {len(traces)} traces")
-    y = y or default_y(traces)
-    curves = [[curve(t, y, axis) for axis in x] for t in traces]  # bad names fail before drawing
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(x), figsize=(4.2 * len(x), 3.4), squeeze=False,
-                             layout="constrained")
-    for label, points in zip(labels, curves):
-        for ax, (xs, ys) in zip(axes[0], points):
-            if log_y:
-                ys = np.where(ys > 0, ys, np.nan)
-            ax.plot(xs, ys, label=label, linewidth=1.4)
-    for ax, axis in zip(axes[0], x):
-        ax.set_xlabel(X_AXES[axis][1])
-        ax.set_ylabel(Y_AXES.get(y, y))
-        if log_y:
-            ax.set_yscale("log")
-        if axis != "step":
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0][0].legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig = figure(traces, y=y, x=x, labels=labels, log_y=log_y, title=title)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    finally:
+        pyplot().close(fig)
     return path
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -308,8 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"{len(args.label)} --label for {len(traces)} traces")
         summaries = [summarize(t, n) for t, n in zip(traces, args.label or [None] * len(traces))]
         names = [s["run"] for s in summaries]
+        axes = [a.strip() for a in args.x.split(",") if a.strip()]
+        if not axes:
+            raise ValueError(f"--x names no axis; choose from {', '.join(X_AXES)}")
         for path in args.plot or ():
-            plot(traces, path, y=args.y, x=[a for a in args.x.split(",") if a], labels=names,
+            plot(traces, path, y=args.y, x=axes, labels=names,
                  log_y=not args.linear, title=args.title)
         if args.csv:
             write_summary_csv(summaries, args.csv)
@@ -323,8 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.format == "csv":
         write_summary_csv(summaries, sys.stdout)
     else:
-        print(json.dumps([{k: None if isinstance(v, float) and math.isnan(v) else v
-                           for k, v in s.items()} for s in summaries], indent=1))
+        print(json.dumps([{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                           for k, v in s.items()} for s in summaries], indent=1, allow_nan=False))
     return 0
 
 

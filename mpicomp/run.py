@@ -289,6 +289,15 @@ class Run:
         return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
 
     def execute(self) -> int:
+        # from the start, so that a signal during set-up (data, x*) stops the run at step 0 with
+        # a checkpoint instead of killing it
+        previous = install_stop_handlers(self)
+        try:
+            return self._execute()
+        finally:
+            restore_handlers(previous)
+
+    def _execute(self) -> int:
         cfg = self.cfg
         resumed = None
         if cfg.resume:
@@ -319,7 +328,6 @@ class Run:
         cfg = self.cfg
         progress = Progress(self.algorithm, cfg.iters, start=state.step, enabled=self.rank == 0 and (
             cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())))
-        previous = install_stop_handlers(self)
         try:
             if state.step == 0 and not cfg.resume:
                 self.log(algo, state, progress)
@@ -357,8 +365,6 @@ class Run:
             self.fail("diverged", f"{exc}; the step size lr={getattr(algo, 'lr', '?'):g} is too "
                       "large for this problem (try a smaller --lr, or --lr theory)")
             return EXIT_DIVERGED
-        finally:
-            restore_handlers(previous)
         progress.close()
         x = algo.model(state)
         if self.rank == 0:

@@ -102,6 +102,26 @@ def test_plot_writes_a_real_figure_file(traces, tmp_path, suffix, magic):
     assert data.startswith(magic) and len(data) > 5000
 
 
+def test_figure_draws_each_run_on_each_panel(traces):
+    runs = list(traces.values())
+    fig = analyze.figure(runs, y="excess", x=("step", "bits", "net_time"), labels=["DIANA", "fp64"])
+    try:
+        assert len(fig.axes) == 3
+        for ax, axis in zip(fig.axes, ("step", "bits", "net_time")):
+            assert ax.get_yscale() == "log" and ax.get_xlabel() == analyze.X_AXES[axis][1]
+            lines = ax.get_lines()
+            assert len(lines) == 2
+            for line, t in zip(lines, runs):
+                xs, ys = analyze.curve(t, "excess", axis)
+                np.testing.assert_array_equal(line.get_xdata(), xs)
+                np.testing.assert_array_equal(line.get_ydata(), np.where(ys > 0, ys, np.nan))
+        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["DIANA", "fp64"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def test_curve_axes_follow_the_columns(traces):
     t = traces["diana"]
     xs, ys = analyze.curve(t, "excess", "bits")
@@ -133,17 +153,40 @@ def test_cli_prints_the_table_and_writes_files(traces, tmp_path, capsys):
     assert summary["bits_up"] == traces["diana"]["bits_up"][-1] and summary["final_test_loss"] is None
 
 
-def killed_trace(path, rows: int):
+def killed_trace(path, rows: int, f_star: float = 0.5):
     """A trace whose writer stopped without finishing (as a killed run leaves it)."""
     from mpicomp.trace import STANDARD_COLUMNS
 
     w = TraceWriter(path, {"algorithm": "dcgd", "compressor": "qsgd:s=4", "topology": "server",
-                           "config": {}, "mpi_library": "test", "dim": 4, "f_star": 0.5},
+                           "config": {}, "mpi_library": "test", "dim": 4, "f_star": f_star},
                     STANDARD_COLUMNS, [], world_size=2)
     for i in range(rows):
         w.append({c: 10 * i if c == "step" else (1.0 + i) for c in STANDARD_COLUMNS})
     w.close()
     return path
+
+
+def test_unknown_optimum_and_mixed_columns(traces, tmp_path, capsys):
+    """A run without F* (NaN f_star): y defaults to the loss, 'excess' says why it cannot be
+    drawn, the summary's excess is NaN (null in JSON); the rows CSV leaves a column a run lacks
+    empty."""
+    killed = killed_trace(tmp_path / "nostar.h5", 2, f_star=float("nan"))
+    t = read_trace(killed)
+    assert analyze.default_y([traces["diana"], t]) == "loss"
+    with pytest.raises(ValueError, match="needs the trace's f_star"):
+        analyze.curve(t, "excess", "step")
+    assert math.isnan(analyze.summarize(t)["excess_loss"])
+    assert analyze.main([str(killed), "--format", "json", "--plot", str(tmp_path / "f.svg")]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["excess_loss"] is None and summary["status"] == "running"
+    assert (tmp_path / "f.svg").read_text().lstrip().startswith("<?xml")
+    assert analyze.main([str(killed), traces["diana"].path, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["run"] for r in rows] == ["nostar", "diana"] and rows[0]["final_test_loss"] == ""
+    out = io.StringIO()
+    analyze.write_rows_csv([t, traces["diana"]], out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["test_loss"] for r in rows[:2]] == ["", ""] and rows[2]["test_loss"] == "nan"
 
 
 def test_a_killed_run_is_summarised_as_running(tmp_path):
@@ -190,6 +233,7 @@ def test_malformed_traces_give_a_clear_error(traces, tmp_path, capsys):
     (["--plot", "fig.png", "--x", "step,time"], "unknown x axis 'time'"),
     (["--plot", "fig.png", "--y", "accuracy"], "unknown y 'accuracy'"),
     (["--label", "a", "--label", "b"], "2 --label for 1 traces"),
+    (["--plot", "fig.png", "--x", ", "], "--x names no axis; choose from step, bits"),
 ])
 def test_bad_options_give_a_clear_error(traces, tmp_path, capsys, monkeypatch, args, words):
     monkeypatch.chdir(tmp_path)

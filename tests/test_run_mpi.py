@@ -129,6 +129,38 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp,
         np.testing.assert_array_equal(got[2], want[2])
 
 
+def test_a_signal_during_set_up_checkpoints_step_0(comm, mpi_shared_tmp, monkeypatch):
+    """SIGUSR2 while the data and x* are being prepared (a job's pre-limit signal can come then):
+    the run stops at step 0 with a checkpoint, instead of dying, and resumes to the same end."""
+    import mpicomp.run as run_module
+
+    args = ["--iters", 12, "--log-every", 4]
+    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
+    if comm.rank == 0:
+        whole_dir.mkdir(), cut_dir.mkdir()
+    comm.Barrier()
+    rc, whole = run(comm, apps.diana.main, whole_dir, *args)
+    build = run_module.Run.build
+
+    def signalled_build(self):
+        if comm.rank == 0:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return build(self)
+
+    monkeypatch.setattr(run_module.Run, "build", signalled_build)
+    rc, cut = run(comm, apps.diana.main, cut_dir, *args)
+    assert rc == EXIT_CHECKPOINTED
+    monkeypatch.setattr(run_module.Run, "build", build)
+    if comm.rank == 0:
+        assert cut.status == "running" and cut.attrs["checkpoint_step"] == 0 and cut["step"].tolist() == [0]
+    rc, resumed = run(comm, apps.diana.main, cut_dir, *args, "--resume")
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        assert resumed["step"].tolist() == [0, 4, 8, 12]
+        np.testing.assert_array_equal(resumed.final_x, whole.final_x)
+        np.testing.assert_array_equal(resumed["loss"], whole["loss"])
+
+
 def test_periodic_checkpoints_resume_and_extend_a_finished_run(comm, mpi_shared_tmp):
     # 13 steps end off the logging grid (row at 13); extended to 25 that row must go
     rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 13, "--checkpoint-every", 4)

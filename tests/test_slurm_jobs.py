@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpicomp.trace import read_trace
+from mpicomp.trace import TraceError, read_trace
 
 REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = os.environ.get("MPIEXEC") or str(Path(sys.executable).with_name("mpiexec"))
@@ -66,7 +66,7 @@ def wait(*jobs: str, timeout: float = 240) -> None:
             return
         for line in queue.splitlines():
             job, state, reason = line.split()
-            if state == "PENDING" and reason == "BeginTime" and not stepd_running(job):
+            if state == "PENDING" and reason == "BeginTime" and not stepd_running(job_info(job)["JobId"]):
                 command("scontrol", "update", f"JobId={job}", "StartTime=now")
         time.sleep(1)
     command("scancel", *jobs)
@@ -74,7 +74,7 @@ def wait(*jobs: str, timeout: float = 240) -> None:
 
 
 def stepd_running(job: str) -> bool:
-    """Whether a slurmstepd of ``job`` is still alive on this host."""
+    """Whether a slurmstepd of ``job`` (a numeric job id) is still alive on this host."""
     return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True).returncode == 0
 
 
@@ -103,7 +103,12 @@ def test_single_run_equals_the_same_run_under_mpiexec(tmp_path, launcher):
     t = read_trace(tmp_path / f"single-{job}.h5")
     assert t.status == "finished" and t.world_size == 4 and t["step"][-1] == 60
     np.testing.assert_array_equal(t.final_x, reference(tmp_path, "single", 4, *args))
-    assert "OMP_NUM_THREADS" not in output(tmp_path, job)  # nothing failed on the way
+    if launcher == "srun":  # requeued after it finished (say, by an administrator): nothing reruns
+        command("scontrol", "requeue", job)
+        wait(job)
+        assert f"{t.path} is already finished; nothing to run" in output(tmp_path, job)
+        again = read_trace(t.path)
+        assert again.status == "finished" and again["wall_time"].tolist() == t["wall_time"].tolist()
 
 
 def test_sweep_writes_one_trace_per_array_index(tmp_path):
@@ -120,6 +125,10 @@ def test_sweep_writes_one_trace_per_array_index(tmp_path):
         t = read_trace(tmp_path / f"sweep-{job}" / f"{index:03d}-{name}.h5")
         assert t.status == "finished" and t.world_size == 2 and t["step"][-1] == iters
         assert t.algorithm == ("diana" if app == "diana" else "dcgd") and t.attrs["compressor"] == compressor
+    missing = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0"], SWEEP=tmp_path / "no-such-list.txt")
+    wait(missing)
+    assert f"cannot read the run list {tmp_path}/no-such-list.txt (SWEEP)" in output(
+        tmp_path, job_info(f"{missing}_0")["JobId"])
     extra = job_info(f"{job}_3")  # one index more than the list has runs
     assert extra["JobState"] == "FAILED" and extra["ExitCode"] == "2:0"
     assert f"array index 3, but {sweep} has 3 runs (indices 0-2)" in output(tmp_path, extra["JobId"])
@@ -140,28 +149,57 @@ def test_multinode_run_spans_two_nodes(tmp_path):
     np.testing.assert_array_equal(t.final_x, reference(tmp_path, "multi", 4, *args))
 
 
-def test_signal_before_the_limit_checkpoints_requeues_and_resumes(tmp_path):
-    """The signal that ``#SBATCH --signal=USR2@120`` sends to every task before the time limit,
-    sent now with ``scancel --signal``: the ranks checkpoint and exit 75, the script requeues the
-    job, and its second start resumes to exactly the uninterrupted run's result."""
-    args = ["diana", *DATA, "--iters", 12000, "--log-every", 200]
-    job = submit(tmp_path, "single.sbatch", *args, sbatch=["--ntasks=4", "--job-name=ckpt"])
-    trace = tmp_path / f"ckpt-{job}.h5"
+def signal_mid_run(tmp: Path, job: str, trace: Path) -> None:
+    """Once ``trace`` has two rows (it is training), send SIGUSR2 to every task of ``job``, as
+    ``#SBATCH --signal=USR2@120`` does before the time limit; wait for the job to end."""
     deadline = time.monotonic() + 120
-    while not (trace.exists() and read_trace(trace).n_rows >= 2):  # it is training
-        assert time.monotonic() < deadline, output(tmp_path, job)
+    while True:
+        assert time.monotonic() < deadline, output(tmp, job_info(job)["JobId"])
+        try:
+            if trace.exists() and read_trace(trace).n_rows >= 2:
+                break
+        except TraceError:  # caught between two column writes of a row
+            pass
         time.sleep(0.2)
     command("scancel", "--signal=USR2", job)
     wait(job)
-    info, log = job_info(job), output(tmp_path, job)
+
+
+def check_resumed(tmp: Path, job: str, trace: Path, iters: int, reference_x: np.ndarray) -> None:
+    """The job checkpointed, requeued itself, resumed and finished with the uninterrupted result."""
+    info = job_info(job)
+    log = output(tmp, info["JobId"])
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
     stopped = int(re.search(r"stopped by a signal at step (\d+)", log).group(1))
-    assert 200 <= stopped < 12000 and f"requeueing job {job} to resume" in log
-    assert f"job {job} start 1 on node" in log and "apps.diana --resume" in log
+    assert 200 <= stopped < iters and f"requeueing job {job} to resume" in log
+    assert "start 1 on node" in log and "apps.diana --resume" in log
     t = read_trace(trace)
     assert t.status == "finished" and t.attrs["checkpoint_step"] == stopped
-    assert t["step"].tolist() == list(range(0, 12001, 200))  # no row lost or repeated
-    np.testing.assert_array_equal(t.final_x, reference(tmp_path, "ckpt", 4, *args))
+    assert t["step"].tolist() == list(range(0, iters + 1, 200))  # no row lost or repeated
+    np.testing.assert_array_equal(t.final_x, reference_x)
+
+
+ITERS = 8000
+CKPT_ARGS = ["diana", *DATA, "--iters", ITERS, "--log-every", 200]
+
+
+def test_signal_before_the_limit_checkpoints_requeues_and_resumes(tmp_path):
+    """The ranks checkpoint and exit 75, the script requeues the job, and its second start
+    resumes to exactly the uninterrupted run's result."""
+    job = submit(tmp_path, "single.sbatch", *CKPT_ARGS, sbatch=["--ntasks=4", "--job-name=ckpt"])
+    trace = tmp_path / f"ckpt-{job}.h5"
+    signal_mid_run(tmp_path, job, trace)
+    check_resumed(tmp_path, job, trace, ITERS, reference(tmp_path, "ckpt", 4, *CKPT_ARGS))
+
+
+def test_a_signalled_array_task_requeues_itself_and_resumes(tmp_path):
+    sweep = tmp_path / "runs.txt"
+    sweep.write_text("first  " + " ".join(map(str, CKPT_ARGS)) + "\r\n")  # CRLF: a list from Windows
+    array = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0", "--ntasks=3"], SWEEP=sweep)
+    task = f"{array}_0"
+    trace = tmp_path / f"sweep-{array}" / "000-first.h5"
+    signal_mid_run(tmp_path, task, trace)
+    check_resumed(tmp_path, task, trace, ITERS, reference(tmp_path, "array", 3, *CKPT_ARGS))
 
 
 def test_unknown_app_fails_the_job_with_the_choices(tmp_path):

@@ -80,12 +80,22 @@ CONF
     echo "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >> "$conf"
 }
 
+# stop: end the controller and node daemons of this cluster and wait until they have exited, so
+# that a restart finds their ports free (munged, shared with anything else, is left running).
 stop() {
-    local pidfile
+    local pidfile pids=()
     for pidfile in "$dir"/run/*.pid; do
-        [[ -f $pidfile ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+        [[ -f $pidfile ]] || continue
+        pids+=("$(cat "$pidfile")")
         rm -f "$pidfile"
     done
+    [[ ${#pids[@]} -gt 0 ]] || return 0
+    kill "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 30); do
+        kill -0 "${pids[@]}" 2>/dev/null || return 0
+        sleep 0.5
+    done
+    kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 case $action in
