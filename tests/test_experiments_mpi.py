@@ -30,7 +30,7 @@ def test_reproduction_writes_traces_tables_and_figures(comm, mpi_shared_tmp, mpi
         return
     summary = (out / "summary.md").read_text()
     assert summary.startswith(f"# {module.__doc__.splitlines()[0]}")
-    assert f"python -m experiments.{name}` on 3 ranks" in summary
+    assert f"`mpiexec -n 3 python -m experiments.{name} --out {out} --quick` on 3 ranks" in summary
     assert summary.count("\n### ") == tables
     linked = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", summary)
     assert len(linked) == figures
