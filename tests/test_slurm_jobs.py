@@ -56,19 +56,24 @@ def job_info(job: str) -> dict:
 
 def wait(*jobs: str, timeout: float = 240) -> None:
     """Until every job has left the queue. Slurm holds a requeued job for two minutes before it
-    may start again (Reason=BeginTime), time for the step daemons of its first start to clean up;
-    on this one-host cluster, let it start as soon as they have exited (a new step with the same
-    id must not meet the old one's files)."""
+    may start again (Reason=BeginTime): time for the step daemons of its first start to clean up
+    and for its revoked credential to lie in the past (revocations are kept to the second). On
+    this one-host cluster, let it start once they have exited and 2 s have passed."""
     deadline = time.monotonic() + timeout
+    held: dict[str, float] = {}
     while time.monotonic() < deadline:
         queue = command("squeue", "-h", "-o", "%i %T %r", "-j", ",".join(jobs))
         if not queue.strip():
             return
         for line in queue.splitlines():
             job, state, reason = line.split()
-            if state == "PENDING" and reason == "BeginTime" and not stepd_running(job_info(job)["JobId"]):
+            if state != "PENDING" or reason != "BeginTime":
+                held.pop(job, None)
+                continue
+            since = held.setdefault(job, time.monotonic())
+            if time.monotonic() - since >= 2 and not stepd_running(job_info(job)["JobId"]):
                 command("scontrol", "update", f"JobId={job}", "StartTime=now")
-        time.sleep(1)
+        time.sleep(0.5)
     command("scancel", *jobs)
     pytest.fail(f"jobs {jobs} still queued after {timeout} s")
 
