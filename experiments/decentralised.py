@@ -25,6 +25,7 @@ import apps.choco
 import apps.dpsgd
 import apps.malcom
 from experiments.runs import main as experiment_main
+from experiments.runs import per_worker_step
 
 #: (name, problem, data, shard, λ1)
 PROBLEMS = [
@@ -82,10 +83,9 @@ def methods_on_graphs(run, comm) -> None:
                                           ("Malcom-PSGD", "malcom", apps.malcom.DEFAULTS)):
             t = run(algorithm, defaults, "--data", data, "--topology", graph, "--iters", run.iters(300))
             if comm.rank == 0:
-                per_step = t["bits_up"][-1] / t["step"][-1] / comm.size
                 gap = json.loads(t.attrs["hyperparameters"])["spectral_gap"]
                 rows.append([graph, f"{gap:.3f}", name, f"{t['loss'][-1] - t.attrs['f_star']:.2e}",
-                             f"{t['consensus_error'][-1]:.2e}", f"{t['sparsity'][-1]:.2f}", f"{per_step:.0f}"])
+                             f"{t['consensus_error'][-1]:.2e}", f"{t['sparsity'][-1]:.2f}", f"{per_worker_step(t):.0f}"])
     run.table(f"The gossip methods on {comm.size} ranks (the synthetic problem above; the apps' defaults: "
           f"λ1 = 0.01, η = 0.5, γ = 0.5, qsgd:s=4, {run.iters(300)} steps)",
           ["graph", "δ_W", "method", "F − F*", "Σ‖x_i − x̄‖²", "zeros in x̄", "bits / rank / step"], rows)

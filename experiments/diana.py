@@ -27,6 +27,7 @@ import apps.dcgd
 import apps.diana
 from experiments.runs import bits_to_reach, excess, shown
 from experiments.runs import main as experiment_main
+from mpicomp.analyze import summarize
 from mpicomp.compress import get
 
 DATA = "digits:binary"
@@ -51,10 +52,6 @@ def _run(run, app: str, compressor: str, *extra):
                "--compressor", compressor, *extra)
 
 
-def _per_coord(t) -> float:
-    """Bits up per coordinate, worker and step."""
-    return t["bits_up"][-1] / (t.world_size * int(t.attrs["dim"]) * t["step"][-1])
-
 
 def _omega(compressor: str, d: int) -> float:
     return get(compressor).omega(d)
@@ -67,7 +64,7 @@ def methods(run, comm) -> None:
     d = int(traces[0].attrs["dim"])
     rows = []
     for (name, _, spec), t in zip(METHODS, traces):
-        rows.append([name, f"{_omega(spec, d):.2f}", f"{_per_coord(t):.2f}", f"{excess(t):.2e}",
+        rows.append([name, f"{_omega(spec, d):.2f}", f"{summarize(t)['bits_per_coord_up']:.2f}", f"{excess(t):.2e}",
                      f"{t['dist_to_opt_sq'][-1]:.2e}", shown(bits_to_reach(t, TOL))])
     run.table(f"Logistic regression on {traces[0].attrs['data']}, {comm.size} workers split by label "
               f"(ℓ2 = 0.05, γ = 0.2, full gradients, {traces[0]['step'][-1]} steps)",
@@ -89,7 +86,7 @@ def blocks(run, comm) -> None:
             norm = f"ℓ{'∞' if p == 'inf' else '2'}"
             hit = np.flatnonzero(t["loss"] - t.attrs["f_star"] < BLOCK_TOL)
             rows.append([norm, str(block or d), f"{_omega(spec, d):.2f}",
-                         f"{json.loads(t.attrs['hyperparameters'])['lr']:.3f}", f"{_per_coord(t):.2f}",
+                         f"{json.loads(t.attrs['hyperparameters'])['lr']:.3f}", f"{summarize(t)['bits_per_coord_up']:.2f}",
                          f"{excess(t):.2e}", str(t["step"][hit[0]]) if hit.size else "not reached",
                          shown(bits_to_reach(t, BLOCK_TOL, ['bits_up']))])
             traces.append(t)

@@ -20,6 +20,7 @@ import apps.dcgd
 import apps.natural
 from experiments.runs import bits_to_reach, excess, shown
 from experiments.runs import main as experiment_main
+from mpicomp.analyze import summarize
 from mpicomp.compress import get
 
 DATA = "digits:binary"
@@ -59,7 +60,7 @@ def dithering(run, comm) -> None:
     if comm.rank != 0:
         return
     d = int(traces[0].attrs["dim"])
-    rows = [[name, f"{get(spec).omega(d):.3f}", f"{t['bits_up'][-1] / (t.world_size * d * t['step'][-1]):.2f}",
+    rows = [[name, f"{get(spec).omega(d):.3f}", f"{summarize(t)['bits_per_coord_up']:.2f}",
              f"{excess(t):.2e}", shown(bits_to_reach(t, 1e-4, ['bits_up']))]
             for (name, spec), t in zip(DITHERS, traces)]
     run.table(f"Natural against standard dithering (ℓ2 norm, one block of d = {d}; DCGD, γ = 0.2, "

@@ -17,7 +17,7 @@ report:
 from __future__ import annotations
 
 import apps.qadam
-from experiments.runs import excess
+from experiments.runs import excess, per_worker_step
 from experiments.runs import main as experiment_main
 
 DATA = "digits:binary"
@@ -36,7 +36,7 @@ def error_feedback(run, comm) -> None:
     traces = [_run(run, 0.003, *args) for _, args in CASES]
     if comm.rank != 0:
         return
-    rows = [[name, f"{excess(t, 10):.5f}", f"{t['bits_up'][-1] / t['step'][-1] / comm.size:.0f}"]
+    rows = [[name, f"{excess(t, 10):.5f}", f"{per_worker_step(t):.0f}"]
             for (name, _), t in zip(CASES, traces)]
     run.table(f"Quantised Adam on {traces[0].attrs['data']}, {comm.size} workers (η = 0.003, β2 = 0.99, "
               "minibatches of 16, F − F*: mean of the last 10 rows)",
@@ -52,7 +52,7 @@ def weight_grid(run, comm) -> None:
         t = _run(run, 0.01, "--compressor", "scaled_sign", *extra)
         if comm.rank == 0:
             name = "exact" if bits is None else f"{bits} bit" + "s" * (bits > 1)
-            rows.append([name, f"{excess(t, 10):.5f}", f"{t['bits_down'][-1] / t['step'][-1] / comm.size:.0f}"])
+            rows.append([name, f"{excess(t, 10):.5f}", f"{per_worker_step(t, 'bits_down'):.0f}"])
             traces.append(t)
             labels.append(f"weights: {name}")
     if comm.rank == 0:

@@ -60,9 +60,7 @@ class Runner:
 
     def table(self, title: str, header: list, rows: list) -> None:
         """Print a Markdown table (rank 0) and keep it for the summary."""
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                 *("| " + " | ".join(row) + " |" for row in rows), ""]
-        self.note("\n".join(lines))
+        self.note(f"### {title}\n\n{analyze.markdown_table(header, rows)}\n")
 
     def figure(self, name: str, traces: Sequence, labels: Sequence[str], caption: str, **plot) -> None:
         """Rank 0: ``out/name.png`` of ``traces`` (keywords go to `mpicomp.analyze.plot`), linked
@@ -89,6 +87,11 @@ class Runner:
 def excess(t, last: int = 1) -> float:
     """Mean of F − F* over the last ``last`` rows."""
     return float(np.mean(t["loss"][-last:]) - t.attrs["f_star"])
+
+
+def per_worker_step(t, column: str = "bits_up") -> float:
+    """``column`` (a cumulative count, all ranks) per worker and step at the end of the run."""
+    return float(t[column][-1] / t["step"][-1] / t.world_size)
 
 
 def bits_to_reach(t, tol: float, directions: Sequence[str] = ("bits_up", "bits_down")) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 
 import apps.dcgd
 import apps.signsgd
-from experiments.runs import excess
+from experiments.runs import excess, per_worker_step
 from experiments.runs import main as experiment_main
 from mpicomp.algorithms import rank_generators
 from mpicomp.comm.aggregate import MajorityVote
@@ -44,8 +44,8 @@ def against_sgd(run, comm) -> None:
               for _, app, flags in METHODS]
     if comm.rank != 0:
         return
-    rows = [[name, f"{excess(t, 10):.4f}", f"{t['bits_up'][-1] / t['step'][-1] / comm.size:.0f}",
-             f"{t['bits_down'][-1] / t['step'][-1] / comm.size:.0f}"] for (name, _, _), t in zip(METHODS, traces)]
+    rows = [[name, f"{excess(t, 10):.4f}", f"{per_worker_step(t):.0f}",
+             f"{per_worker_step(t, 'bits_down'):.0f}"] for (name, _, _), t in zip(METHODS, traces)]
     run.table(f"Minibatch training on {traces[0].attrs['data']}, {comm.size} workers, batches of 32, "
               f"{iters} steps (F − F*: mean of the last 10 rows)",
               ["method", "F − F*", "bits up / worker / step", "bits down / worker / step"], rows)

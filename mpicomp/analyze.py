@@ -18,6 +18,7 @@ the file's suffix picks the format (``.png``, ``.pdf``, ``.svg``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -67,6 +68,11 @@ def run_name(trace: Trace) -> str:
     return Path(trace.path).name.removesuffix(".h5")
 
 
+def _f_star(trace: Trace) -> float:
+    """The trace's F* (NaN when the run does not know it)."""
+    return float(trace.attrs.get("f_star", math.nan))
+
+
 def _last(trace: Trace, column: str) -> float:
     values = trace.columns.get(column)
     return float(values[-1]) if values is not None and len(values) else math.nan
@@ -77,7 +83,6 @@ def summarize(trace: Trace, name: str | None = None) -> dict:
     the standard ones); NaN where a trace has no rows or does not know the value."""
     steps = int(trace["step"][-1]) if trace.n_rows else 0
     dim = int(trace.attrs.get("dim", -1))
-    f_star = float(trace.attrs.get("f_star", math.nan))
     per_coord = trace.world_size * dim * steps if dim > 0 and steps > 0 else 0
     summary = {
         "run": name or run_name(trace),
@@ -89,7 +94,7 @@ def summarize(trace: Trace, name: str | None = None) -> dict:
         "status": trace.status,
         "steps": steps,
         "loss": _last(trace, "loss"),
-        "excess_loss": _last(trace, "loss") - f_star,
+        "excess_loss": _last(trace, "loss") - _f_star(trace),
         "dist_to_opt_sq": _last(trace, "dist_to_opt_sq"),
         "bits_up": int(trace["bits_up"][-1]) if trace.n_rows else 0,
         "bits_down": int(trace["bits_down"][-1]) if trace.n_rows else 0,
@@ -118,14 +123,18 @@ def _format(value) -> str:
     return str(value)
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table of strings: the header, the rule, one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def summary_table(summaries: Sequence[dict], fields: Sequence[str] | None = None) -> str:
     """A Markdown table, one row per summary; floats to 6 significant digits; a field a run
     lacks is empty."""
     fields = list(fields or _fields(summaries))
-    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(_format(s[f]) if f in s else "" for f in fields) + " |"
-              for s in summaries]
-    return "\n".join(lines)
+    return markdown_table(fields, [[_format(s[f]) if f in s else "" for f in fields]
+                                   for s in summaries])
 
 
 def write_summary_csv(summaries: Sequence[dict], path: "str | os.PathLike[str] | io.TextIOBase") -> None:
@@ -159,23 +168,14 @@ def _cell(value) -> str:
     return repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
 
 
-class _text_out:
-    """Context manager: an open text file for a path, or the stream given (left open)."""
-
-    def __init__(self, target):
-        self.target, self.file = target, None
-
-    def __enter__(self):
-        if hasattr(self.target, "write"):
-            return self.target
-        path = Path(self.target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w", newline="", encoding="utf-8")
-        return self.file
-
-    def __exit__(self, *exc):
-        if self.file is not None:
-            self.file.close()
+def _text_out(target):
+    """A context manager giving a text file opened for ``target`` (a path; parent directories
+    made), or ``target`` itself when it is already a stream (left open)."""
+    if hasattr(target, "write"):
+        return contextlib.nullcontext(target)
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "w", newline="", encoding="utf-8")
 
 
 def curve(trace: Trace, y: str = "excess", x: str = "step") -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +185,7 @@ def curve(trace: Trace, y: str = "excess", x: str = "step") -> tuple[np.ndarray,
         raise ValueError(f"unknown x axis {x!r}; choose from {', '.join(X_AXES)}")
     xs = sum(trace.columns[c].astype(np.float64) for c in X_AXES[x][0])
     if y == "excess":
-        f_star = float(trace.attrs.get("f_star", math.nan))
+        f_star = _f_star(trace)
         if math.isnan(f_star):
             raise ValueError(f"{trace.path}: y = 'excess' needs the trace's f_star, which this run "
                              "does not know; plot y = 'loss' instead")
@@ -198,7 +198,7 @@ def curve(trace: Trace, y: str = "excess", x: str = "step") -> tuple[np.ndarray,
 
 def default_y(traces: Sequence[Trace]) -> str:
     """``excess`` when every run knows ``f_star``, else ``loss``."""
-    known = all(math.isfinite(float(t.attrs.get("f_star", math.nan))) for t in traces)
+    known = all(math.isfinite(_f_star(t)) for t in traces)
     return "excess" if known else "loss"
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .backend import to_host
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 
 STATUSES = ("running", "finished", "diverged", "failed")
 STANDARD_COLUMNS = ("step", "loss", "grad_norm_sq", "dist_to_opt_sq", "bits_up", "bits_down",
@@ -61,7 +62,7 @@ def _attr_value(path: str, name: str, value: Any) -> Any:
 def _check(f: h5py.File, path: str) -> None:
     """Raise TraceError unless ``f`` has the contract's attributes, columns and shapes."""
     missing = [a for a in ROOT_ATTRS if a not in f.attrs]
-    if f.attrs.get("format") == "mpicomp-checkpoint":
+    if f.attrs.get("format") == CHECKPOINT_FORMAT:
         raise TraceError(f"{path}: an mpicomp checkpoint, not a trace (the trace beside it has "
                          "the same name without .ckpt)")
     if missing:

@@ -20,8 +20,9 @@ import pytest
 
 from mpicomp.trace import TraceError, read_trace
 
-REPO = Path(__file__).resolve().parents[1]
-MPIEXEC = os.environ.get("MPIEXEC") or str(Path(sys.executable).with_name("mpiexec"))
+from test_apps import MPIEXEC, REPO
+from test_apps import env as app_env
+
 DATA = ["--data", "synthetic:logistic,n=512,d=16,h=1"]
 
 pytestmark = pytest.mark.skipif(
@@ -30,9 +31,9 @@ pytestmark = pytest.mark.skipif(
            "MPICOMP_SLURM_TESTS=1 SLURM_CONF=DIR/slurm.conf (.ci/run does this)")
 
 
-def env(**extra) -> dict:
-    return {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": str(REPO), **extra}
+def env() -> dict:
+    """The apps' test environment, and the interpreter for the job scripts (``PYTHON``)."""
+    return {**app_env(), "PYTHON": sys.executable}
 
 
 def command(*args, **kw) -> str:
