@@ -36,12 +36,14 @@ launch() {
     esac
 }
 
-# trace_status TRACE: the trace's status attribute (finished, running, ...), or nothing.
+# trace_status TRACE: the trace's status (finished, running, ...) as mpicomp's trace reader
+# sees it, or nothing for a file it cannot read.
 trace_status() {
-    "$PYTHON" -c 'import sys, h5py
+    "$PYTHON" -c 'import sys
+from mpicomp.trace import TraceError, read_trace
 try:
-    print(h5py.File(sys.argv[1], "r", locking=False).attrs.get("status", ""))
-except (OSError, ValueError):
+    print(read_trace(sys.argv[1]).status)
+except TraceError:
     pass' "$1" 2>/dev/null || true
 }
 
