@@ -1,5 +1,9 @@
-"""Entry points: ``python -m apps.<name>`` (or ``mpiexec -n N python -m apps.<name>``).
+"""``python -m apps.<name>`` from a checkout: the same apps as ``python -m mpicomp.apps.<name>``.
 
-Each app is a thin wrapper around `mpicomp.run.main` with its own defaults; ``--help`` lists
-every setting. Not installed with the package: run them from the repository root.
+This folder is not installed (the wheel holds only ``mpicomp``); its package path is the one of
+`mpicomp.apps`, so every app there is found here under its short name.
 """
+
+import mpicomp.apps
+
+__path__ = list(mpicomp.apps.__path__)

@@ -43,8 +43,9 @@ class Runner:
     def __call__(self, algorithm: str, defaults: dict, *args) -> "object":
         self.count += 1
         trace = self.out / f"{self.count:02d}-{algorithm}.h5"
-        rc = run_main(algorithm, ["--trace", str(trace), "--progress", "off", *map(str, args)], self.comm,
-                      defaults=defaults)
+        # a rerun of the experiment replaces its earlier traces
+        rc = run_main(algorithm, ["--trace", str(trace), "--progress", "off", "--overwrite", "--quiet",
+                                  *map(str, args)], self.comm, defaults=defaults)
         if rc != 0:
             raise SystemExit(f"run {trace} ended with exit status {rc}")
         self.comm.Barrier()

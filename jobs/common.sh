@@ -17,8 +17,9 @@ threads=${SLURM_CPUS_PER_TASK:-1}
 export SRUN_CPUS_PER_TASK=$threads
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
        NUMBA_NUM_THREADS=$threads NUMEXPR_NUM_THREADS=$threads
-# The apps are not installed (python -m apps.X): run from the repository, whatever the cwd.
-export PYTHONPATH=$MPICOMP_ROOT${PYTHONPATH:+:$PYTHONPATH}
+# The apps run as python -m mpicomp.apps.X: from the installed package, or from the checkout at
+# MPICOMP_ROOT when it holds one (its code then comes first, whatever the cwd).
+[[ -d $MPICOMP_ROOT/mpicomp ]] && export PYTHONPATH=$MPICOMP_ROOT${PYTHONPATH:+:$PYTHONPATH}
 PYTHON=${PYTHON:-python}
 MPICOMP_RUNS=${MPICOMP_RUNS:-$SLURM_SUBMIT_DIR/runs}
 
@@ -47,7 +48,9 @@ except TraceError:
     pass' "$1" 2>/dev/null || true
 }
 
-# run_app TRACE APP [FLAGS...]: python -m apps.APP --trace TRACE FLAGS on every task.
+# run_app TRACE APP [FLAGS...]: python -m mpicomp.apps.APP --trace TRACE FLAGS on every task.
+#   - APP is an app's name (diana), or its module as either form names it (apps.diana,
+#     mpicomp.apps.diana).
 #   - A trace whose status is "finished" (a job requeued after its run ended) is left alone.
 #   - A checkpoint beside TRACE (TRACE minus .h5, plus .ckpt.h5) means an earlier run of this
 #     job was stopped: add --resume, so the run continues where it stopped.
@@ -55,24 +58,31 @@ except TraceError:
 #     --signal=USR2@SECONDS) and wrote its checkpoint: requeue this job (or array task), whose
 #     next start resumes. Any other status is the job's status.
 run_app() {
-    local trace=$1 app=$2 rc=0
+    local trace=$1 app=${2#mpicomp.} rc=0
+    app=${app#apps.}
     shift 2
-    if [[ ! -f $MPICOMP_ROOT/apps/$app.py || $app == __init__ ]]; then
-        local known=("$MPICOMP_ROOT"/apps/[a-z]*.py)
-        known=("${known[@]##*/}")
-        echo "mpicomp: unknown app '$app'; choose from ${known[*]%.py}" >&2
+    local known
+    known=$("$PYTHON" -c 'from mpicomp.apps import APPS; print(" ".join(APPS))') || {
+        echo "mpicomp: $PYTHON cannot import mpicomp; activate its environment or set PYTHON" >&2
+        return 2
+    }
+    if [[ " $known " != *" $app "* ]]; then
+        echo "mpicomp: unknown app '$app'; choose from $known" >&2
         return 2
     fi
     if [[ -f $trace && $(trace_status "$trace") == finished ]]; then
         echo "mpicomp: $trace is already finished; nothing to run"
         return 0
     fi
-    local resume=()  # "${resume[@]+...}": an empty array is "unbound" to set -u before bash 4.4
+    # a checkpoint: continue; none: start afresh, over what an earlier start left (a run killed
+    # before its first checkpoint). "${resume[@]+...}": an empty array is "unbound" to set -u
+    # before bash 4.4.
+    local resume=(--overwrite)
     [[ -f ${trace%.h5}.ckpt.h5 ]] && resume=(--resume)
     mkdir -p "$(dirname "$trace")"
     echo "mpicomp: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST}:" \
-         "apps.$app ${resume[*]+${resume[*]}} $* -> $trace"
-    launch -m "apps.$app" --trace "$trace" --progress off ${resume[@]+"${resume[@]}"} "$@" || rc=$?
+         "mpicomp.apps.$app ${resume[*]} $* -> $trace"
+    launch -m "mpicomp.apps.$app" --trace "$trace" "${resume[@]}" "$@" || rc=$?
     if [[ $rc -eq $EXIT_CHECKPOINTED ]]; then
         local job=$SLURM_JOB_ID
         [[ -n ${SLURM_ARRAY_JOB_ID:-} ]] && job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
@@ -80,6 +90,6 @@ run_app() {
         scontrol requeue "$job"
         return 0
     fi
-    echo "mpicomp: apps.$app exited with status $rc"
+    echo "mpicomp: mpicomp.apps.$app exited with status $rc"
     return "$rc"
 }

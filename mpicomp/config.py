@@ -28,6 +28,8 @@ import numbers
 import sys
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from .progress import MODES as PROGRESS_MODES
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -230,12 +232,17 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
             low=0),
     Setting("resume", "bool", False, "continue from the checkpoint beside --trace"),
     Setting("reference", "bool", True, "solve for x* so the trace has dist_to_opt_sq"),
-    Setting("progress", "text", "auto", "progress bar on rank 0 (auto: only on a terminal)",
-            choices=("auto", "on", "off")),
+    Setting("progress", "text", "auto", "progress on rank 0: a bar, or a plain line every tenth "
+            "of the steps (auto: the bar on a terminal, lines in logs and under mpiexec)",
+            choices=PROGRESS_MODES),
+    Setting("overwrite", "bool", False, "replace an existing trace at --trace (without it a run "
+            "refuses to start on an existing file)"),
+    Setting("quiet", "bool", False, "close with one line instead of the summary (job arrays)"),
 )
 
 #: settings that may change when a run is resumed (everything else must match the checkpoint)
-RESUMABLE = frozenset({"iters", "resume", "checkpoint_every", "progress", "trace"})
+RESUMABLE = frozenset({"iters", "resume", "checkpoint_every", "progress", "trace", "overwrite",
+                       "quiet"})
 
 
 class Config:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -256,6 +257,10 @@ class Run:
             self.trace = TraceWriter.reopen(self.cfg.trace, rows=resume_rows)
             return
         cfg = self.cfg
+        if os.path.lexists(cfg.trace) and not cfg.overwrite:
+            raise RunError(f"{cfg.trace} exists (an earlier run's trace?); pass --overwrite to "
+                           "replace it, --resume to continue its run from a checkpoint, or --trace "
+                           "to name a new file")
         attrs = {"algorithm": self.algorithm, "compressor": getattr(cfg, "compressor", ""),
                  "topology": cfg.topology,
                  "world_size": self.size, "config": cfg.to_json(),
@@ -326,8 +331,8 @@ class Run:
         from mpi4py import MPI
 
         cfg = self.cfg
-        progress = Progress(self.algorithm, cfg.iters, start=state.step, enabled=self.rank == 0 and (
-            cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())))
+        progress = Progress(self.algorithm, cfg.iters, start=state.step, mode=cfg.progress,
+                            enabled=self.rank == 0)
         try:
             if state.step == 0 and not cfg.resume:
                 self.log(algo, state, progress)
@@ -369,7 +374,7 @@ class Run:
         x = algo.model(state)
         if self.rank == 0:
             self.trace.finish("finished", final_x=np.asarray(x, dtype=np.float64))
-            self.summary(state)
+            self.summary()
         return EXIT_FINISHED
 
     # -- metrics -----------------------------------------------------------------------------
@@ -424,10 +429,14 @@ class Run:
                 out["test_accuracy"] = float(np.mean(test.predict(x) == test.b))
         return out
 
-    def summary(self, state) -> None:
-        t = self.trace.rows
-        print(f"{self.algorithm}: {state.step} steps on {self.size} ranks, {t} trace rows in "
-              f"{self.cfg.trace}", file=sys.stderr, flush=True)
+    def summary(self) -> None:
+        """Rank 0, after the trace is closed: what the run found (`closing_summary`)."""
+        from .analyze import summarize
+        from .trace import read_trace
+
+        found = summarize(read_trace(self.cfg.trace))
+        print(closing_summary(found, self.cfg.trace, quiet=self.cfg.quiet), file=sys.stderr,
+              flush=True)
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, algo, state) -> None:
@@ -445,6 +454,30 @@ class Run:
                 self.trace.set_attrs(checkpoint=str(self.ckpt_path), checkpoint_step=state.step)
 
         self.agree(write)
+
+
+def closing_summary(found: dict, trace: str, quiet: bool = False) -> str:
+    """The lines rank 0 prints when a run ends, from its trace's summary
+    (`mpicomp.analyze.summarize`); ``quiet``: the first line only."""
+    ranks = found["world_size"]
+    head = (f"{found['algorithm']}: {found['status']}, {found['steps']} steps on {ranks} "
+            f"rank{'s' if ranks != 1 else ''}; trace {trace}")
+    if quiet:
+        return head
+    finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    result = [f"final loss {found['loss']:.6g}"]
+    if finite(found.get("excess_loss")):
+        result.append(f"F − F* {found['excess_loss']:.3g}")
+    if finite(found.get("dist_to_opt_sq")):
+        result.append(f"‖x − x*‖² {found['dist_to_opt_sq']:.3g}")
+    if finite(found.get("final_test_accuracy")):
+        result.append(f"test accuracy {found['final_test_accuracy']:.4f}")
+    lines = [head, "  " + ", ".join(result),
+             f"  bits per coordinate per worker and step: up {found['bits_per_coord_up']:.4g}, "
+             f"down {found['bits_per_coord_down']:.4g}",
+             f"  wall time {found['wall_time']:.3g} s, network-model time {found['net_time']:.3g} s",
+             f"  analyse: python -m mpicomp.analyze {trace} --plot {os.path.splitext(trace)[0]}.png"]
+    return "\n".join(lines)
 
 
 def check_resumable(meta: dict, cfg: Config, algorithm: str, size: int) -> str:

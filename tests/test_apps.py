@@ -112,3 +112,35 @@ def test_a_failure_on_one_rank_ends_the_whole_job(tmp_path):
     assert "[rank 1]" in out.stderr and "injected failure on rank 1" in out.stderr
     t = read_trace(tmp_path / "run.h5")  # readable; rank 0 was killed while running
     assert t.status == "running" and t.n_rows >= 1
+
+
+def test_the_run_closes_with_its_summary_and_keeps_an_existing_trace(tmp_path):
+    args = ["-m", "apps.diana", "--data", "digits:binary", "--test-fraction", "0.2", "--iters", "30",
+            "--trace", "run.h5"]
+    out = launch(args, tmp_path, ranks=2)
+    assert out.returncode == EXIT_FINISHED, out.stderr
+    t = read_trace(tmp_path / "run.h5")
+    lines = out.stderr.splitlines()
+    # stderr is a pipe: a plain progress line each tenth of the steps, no terminal redraws
+    assert [ln.split(" (")[0] for ln in lines if ln.startswith("diana: step")] == [
+        f"diana: step {s}/30" for s in range(3, 31, 3)]
+    assert "\r" not in out.stderr
+    summary = lines[lines.index("diana: finished, 30 steps on 2 ranks; trace run.h5"):]
+    f_star = t.attrs["f_star"]
+    assert summary[1] == (f"  final loss {t['loss'][-1]:.6g}, F − F* {t['loss'][-1] - f_star:.3g}, "
+                          f"‖x − x*‖² {t['dist_to_opt_sq'][-1]:.3g}, "
+                          f"test accuracy {t['test_accuracy'][-1]:.4f}")
+    bits_up = t["bits_up"][-1] / (2 * t.attrs["dim"] * 30)
+    assert summary[2].startswith(f"  bits per coordinate per worker and step: up {bits_up:.4g}, down")
+    assert summary[4] == "  analyse: python -m mpicomp.analyze run.h5 --plot run.png"
+
+    before = (tmp_path / "run.h5").read_bytes()
+    again = launch(args, tmp_path, ranks=2)  # the same trace again: refused, the file untouched
+    assert again.returncode == EXIT_BAD_INPUT
+    assert "run.h5 exists" in again.stderr and "--overwrite" in again.stderr
+    assert (tmp_path / "run.h5").read_bytes() == before
+
+    quiet = launch([*args, "--overwrite", "--quiet", "--progress", "off"], tmp_path, ranks=2)
+    assert quiet.returncode == EXIT_FINISHED, quiet.stderr
+    assert quiet.stderr.strip().splitlines() == ["diana: finished, 30 steps on 2 ranks; trace run.h5"]
+    assert read_trace(tmp_path / "run.h5").final_x.tolist() == t.final_x.tolist()

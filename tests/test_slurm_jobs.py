@@ -87,8 +87,8 @@ def stepd_running(job: str) -> bool:
 def reference(tmp: Path, name: str, ranks: int, app: str, *args) -> np.ndarray:
     """final/x of the same run started with mpiexec, outside Slurm."""
     trace = tmp / f"reference-{name}.h5"
-    out = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, "-m", f"apps.{app}", "--trace",
-                          str(trace), "--progress", "off", *map(str, args)],
+    out = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, "-m", f"mpicomp.apps.{app}",
+                          "--trace", str(trace), "--progress", "off", *map(str, args)],
                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return read_trace(trace).final_x
@@ -118,8 +118,9 @@ def test_single_run_equals_the_same_run_under_mpiexec(tmp_path, launcher):
 
 
 def test_sweep_writes_one_trace_per_array_index(tmp_path):
-    runs = [("linf", "diana", "dither:p=inf,s=1", 20), ("qsgd", "dcgd", "qsgd:s=4", 20),
-            ("natural", "natural", "natural", 30)]
+    # an app by its name, by its checkout module and by its installed module
+    runs = [("linf", "diana", "dither:p=inf,s=1", 20), ("qsgd", "apps.dcgd", "qsgd:s=4", 20),
+            ("natural", "mpicomp.apps.natural", "natural", 30)]
     sweep = tmp_path / "runs.txt"
     sweep.write_text("# name app flags\n\n" + "".join(
         f"{n}  {a} {' '.join(DATA)} --compressor {c} --iters {i}\n" for n, a, c, i in runs))
@@ -178,7 +179,7 @@ def check_resumed(tmp: Path, job: str, trace: Path, iters: int, reference_x: np.
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log
     stopped = int(re.search(r"stopped by a signal at step (\d+)", log).group(1))
     assert 200 <= stopped < iters and f"requeueing job {job} to resume" in log
-    assert "start 1 on node" in log and "apps.diana --resume" in log
+    assert "start 1 on node" in log and "mpicomp.apps.diana --resume" in log
     t = read_trace(trace)
     assert t.status == "finished" and t.attrs["checkpoint_step"] == stopped
     assert t["step"].tolist() == list(range(0, iters + 1, 200))  # no row lost or repeated

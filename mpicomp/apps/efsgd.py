@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mpicomp.apps import command
 from mpicomp.run import main as run_main
 
 DEFAULTS = {
@@ -20,7 +21,7 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("efsgd", argv, comm, defaults=DEFAULTS, prog="python -m apps.efsgd")
+    return run_main("efsgd", argv, comm, defaults=DEFAULTS, prog=command("efsgd"))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mpicomp.apps import command
 from mpicomp.run import main as run_main
 
 DEFAULTS = {
@@ -18,8 +19,9 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None, *, defaults: Optional[dict] = None,
-         prog: str = "python -m apps.dcgd") -> int:
-    return run_main("dcgd", argv, comm, defaults={**DEFAULTS, **(defaults or {})}, prog=prog)
+         prog: str = "") -> int:
+    return run_main("dcgd", argv, comm, defaults={**DEFAULTS, **(defaults or {})},
+                    prog=prog or command("dcgd"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mpicomp.apps import command
 from mpicomp.run import main as run_main
 
 DEFAULTS = {
@@ -24,7 +25,7 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("qadam", argv, comm, defaults=DEFAULTS, prog="python -m apps.qadam")
+    return run_main("qadam", argv, comm, defaults=DEFAULTS, prog=command("qadam"))
 
 
 if __name__ == "__main__":

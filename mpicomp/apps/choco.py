@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from apps.dpsgd import DEFAULTS as DPSGD_DEFAULTS
+from mpicomp.apps import command
+from mpicomp.apps.dpsgd import DEFAULTS as DPSGD_DEFAULTS
 from mpicomp.run import main as run_main
 
 DEFAULTS = {**DPSGD_DEFAULTS, "compressor": "qsgd:s=4"}
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("choco", argv, comm, defaults=DEFAULTS, prog="python -m apps.choco")
+    return run_main("choco", argv, comm, defaults=DEFAULTS, prog=command("choco"))
 
 
 if __name__ == "__main__":

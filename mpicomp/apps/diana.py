@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mpicomp.apps import command
 from mpicomp.run import main as run_main
 
 DEFAULTS = {
@@ -19,7 +20,7 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("diana", argv, comm, defaults=DEFAULTS, prog="python -m apps.diana")
+    return run_main("diana", argv, comm, defaults=DEFAULTS, prog=command("diana"))
 
 
 if __name__ == "__main__":

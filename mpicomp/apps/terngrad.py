@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from apps.dcgd import main as dcgd_main
+from mpicomp.apps import command
+from mpicomp.apps.dcgd import main as dcgd_main
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults={"compressor": "terngrad"}, prog="python -m apps.terngrad")
+    return dcgd_main(argv, comm, defaults={"compressor": "terngrad"}, prog=command("terngrad"))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mpicomp.apps import command
 from mpicomp.run import main as run_main
 
 DEFAULTS = {
@@ -22,7 +23,7 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("dpsgd", argv, comm, defaults=DEFAULTS, prog="python -m apps.dpsgd")
+    return run_main("dpsgd", argv, comm, defaults=DEFAULTS, prog=command("dpsgd"))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from apps.choco import DEFAULTS as CHOCO_DEFAULTS
+from mpicomp.apps import command
+from mpicomp.apps.choco import DEFAULTS as CHOCO_DEFAULTS
 from mpicomp.run import main as run_main
 
 DEFAULTS = {**CHOCO_DEFAULTS, "compressor": "qsgd:s=4,coder=golomb"}
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("malcom", argv, comm, defaults=DEFAULTS, prog="python -m apps.malcom")
+    return run_main("malcom", argv, comm, defaults=DEFAULTS, prog=command("malcom"))
 
 
 if __name__ == "__main__":

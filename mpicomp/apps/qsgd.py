@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from apps.dcgd import main as dcgd_main
+from mpicomp.apps import command
+from mpicomp.apps.dcgd import main as dcgd_main
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults={"compressor": "qsgd:s=4"}, prog="python -m apps.qsgd")
+    return dcgd_main(argv, comm, defaults={"compressor": "qsgd:s=4"}, prog=command("qsgd"))
 
 
 if __name__ == "__main__":

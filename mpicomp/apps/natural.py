@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from apps.dcgd import main as dcgd_main
+from mpicomp.apps import command
+from mpicomp.apps.dcgd import main as dcgd_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=1",
@@ -25,7 +26,7 @@ DEFAULTS = {
 
 
 def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults=DEFAULTS, prog="python -m apps.natural")
+    return dcgd_main(argv, comm, defaults=DEFAULTS, prog=command("natural"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,7 @@
+"""``python -m mpicomp``: the ``mpicomp`` command (`mpicomp.cli`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""The apps: one module per method, ``python -m mpicomp.apps.<name>`` or ``mpicomp <name>``.
+
+Each app is a thin wrapper around `mpicomp.run.main` with its own defaults; ``--help`` lists
+every setting. Launch under MPI with ``mpiexec -n N mpicomp diana`` or
+``mpiexec -n N python -m mpicomp.apps.diana``; from a checkout ``python -m apps.diana`` is the
+same app (the ``apps`` folder there is an alias of this package).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Every app, by its module name.
+APPS = ("diana", "dcgd", "qsgd", "terngrad", "signsgd", "natural", "qadam", "efsgd", "dpsgd",
+        "choco", "malcom")
+
+
+def command(app: str) -> str:
+    """How the user started ``app``, for help and error messages: ``mpicomp diana``,
+    ``python -m apps.diana`` (a checkout) or ``python -m mpicomp.apps.diana``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name in (f"apps.{app}", f"mpicomp.apps.{app}"):
+        return f"python -m {spec.name}"
+    if os.path.basename(sys.argv[0] or "") == "mpicomp":
+        return f"mpicomp {app}"
+    return f"python -m mpicomp.apps.{app}"
