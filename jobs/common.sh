@@ -80,6 +80,9 @@ run_app() {
     local resume=(--overwrite)
     [[ -f ${trace%.h5}.ckpt.h5 ]] && resume=(--resume)
     mkdir -p "$(dirname "$trace")"
+    # the trace's lock (one live run per trace) can only be left by this job's previous start,
+    # which is over: on another node after a node failure its owner cannot be checked from here
+    rm -f "$trace.lock"
     echo "mpicomp: job ${SLURM_JOB_ID} start ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST}:" \
          "mpicomp.apps.$app ${resume[*]} $* -> $trace"
     launch -m "mpicomp.apps.$app" --trace "$trace" "${resume[@]}" "$@" || rc=$?

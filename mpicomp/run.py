@@ -47,6 +47,7 @@ from .comm.aggregate import collectively
 from .comm.communicator import Communicator
 from .config import COMMON_SETTINGS, RESUMABLE, Config, ConfigError, build_parser, parse_config
 from .progress import Progress
+from .tracelock import TraceLock
 
 EXIT_FINISHED, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_CHECKPOINTED = 0, 1, 2, 3, 75
 STOP_SIGNALS = ("SIGTERM", "SIGUSR2")
@@ -186,14 +187,18 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     return train, test, LocalObjective(local, size * mine.n_samples / train.n_samples)
 
 
-def reference_point(cfg: Config, train) -> tuple:
-    """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only)."""
-    from .problems import make_problem, reference_optimum
+def reference_point(cfg: Config, train, should_stop: Callable[[], bool]) -> tuple:
+    """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only): also when
+    ``should_stop()`` turns true during the solve (a stop request; the resumed run solves)."""
+    from .problems import ReferenceInterrupted, make_problem, reference_optimum
 
     whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
     if not (cfg.reference and whole.convex):
         return None, math.nan
-    return reference_optimum(whole, warn=False)
+    try:
+        return reference_optimum(whole, warn=False, should_stop=should_stop)
+    except ReferenceInterrupted:
+        return None, math.nan
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,7 +214,9 @@ class Run:
         self.trace = None  # the TraceWriter, on rank 0
         self.stop_requested = False
         self.last_logged = -1  # step of the last trace row
+        self.resumed_rows = 0  # trace rows kept from the checkpoint's run (--resume)
         self.ckpt_path = checkpoint_path(cfg.trace)
+        self.trace_lock = TraceLock(cfg.trace)  # claimed by rank 0 (`open_trace`)
 
     # -- collective helpers ------------------------------------------------------------------
     def agree(self, fn, *args):
@@ -234,6 +241,21 @@ class Run:
         if self.rank == 0:
             print(f"{self.algorithm}: {text}", file=sys.stderr, flush=True)
 
+    def stop_agreed(self) -> bool:
+        """Whether any rank has been asked to stop (collective)."""
+        from mpi4py import MPI
+
+        return self.comm.allreduce(self.stop_requested, op=MPI.LOR)
+
+    def stop(self, algo, state) -> int:
+        """Checkpoint ``state`` (collective) and close the trace: the signalled end of a run."""
+        self.save(algo, state)
+        self.note(f"stopped by a signal at step {state.step}; checkpoint {self.ckpt_path}; "
+                  "continue with --resume")
+        if self.rank == 0:
+            self.trace.close()
+        return EXIT_CHECKPOINTED
+
     # -- phases ------------------------------------------------------------------------------
     def read_resume(self):
         """Rank 0 reads and checks the checkpoint: one ``(meta, record, counters)`` per rank."""
@@ -253,10 +275,15 @@ class Run:
 
         if self.rank != 0:
             return
-        if resume_rows is not None:
-            self.trace = TraceWriter.reopen(self.cfg.trace, rows=resume_rows)
-            return
         cfg = self.cfg
+        try:  # before the trace is touched: one live run per trace, whatever HDF5's locking
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.trace)), exist_ok=True)
+            self.trace_lock.acquire()
+        except OSError as exc:
+            raise RunError(f"cannot create trace file {cfg.trace}: {exc}") from None
+        if resume_rows is not None:
+            self.trace = TraceWriter.reopen(cfg.trace, rows=resume_rows)
+            return
         if os.path.lexists(cfg.trace) and not cfg.overwrite:
             raise RunError(f"{cfg.trace} exists (an earlier run's trace?); pass --overwrite to "
                            "replace it, --resume to continue its run from a checkpoint, or --trace "
@@ -277,8 +304,11 @@ class Run:
         train, test, objective = self.agree(local_objective, cfg, self.algorithm, self.rank, self.size)
         L_all = comm.allgather(objective.smoothness())
         smoothness = None if any(v is None for v in L_all) else max(L_all)
-        x_star, f_star = self.agree(lambda: reference_point(cfg, train) if self.rank == 0 else None) or (None, None)
-        x_star, f_star = comm.bcast((x_star, f_star), root=0)
+        x_star, f_star = None, math.nan
+        if not self.stop_agreed():  # a stop request skips or interrupts the solve for x*
+            solved = self.agree(lambda: reference_point(cfg, train, lambda: self.stop_requested)
+                                if self.rank == 0 else None)
+            x_star, f_star = comm.bcast(solved, root=0)
         network = None if cfg.network == "none" else cfg.network
         communicator = Communicator(comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
         try:
@@ -307,6 +337,7 @@ class Run:
         resumed = None
         if cfg.resume:
             resumed = self.comm.scatter(self.agree(self.read_resume), root=0)
+            self.resumed_rows = int(resumed[0]["trace_rows"])
         self.agree(self.open_trace, None if resumed is None else int(resumed[0]["trace_rows"]))
         setup = self.setup = self.build()
         if self.rank == 0:  # on --resume too: the trace describes the run that continues it
@@ -328,23 +359,20 @@ class Run:
             setup.communicator.comm.Free()
 
     def loop(self, algo, state) -> int:
-        from mpi4py import MPI
-
         cfg = self.cfg
         progress = Progress(self.algorithm, cfg.iters, start=state.step, mode=cfg.progress,
                             enabled=self.rank == 0)
         try:
-            if state.step == 0 and not cfg.resume:
+            if state.step == 0 and self.resumed_rows == 0:
+                # a stop asked for during set-up: a step-0 checkpoint before any row (x* may
+                # not be known yet; the resumed run writes row 0 with it)
+                if self.stop_agreed():
+                    return self.stop(algo, state)
                 self.log(algo, state, progress)
             last_saved = state.step
             while state.step < cfg.iters:
-                if self.comm.allreduce(self.stop_requested, op=MPI.LOR):
-                    self.save(algo, state)
-                    self.note(f"stopped by a signal at step {state.step}; checkpoint {self.ckpt_path}; "
-                              "continue with --resume")
-                    if self.rank == 0:
-                        self.trace.close()
-                    return EXIT_CHECKPOINTED
+                if self.stop_agreed():
+                    return self.stop(algo, state)
                 t0 = time.perf_counter()
                 state, info = algo.step(state)
                 self.counters.wall_time += time.perf_counter() - t0
@@ -573,5 +601,7 @@ def main(algorithm: str, argv: Optional[Sequence[str]] = None, comm=None, *,
             except Exception:  # the trace stays readable with status running
                 pass
         if comm.Get_size() > 1:
-            comm.Abort(EXIT_ERROR)
+            comm.Abort(EXIT_ERROR)  # the lock stays, and the next run finds its owner gone
         return EXIT_ERROR
+    finally:
+        run.trace_lock.release()

@@ -144,3 +144,48 @@ def test_the_run_closes_with_its_summary_and_keeps_an_existing_trace(tmp_path):
     assert quiet.returncode == EXIT_FINISHED, quiet.stderr
     assert quiet.stderr.strip().splitlines() == ["diana: finished, 30 steps on 2 ranks; trace run.h5"]
     assert read_trace(tmp_path / "run.h5").final_x.tolist() == t.final_x.tolist()
+
+
+def test_one_live_run_per_trace_whatever_hdf5_locking_says(tmp_path):
+    """Two runs given one trace with HDF5 file locking off (Lustre, NFS): the second is refused
+    with the first's process named, even with --overwrite, and the first's results survive."""
+    trace = tmp_path / "run.h5"
+    args = ["-m", "apps.diana", "--trace", str(trace), "--iters", "200000", "--log-every", "50",
+            "--data", "synthetic:logistic,n=64,d=8,h=1"]
+    unlocked = {**env(), "HDF5_USE_FILE_LOCKING": "FALSE"}
+    first = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=unlocked,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for_rows(trace, 2, first), "the first run ended early"
+        second = subprocess.run([sys.executable, *args, "--overwrite"], cwd=tmp_path, env=unlocked,
+                                capture_output=True, text=True, timeout=240)
+        assert second.returncode == EXIT_BAD_INPUT
+        assert f"{trace} is being written by the run of process {first.pid} on " in second.stderr
+        assert f"remove {trace}.lock" in second.stderr
+        assert first.poll() is None  # untouched, still running
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == EXIT_CHECKPOINTED, err
+    assert not (tmp_path / "run.h5.lock").exists()  # released at the end of the run
+    assert read_trace(trace).n_rows >= 2
+
+
+def test_a_stale_lock_is_taken_over_and_a_foreign_one_refused(tmp_path):
+    import json
+    import socket
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = tmp_path / "run.h5.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    args = ["-m", "apps.diana", "--trace", "run.h5", "--iters", "5"]
+    out = launch(args, tmp_path)
+    assert out.returncode == EXIT_FINISHED, out.stderr  # a run killed before it could unlock
+    assert not lock.exists() and read_trace(tmp_path / "run.h5").status == "finished"
+    lock.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "started": "earlier"}))
+    out = launch([*args, "--overwrite"], tmp_path)
+    assert out.returncode == EXIT_BAD_INPUT
+    assert "run.h5 is being written by the run of process 1 on node-elsewhere, started earlier" in out.stderr
+    assert lock.exists() and read_trace(tmp_path / "run.h5").status == "finished"

@@ -151,14 +151,52 @@ def test_a_signal_during_set_up_checkpoints_step_0(comm, mpi_shared_tmp, monkeyp
     rc, cut = run(comm, apps.diana.main, cut_dir, *args)
     assert rc == EXIT_CHECKPOINTED
     monkeypatch.setattr(run_module.Run, "build", build)
-    if comm.rank == 0:
-        assert cut.status == "running" and cut.attrs["checkpoint_step"] == 0 and cut["step"].tolist() == [0]
+    if comm.rank == 0:  # stopped before its first row, whose x* the resumed run computes
+        assert cut.status == "running" and cut.attrs["checkpoint_step"] == 0 and cut.n_rows == 0
+    assert_resumes_to(comm, cut_dir, args, whole)
+
+
+def assert_resumes_to(comm, cut_dir, args, whole):
+    """``--resume`` in ``cut_dir`` finishes with every column but wall time equal to ``whole``."""
     rc, resumed = run(comm, apps.diana.main, cut_dir, *args, "--resume")
     assert rc == EXIT_FINISHED
     if comm.rank == 0:
         assert resumed["step"].tolist() == [0, 4, 8, 12]
-        np.testing.assert_array_equal(resumed.final_x, whole.final_x)
-        np.testing.assert_array_equal(resumed["loss"], whole["loss"])
+        got, want = comparable(resumed), comparable(whole)
+        for part in range(2):
+            assert got[part].keys() == want[part].keys()
+            for k in want[part]:
+                np.testing.assert_array_equal(got[part][k], want[part][k], err_msg=k)
+        np.testing.assert_array_equal(got[2], want[2])
+
+
+def test_a_signal_during_the_reference_solve_interrupts_it(comm, mpi_shared_tmp, monkeypatch):
+    """SIGTERM on rank 0 while it solves for x*: the solve stops at its next gradient (instead of
+    running to convergence), the run checkpoints step 0 and resumes to the uninterrupted end."""
+    import mpicomp.problems as problems
+
+    args = ["--iters", 12, "--log-every", 4]
+    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
+    if comm.rank == 0:
+        whole_dir.mkdir(), cut_dir.mkdir()
+    comm.Barrier()
+    rc, whole = run(comm, apps.diana.main, whole_dir, *args)
+    solve, asked = problems.reference_optimum, []
+
+    def signalled_solve(problem, **kwargs):
+        should_stop = kwargs["should_stop"]
+        kwargs["should_stop"] = lambda: asked.append(should_stop()) or asked[-1]
+        os.kill(os.getpid(), signal.SIGTERM)
+        return solve(problem, **kwargs)
+
+    monkeypatch.setattr(problems, "reference_optimum", signalled_solve)
+    rc, cut = run(comm, apps.diana.main, cut_dir, *args)
+    monkeypatch.setattr(problems, "reference_optimum", solve)
+    assert rc == EXIT_CHECKPOINTED
+    if comm.rank == 0:
+        assert asked == [True]  # stopped at the first gradient of the solve
+        assert cut.status == "running" and cut.attrs["checkpoint_step"] == 0 and cut.n_rows == 0
+    assert_resumes_to(comm, cut_dir, args, whole)
 
 
 def test_periodic_checkpoints_resume_and_extend_a_finished_run(comm, mpi_shared_tmp):

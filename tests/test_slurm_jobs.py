@@ -142,6 +142,15 @@ def test_sweep_writes_one_trace_per_array_index(tmp_path):
     assert sorted(p.name for p in (tmp_path / f"sweep-{job}").iterdir()) == [
         "000-linf.h5", "001-qsgd.h5", "002-natural.h5"]
 
+    escape = tmp_path / "escape.txt"  # a NAME that would put the trace outside runs/
+    escape.write_text(f"../../escaped diana {' '.join(DATA)} --iters 5\n")
+    bad = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0", "--ntasks=1"], SWEEP=escape)
+    wait(bad)
+    info = job_info(f"{bad}_0")
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0"
+    assert "run 0 is named '../../escaped'; a name takes letters" in output(tmp_path, info["JobId"])
+    assert not list(tmp_path.parent.glob("*escaped*")) and not list(tmp_path.glob("**/*escaped*"))
+
 
 def test_multinode_run_spans_two_nodes(tmp_path):
     args = ["malcom", *DATA, "--topology", "torus", "--iters", 30]

@@ -11,7 +11,7 @@ from .base import Problem
 from .least_squares import LeastSquares
 from .logistic import LogisticRegression
 from .mlp import MLP
-from .reference import ReferenceResult, reference_optimum, solve_reference
+from .reference import ReferenceInterrupted, ReferenceResult, reference_optimum, solve_reference
 from .softmax import SoftmaxRegression
 
 PROBLEMS: dict[str, type[Problem]] = {
@@ -40,5 +40,5 @@ def make_problem(name: str, A, b, **kwargs) -> Problem:
 
 __all__ = [
     "Problem", "LogisticRegression", "LeastSquares", "SoftmaxRegression", "MLP", "PROBLEMS",
-    "make_problem", "ReferenceResult", "reference_optimum", "solve_reference",
+    "make_problem", "ReferenceInterrupted", "ReferenceResult", "reference_optimum", "solve_reference",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from typing import Callable, Optional
 
 import numpy as np
 import scipy.optimize as so
@@ -60,6 +61,10 @@ class ReferenceResult:
     converged: bool
 
 
+class ReferenceInterrupted(RuntimeError):
+    """The solve was stopped because ``should_stop()`` said so (a stop request, e.g. SIGTERM)."""
+
+
 def reference_optimum(problem: Problem, **kwargs) -> tuple[np.ndarray, float]:
     """``(x*, F(x*))`` to high precision; keyword arguments go to `solve_reference`."""
     res = solve_reference(problem, **kwargs)
@@ -67,7 +72,8 @@ def reference_optimum(problem: Problem, **kwargs) -> tuple[np.ndarray, float]:
 
 
 def solve_reference(problem: Problem, x0=None, tol: float = 1e-12, max_iter: int = 100_000,
-                    warn: bool = True) -> ReferenceResult:
+                    warn: bool = True,
+                    should_stop: Optional[Callable[[], bool]] = None) -> ReferenceResult:
     """Minimise ``F = f + λ1‖·‖₁`` of a convex `Problem` (L-BFGS-B if λ1 = 0, else FISTA).
 
     Parameters
@@ -82,6 +88,9 @@ def solve_reference(problem: Problem, x0=None, tol: float = 1e-12, max_iter: int
         Iteration cap (L-BFGS-B iterations over all restarts, or FISTA iterations).
     warn : bool
         Emit a RuntimeWarning when the tolerance is not reached.
+    should_stop : callable, optional
+        Asked before every gradient; when it returns true the solve raises
+        `ReferenceInterrupted` (the driver's stop request during set-up).
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"expected a mpicomp.problems.Problem, got {type(problem).__name__}")
@@ -94,6 +103,8 @@ def solve_reference(problem: Problem, x0=None, tol: float = 1e-12, max_iter: int
     x0 = np.zeros(problem.dim) if x0 is None else np.asarray(to_host(x0), dtype=np.float64)
     if x0.shape != (problem.dim,):
         raise ValueError(f"x0 must have shape ({problem.dim},), got {x0.shape}")
+    if should_stop is not None:
+        problem = _Interruptible(problem, should_stop)
     if problem.l1 > 0:
         res = _fista(problem, xp, x0, tol, max_iter)
     else:
@@ -106,6 +117,21 @@ def solve_reference(problem: Problem, x0=None, tol: float = 1e-12, max_iter: int
             RuntimeWarning, stacklevel=2,
         )
     return res
+
+
+class _Interruptible:
+    """``problem`` whose ``grad`` first asks ``should_stop`` (every solver step takes one)."""
+
+    def __init__(self, problem: Problem, should_stop: Callable[[], bool]):
+        self._problem, self._should_stop = problem, should_stop
+
+    def __getattr__(self, name: str):
+        return getattr(self._problem, name)
+
+    def grad(self, x, *args, **kwargs):
+        if self._should_stop():
+            raise ReferenceInterrupted("the reference solve was stopped by a stop request")
+        return self._problem.grad(x, *args, **kwargs)
 
 
 def _lbfgs(problem: Problem, xp, x0: np.ndarray, tol: float, max_iter: int) -> ReferenceResult:
