@@ -3,6 +3,33 @@
 Root attributes ``ROOT_ATTRS``; ``trace/``: 1-D columns (``INT_COLUMNS`` int64, others float64);
 ``ranks/``: (rows, world_size) datasets; ``final/x``. HDF5's default format (no libver="latest",
 no SWMR) and a flush after every row: a killed writer leaves a file plain h5py reads.
+
+Attributes
+    Every str attribute the writer stores passes through :func:`clean_attr_text`: NUL and the
+    other control characters but newline and tab are dropped (HDF5 variable-length strings
+    cannot hold NUL; Open MPI's ``MPI.Get_library_version()`` ends in NUL bytes), line breaks
+    become ``\\n`` and trailing whitespace goes. Every dataset has a ``description`` and a
+    ``units`` attribute (UDUNITS symbols, ``"1"`` for dimensionless) from ``DATASET_INFO``.
+
+netCDF / xarray
+    ``trace/step`` is an HDF5 dimension scale named ``step`` attached to dimension 0 of every
+    other ``trace/`` column, so ``xarray.open_dataset(path, group="trace", engine="h5netcdf")``
+    gives a Dataset with coordinate ``step`` and the other columns as data variables along it.
+    ``ranks/`` and ``final/`` carry no dimension scales (netCDF sees only dimensions of the
+    same group or its parents, and ``trace/`` is a sibling); open them with
+    ``phony_dims="sort"`` (dimensions ``phony_dim_N``).
+
+Reading while a run writes
+    The writer flushes after every row, so every flushed row is complete in every column.
+    Without SWMR, HDF5 does not guard a reader against an append in progress: a read that
+    overlaps one may fail or see columns of unequal length (``read_trace`` raises TraceError
+    then); read again. Open afresh for each look, after closing every handle on the file
+    (HDF5 shares one open file per process, and it keeps the rows it had when opened). The
+    writer holds an HDF5 file lock, so readers open without locking: :func:`read_trace`
+    does; h5py (>= 3.5): ``h5py.File(path, "r", locking=False)``; xarray (>= 2024.1, the
+    keywords reach h5py): ``xarray.open_dataset(path, group="trace", engine="h5netcdf",
+    driver_kwds={"locking": False})`` (xarray's ``lock=False`` is an in-process thread lock
+    and does not help); any HDF5 program: ``HDF5_USE_FILE_LOCKING=FALSE`` in its environment.
 """
 
 from __future__ import annotations
@@ -11,6 +38,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 import h5py
@@ -26,6 +54,53 @@ STANDARD_COLUMNS = ("step", "loss", "grad_norm_sq", "dist_to_opt_sq", "bits_up",
 INT_COLUMNS = frozenset({"step", "bits_up", "bits_down", "wire_bytes"})
 ROOT_ATTRS = ("mpicomp_version", "algorithm", "compressor", "topology", "world_size", "config",
               "mpi_library", "status")
+STEP_SCALE = "step"  # name of the dimension scale trace/step (netCDF dimension of trace/)
+
+#: ``(description, units)`` of the datasets, by path in the file; units are UDUNITS symbols
+#: (``"1"``: dimensionless). Datasets not listed get `_GENERIC_INFO`. Cumulative counters count
+#: from step 0 of the run (a resumed run continues them).
+DATASET_INFO: dict[str, tuple[str, str]] = {
+    "trace/step": ("step index: optimiser steps completed when the row was logged", "1"),
+    "trace/loss": ("global objective F(x) incl. regulariser at the reported model", "1"),
+    "trace/grad_norm_sq": ("squared norm ||grad f(x)||^2 of the global gradient of the smooth "
+                           "part f (without the l1 regulariser) at the reported model", "1"),
+    "trace/dist_to_opt_sq": ("squared distance ||x - x*||^2 of the reported model to the "
+                             "reference optimum x* (NaN when there is none)", "1"),
+    "trace/bits_up": ("cumulative information bits sent towards the aggregate (exact payload "
+                      "sizes), all ranks since step 0", "bit"),
+    "trace/bits_down": ("cumulative information bits received from the aggregate (exact payload "
+                        "sizes), all ranks since step 0", "bit"),
+    "trace/wire_bytes": ("cumulative bytes sent by MPI collectives (each message once per "
+                         "receiving rank), all ranks since step 0", "byte"),
+    "trace/wall_time": ("cumulative wall-clock time inside steps, slowest rank, since step 0",
+                        "s"),
+    "trace/net_time": ("cumulative network time simulated by the --network model, slowest "
+                       "rank, since step 0 (0 without a model)", "s"),
+    "trace/test_loss": ("objective incl. regulariser on the held-out test set at the reported "
+                        "model (NaN without a test set)", "1"),
+    "trace/test_accuracy": ("share of held-out test samples classified correctly by the "
+                            "reported model (NaN for problems that do not classify)", "1"),
+    "trace/consensus_error": ("consensus error sum_i ||x_i - xbar||^2 of the ranks' models "
+                              "around their mean xbar, the reported model", "1"),
+    "trace/sparsity": ("share of exact zeros in the reported model", "1"),
+    "ranks/bits_up": ("cumulative information bits this rank sent towards the aggregate since "
+                      "step 0; column r is rank r", "bit"),
+    "ranks/bits_down": ("cumulative information bits this rank received from the aggregate "
+                        "since step 0; column r is rank r", "bit"),
+    "ranks/wire_bytes": ("cumulative bytes this rank sent by MPI collectives since step 0; "
+                         "column r is rank r", "byte"),
+    "ranks/wall_time": ("cumulative wall-clock time this rank spent inside steps since step 0; "
+                        "column r is rank r", "s"),
+    "ranks/net_time": ("cumulative network time simulated for this rank by the --network model "
+                       "since step 0; column r is rank r", "s"),
+    "final/x": ("model reported at the end of the run", "1"),
+}
+_GENERIC_INFO = {"trace": "value logged with each row (not described in DATASET_INFO)",
+                 "ranks": "per-rank value logged with each row (not described in DATASET_INFO); "
+                          "column r is rank r"}
+# control characters but tab and newline (C0, DEL, C1) and lone surrogates (not UTF-8 encodable)
+_DROPPED_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LONE_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class TraceError(ValueError):
@@ -41,15 +116,48 @@ def _jsonable(obj: Any) -> Any:
     return obj.tolist() if isinstance(obj, (np.generic, np.ndarray)) else os.fspath(obj)
 
 
+def clean_attr_text(text: str) -> str:
+    """``text`` as a trace stores it in a str attribute.
+
+    HDF5 variable-length strings cannot hold NUL (h5py: "VLEN strings do not support embedded
+    NULLs"), and Open MPI's library version ends in NUL bytes; other control characters only
+    garble what tools print.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+        ``text`` with ``\\r\\n`` and ``\\r`` turned into ``\\n``, the other control characters
+        but newline and tab (U+0000-U+001F, U+007F-U+009F) dropped, lone surrogates (from
+        undecodable file names) replaced by U+FFFD, and trailing whitespace stripped. Newlines
+        are kept: error messages and library versions may have several lines. Idempotent.
+    """
+    text = str(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _LONE_SURROGATES.sub("\ufffd", _DROPPED_CHARACTERS.sub("", text))
+    return text.rstrip()
+
+
 def _attr_value(path: str, name: str, value: Any) -> Any:
-    """``value`` as stored in root attribute ``name`` (a ``config`` dict becomes sorted JSON)."""
-    try:
-        if name == "config" and isinstance(value, Mapping):
+    """``value`` as stored in attribute ``name``: the one conversion of every attribute the
+    writer stores. A ``config`` dict becomes sorted JSON; str goes through `clean_attr_text`;
+    ``config`` must be JSON and ``status`` one of ``STATUSES``. TraceError otherwise."""
+    if name == "config" and isinstance(value, Mapping):
+        try:
             value = json.dumps(dict(value), sort_keys=True, default=_jsonable)
-        elif name == "config":
+        except (TypeError, ValueError) as exc:
+            raise TraceError(f"{path}: attribute 'config' must be a dict or JSON str: "
+                             f"{exc}") from None
+    if isinstance(value, str):
+        value = clean_attr_text(value)
+    if name == "config":
+        try:
             json.loads(value)
-    except (TypeError, ValueError) as exc:
-        raise TraceError(f"{path}: attribute 'config' must be a dict or JSON str: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise TraceError(f"{path}: attribute 'config' must be a dict or JSON str: "
+                             f"{exc}") from None
     if name == "status" and value not in STATUSES:
         raise TraceError(f"{path}: status {value!r} is not one of {', '.join(STATUSES)}")
     if isinstance(value, (str, bool, int, float, np.generic)) or (
@@ -57,6 +165,36 @@ def _attr_value(path: str, name: str, value: Any) -> Any:
         return value
     raise TraceError(f"{path}: attribute {name!r} = {value!r} has type {type(value).__name__}; "
                      "use str, bool, int, float or a numeric array")
+
+
+def _attr_values(path: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """`_attr_value` of every item: what ``node.attrs.update`` may store (all checked first)."""
+    return {name: _attr_value(path, name, value) for name, value in attrs.items()}
+
+
+def _describe(ds: h5py.Dataset, path: str) -> None:
+    """Set the ``description`` and ``units`` attributes of ``ds`` from `DATASET_INFO`."""
+    key = ds.name.lstrip("/")
+    group, _, name = key.partition("/")
+    generic = f"{name}: {_GENERIC_INFO.get(group, 'no description in DATASET_INFO')}"
+    description, units = DATASET_INFO.get(key, (generic, "1"))
+    ds.attrs.update(_attr_values(path, {"description": description, "units": units}))
+
+
+def _annotate(f: h5py.File, path: str) -> None:
+    """Describe every dataset and make ``trace/step`` the dimension scale of ``trace/``.
+
+    Idempotent (nothing is attached twice), so a resumed trace written before these
+    attributes existed gets them too."""
+    step = f["trace/step"]
+    if not step.is_scale:
+        step.make_scale(STEP_SCALE)
+    for group in ("trace", "ranks", "final"):
+        for name, ds in f.get(group, {}).items():
+            _describe(ds, path)
+            if group == "trace" and name != "step" and not h5py.h5ds.is_attached(
+                    ds.id, step.id, 0):
+                ds.dims[0].attach_scale(step)
 
 
 def _check(f: h5py.File, path: str) -> None:
@@ -114,6 +252,7 @@ class TraceWriter:
     attrs : dict
         ``ROOT_ATTRS`` but ``status`` (the writer's), plus extras; ``mpicomp_version`` and
         ``world_size`` have defaults; ``config`` a dict (stored as sorted JSON) or JSON str.
+        Text is stored as `clean_attr_text` returns it, here and in `set_attrs` and `finish`.
     columns, rank_columns : sequence of str
         ``trace/`` columns (``STANDARD_COLUMNS`` and more) and ``ranks/`` dataset names.
     world_size : int
@@ -141,13 +280,13 @@ class TraceWriter:
                             f"{world_size} and {attrs['world_size']}")
         if problems:
             raise TraceError(f"{self.path}: " + "; ".join(problems))
-        values = {k: _attr_value(self.path, k, v) for k, v in attrs.items()}
+        values = _attr_values(self.path, {**attrs, "status": "running"})
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._f = f = h5py.File(self.path, "w")
         except OSError as exc:
             raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
-        f.attrs.update({**values, "status": "running"})
+        f.attrs.update(values)
         for name in self.columns:
             f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
                              dtype=_dtype(name))
@@ -156,6 +295,7 @@ class TraceWriter:
         for name in self.rank_columns:
             f.create_dataset(f"ranks/{name}", shape=(0, self.world_size), chunks=chunk,
                              maxshape=(None, self.world_size), dtype=_dtype(name))
+        _annotate(f, self.path)
         f.flush()
 
     @classmethod
@@ -175,7 +315,8 @@ class TraceWriter:
                 del f["final"]
             if "error" in f.attrs:
                 del f.attrs["error"]
-            f.attrs["status"] = "running"
+            f.attrs.update(_attr_values(path, {"status": "running"}))
+            _annotate(f, path)
             f.flush()
         except BaseException:
             f.close()
@@ -244,24 +385,23 @@ class TraceWriter:
     def set_attrs(self, **attrs: Any) -> None:
         """Set root attributes (e.g. ``checkpoint_step=1000``) and flush."""
         f = self._file()
-        f.attrs.update({k: _attr_value(self.path, k, v) for k, v in attrs.items()})
+        f.attrs.update(_attr_values(self.path, attrs))
         f.flush()
 
     def finish(self, status: str, final_x: Any = None, error: str | None = None) -> None:
         """Record the outcome (``status`` in ``STATUSES``), ``final/x`` (replacing one already
-        there) and an ``error`` attribute when given; then flush and close."""
+        there) and an ``error`` attribute (its text cleaned) when given; then flush and close."""
         f = self._file()
-        _attr_value(self.path, "status", status)
+        outcome = _attr_values(self.path, {"status": status} if error is None else
+                               {"status": status, "error": str(error)})
         if final_x is not None:
             x = np.asarray(to_host(final_x), dtype=np.float64)
             if x.ndim != 1:
                 raise TraceError(f"{self.path}: final_x must be 1-D, got shape {x.shape}")
             if "final/x" in f:
                 del f["final/x"]
-            f.create_dataset("final/x", data=x)
-        if error is not None:
-            f.attrs["error"] = str(error)
-        f.attrs["status"] = status
+            _describe(f.create_dataset("final/x", data=x), self.path)
+        f.attrs.update(outcome)
         self.close()
 
     def close(self) -> None:
@@ -277,7 +417,7 @@ class TraceWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and self._f is not None:
             with contextlib.suppress(Exception):  # never mask the exception of the block
-                self.finish("failed", error=str(exc) or exc_type.__name__)
+                self.finish("failed", error=clean_attr_text(str(exc)) or exc_type.__name__)
         self.close()
 
 

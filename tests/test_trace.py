@@ -1,4 +1,5 @@
-"""HDF5 trace writer and reader (mpicomp.trace): contract layout, errors, resume, killed writers."""
+"""HDF5 trace writer and reader (mpicomp.trace): contract layout, errors, resume, killed writers,
+clean attribute text, self-describing datasets, netCDF/xarray view, reading while writing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 import mpicomp
-from mpicomp.trace import (INT_COLUMNS, STANDARD_COLUMNS, STATUSES, Trace, TraceError,
-                           TraceWriter, read_trace)
+from mpicomp.trace import (DATASET_INFO, INT_COLUMNS, STANDARD_COLUMNS, STATUSES, Trace,
+                           TraceError, TraceWriter, clean_attr_text, read_trace)
 
 REPO = Path(__file__).resolve().parents[1]
 ATTRS = {"algorithm": "diana", "compressor": "qsgd:s=4", "topology": "server",
@@ -347,22 +348,32 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def start_child(code: str, **popen) -> subprocess.Popen:
+    """A Python process running ``code`` with this checkout importable (``popen``: more
+    `subprocess.Popen` arguments)."""
+    pythonpath = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **popen)
+
+
+def wait_for_line(proc: subprocess.Popen, expected: str, seconds: float = 120) -> None:
+    """Read ``proc``'s stdout until the line ``expected``; fail on timeout or early exit."""
+    deadline, line = time.monotonic() + seconds, ""
+    while line.strip() != expected:
+        timeout = max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        assert ready, f"the writer process did not report {expected!r} within {seconds} s"
+        line = proc.stdout.readline()
+        assert line, f"the writer process exited early: {proc.wait()} {proc.stderr.read()}"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and select on pipes are POSIX")
 def test_killed_writer_leaves_readable_file(tmp_path):
     path = tmp_path / "killed.h5"
-    pythonpath = [str(REPO), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
-    code = CHILD.format(tests=str(REPO / "tests"), path=str(path))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = start_child(CHILD.format(tests=str(REPO / "tests"), path=str(path)))
     try:
-        deadline, line = time.monotonic() + 120, ""
-        while line.strip() != "ready":
-            timeout = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([proc.stdout], [], [], timeout)
-            assert ready, "the writer process did not report 'ready' within 120 s"
-            line = proc.stdout.readline()
-            assert line, f"the writer process exited early: {proc.wait()} {proc.stderr.read()}"
+        wait_for_line(proc, "ready")
         during = read_trace(path)  # readable while the writer still holds it open
         assert during.n_rows == 3 and during.status == "running"
         proc.send_signal(signal.SIGKILL)
@@ -380,3 +391,243 @@ def test_killed_writer_leaves_readable_file(tmp_path):
     w.append(make_row(2), make_ranks(2))
     w.finish("finished")
     assert_rows(read_trace(path), range(3))
+
+
+# -- attribute text ----------------------------------------------------------------------------
+OPEN_MPI_VERSION = "Open MPI v4.1.4, package: Debian OpenMPI\x00\x00"
+
+
+@pytest.mark.parametrize("raw, clean", [
+    (OPEN_MPI_VERSION, "Open MPI v4.1.4, package: Debian OpenMPI"),
+    ("a\x00b\x07c\x1b[0m\x7f\x85d", "abc[0md"),  # C0, DEL and C1 controls dropped
+    ("line 1\r\nline 2\rline 3\n\tindented  \n\x00 ", "line 1\nline 2\nline 3\n\tindented"),
+    ("  leading kept, trailing not \t\n", "  leading kept, trailing not"),
+    ("run-\udcff.h5", "run-\ufffd.h5"),  # lone surrogate from an undecodable file name
+    ("ünïcödé ∇f ‖x‖²", "ünïcödé ∇f ‖x‖²"),
+    ("\x00\x00", ""),
+])
+def test_clean_attr_text(raw, clean):
+    assert clean_attr_text(raw) == clean
+    assert clean_attr_text(clean) == clean  # idempotent
+
+
+def test_attribute_text_with_nuls_is_stored_clean(tmp_path):
+    path = tmp_path / "t.h5"
+    attrs = dict(ATTRS, mpi_library=OPEN_MPI_VERSION, compressor="qsgd:s=4\x00",
+                 checkpoint="run\r\n.ckpt.h5 ")
+    w = TraceWriter(path, attrs, COLUMNS, RANK_COLUMNS, WORLD)
+    w.append(make_row(0), make_ranks(0))
+    w.set_attrs(note="set\x00 later\x07", hyperparameters='{"lr": 0.5}\x00')
+    w.finish("failed", error="rank 1: ValueError: bad\x00 value\x00\n  in step 3\x00\n")
+    t = read_trace(path)
+    expected = {"mpi_library": "Open MPI v4.1.4, package: Debian OpenMPI",
+                "compressor": "qsgd:s=4", "checkpoint": "run\n.ckpt.h5", "note": "set later",
+                "hyperparameters": '{"lr": 0.5}', "status": "failed",
+                "error": "rank 1: ValueError: bad value\n  in step 3"}
+    assert {k: t.attrs[k] for k in expected} == expected
+    assert t.attrs["mpi_library"] == clean_attr_text(OPEN_MPI_VERSION)
+    with h5py.File(path, "r") as f:  # plain h5py reads them as str, without NUL
+        for name in expected:
+            assert isinstance(f.attrs[name], str) and "\x00" not in f.attrs[name], name
+
+
+def test_config_json_survives_cleaning(tmp_path):
+    config = {"mpi": OPEN_MPI_VERSION, "note": "two\nlines\r\n", "path": "a\tb"}
+    TraceWriter(tmp_path / "t.h5", dict(ATTRS, config=config), STANDARD_COLUMNS, [],
+                1).finish("finished")
+    assert read_trace(tmp_path / "t.h5").config == config  # JSON escapes control characters
+    pretty = json.dumps(config, indent=2).replace("\n", "\r\n") + "\x00\n"
+    TraceWriter(tmp_path / "u.h5", dict(ATTRS, config=pretty), STANDARD_COLUMNS, [],
+                1).finish("finished")
+    assert read_trace(tmp_path / "u.h5").config == config
+    with h5py.File(tmp_path / "u.h5", "r") as f:
+        assert f.attrs["config"] == json.dumps(config, indent=2)
+
+
+def test_context_manager_records_an_error_message_with_nuls(tmp_path):
+    with pytest.raises(RuntimeError):
+        with write(tmp_path / "t.h5", 1):
+            raise RuntimeError(f"MPI failed ({OPEN_MPI_VERSION})")
+    t = read_trace(tmp_path / "t.h5")
+    assert t.status == "failed"
+    assert t.attrs["error"] == "MPI failed (Open MPI v4.1.4, package: Debian OpenMPI)"
+    with pytest.raises(ValueError):
+        with write(tmp_path / "u.h5", 1):
+            raise ValueError("\x00")  # nothing left after cleaning: the exception's type
+    t = read_trace(tmp_path / "u.h5")
+    assert t.status == "failed" and t.attrs["error"] == "ValueError"
+
+
+# -- self-describing datasets, netCDF / xarray view -------------------------------------------
+def datasets(f: h5py.File) -> dict:
+    """Every dataset of ``f`` by path."""
+    found = {}
+
+    def add(name, obj):  # returns None: visititems stops at the first other value
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+    f.visititems(add)
+    return found
+
+
+def test_every_dataset_has_description_and_units(tmp_path):
+    path = tmp_path / "t.h5"
+    w = TraceWriter(path, dict(ATTRS), COLUMNS + ["my_metric"], RANK_COLUMNS + ["my_count"],
+                    WORLD)
+    w.append(dict(make_row(0), my_metric=1.5))
+    w.finish("finished", final_x=[1.0, 2.0])
+    with h5py.File(path, "r") as f:
+        found = datasets(f)
+        assert set(found) == ({f"trace/{c}" for c in COLUMNS + ["my_metric"]} | {"final/x"}
+                              | {f"ranks/{c}" for c in RANK_COLUMNS + ["my_count"]})
+        for name, ds in found.items():
+            description, units = ds.attrs["description"], ds.attrs["units"]
+            assert isinstance(description, str) and description.strip(), name
+            assert isinstance(units, str) and units.strip(), name
+            if name in DATASET_INFO:
+                assert (description, units) == DATASET_INFO[name], name
+        units = {name: ds.attrs["units"] for name, ds in found.items()}
+        assert units["trace/step"] == units["trace/loss"] == units["trace/my_metric"] == "1"
+        assert units["trace/bits_up"] == units["trace/bits_down"] == "bit"
+        assert units["ranks/bits_up"] == "bit" and units["trace/wire_bytes"] == "byte"
+        assert units["trace/wall_time"] == units["trace/net_time"] == "s"
+        assert "regulariser" in found["trace/loss"].attrs["description"]
+        assert "my_metric" in found["trace/my_metric"].attrs["description"]
+        assert "my_count" in found["ranks/my_count"].attrs["description"]
+        assert units["ranks/my_count"] == "1"
+    for column in ("test_loss", "consensus_error", "sparsity", "dist_to_opt_sq"):
+        assert f"trace/{column}" in DATASET_INFO  # the driver's and gossip's columns
+
+
+def assert_step_scale(path, rows: int) -> None:
+    """trace/step is the dimension scale of every other trace/ column, attached exactly once."""
+    with h5py.File(path, "r", locking=False) as f:
+        step = f["trace/step"]
+        assert step.is_scale and step.attrs["NAME"] == b"step"
+        others = [ds for name, ds in f["trace"].items() if name != "step"]
+        assert len(step.attrs["REFERENCE_LIST"]) == len(others)
+        for ds in others:
+            assert len(ds.dims[0]) == 1 and ds.dims[0][0] == step, ds.name
+            assert ds.shape == step.shape == (rows,), ds.name
+        for ds in f["ranks"].values():  # ranks/: no scales (netCDF dims: same or parent group)
+            assert "DIMENSION_LIST" not in ds.attrs and len(ds.dims[0]) == 0
+
+
+def test_step_is_the_dimension_scale_of_trace(tmp_path):
+    write(tmp_path / "t.h5", 3).finish("finished")
+    assert_step_scale(tmp_path / "t.h5", 3)
+    assert read_trace(tmp_path / "t.h5").n_rows == 3  # the scale's attributes do not upset it
+
+
+def xarray_or_skip():
+    """xarray (>= 2024.1: ``driver_kwds`` reach h5py) with h5netcdf, or skip the test."""
+    pytest.importorskip("h5netcdf")
+    return pytest.importorskip("xarray", minversion="2024.1")
+
+
+def open_trace_group(path, **kw):
+    return xarray_or_skip().open_dataset(path, group="trace", engine="h5netcdf", **kw)
+
+
+def assert_xarray_view(path, rows: range) -> None:
+    """xarray sees trace/ with coordinate step and exactly the written values and dtypes."""
+    with open_trace_group(path, driver_kwds={"locking": False}) as ds:
+        assert list(ds.coords) == ["step"] and dict(ds.sizes) == {"step": len(rows)}
+        assert set(ds.data_vars) == set(COLUMNS) - {"step"}
+        for c in COLUMNS:
+            expect = np.array([make_row(i)[c] for i in rows],
+                              dtype=np.int64 if c in INT_COLUMNS else np.float64)
+            np.testing.assert_array_equal(ds[c].values, expect, err_msg=c)
+            assert ds[c].dtype == expect.dtype and ds[c].dims == ("step",), c
+            assert ds[c].attrs["units"] == DATASET_INFO[f"trace/{c}"][1], c
+            assert ds[c].attrs["description"] == DATASET_INFO[f"trace/{c}"][0], c
+
+
+def test_xarray_opens_trace_with_step_coordinate(tmp_path):
+    path = tmp_path / "t.h5"
+    write(path, 4).finish("finished", final_x=[1.0, 2.0])
+    assert_xarray_view(path, range(4))
+    with open_trace_group(path) as ds:  # plain call, once the writer has closed the file
+        np.testing.assert_array_equal(ds["step"].values, [0, 10, 20, 30])
+        assert ds["wall_time"].dtype == np.float64  # units "s" are not decoded as timedeltas
+    with xarray_or_skip().open_dataset(path, group="ranks", engine="h5netcdf",
+                                       phony_dims="sort") as ranks:
+        np.testing.assert_array_equal(ranks["bits_up"].values,
+                                      [make_ranks(i)["bits_up"] for i in range(4)])
+
+
+def test_step_scale_survives_reopen_and_many_rows(tmp_path):
+    path = tmp_path / "t.h5"
+    write(path, 5).finish("failed", final_x=[1.0], error="killed")
+    w = TraceWriter.reopen(path, rows=2)
+    for i in range(2, 150):  # every append resizes the scale and the columns attached to it
+        w.append(make_row(i), make_ranks(i))
+    w.finish("finished", final_x=[1.0, 2.0])
+    assert_step_scale(path, 150)
+    assert_xarray_view(path, range(150))
+    assert_rows(read_trace(path), range(150))
+
+
+def test_reopen_annotates_a_trace_written_without_scale_and_descriptions(tmp_path):
+    path = tmp_path / "old.h5"
+    write(path, 3).finish("finished")
+    with h5py.File(path, "a") as f:  # the layout of traces written before these attributes
+        step = f["trace/step"]
+        for name, ds in datasets(f).items():
+            if name.startswith("trace/") and name != "trace/step":
+                ds.dims[0].detach_scale(step)
+            del ds.attrs["description"], ds.attrs["units"]
+        del step.attrs["CLASS"], step.attrs["NAME"]
+        assert not step.is_scale
+    w = TraceWriter.reopen(path, rows=3)
+    w.append(make_row(3), make_ranks(3))
+    w.finish("finished")
+    assert_step_scale(path, 4)
+    assert_xarray_view(path, range(4))
+    with h5py.File(path, "r") as f:
+        assert all("units" in ds.attrs for ds in datasets(f).values())
+
+
+# -- reading while another process writes ------------------------------------------------------
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_trace import make_ranks, make_row, write
+    w = write({path!r}, 3)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(3, 6):
+        w.append(make_row(i), make_ranks(i))
+    print("appended", flush=True)
+    sys.stdin.readline()
+    w.finish("finished")
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="select on pipes is POSIX")
+def test_read_while_another_process_writes(tmp_path):
+    path = tmp_path / "live.h5"
+    proc = start_child(WRITER.format(tests=str(REPO / "tests"), path=str(path)),
+                       stdin=subprocess.PIPE)
+    try:
+        wait_for_line(proc, "ready")  # the writer holds the file open (and locked) from here
+        t = read_trace(path)
+        assert t.n_rows == 3 and t.status == "running"
+        assert_rows(t, range(3))
+        with h5py.File(path, "r", locking=False) as f:
+            assert f["trace/step"].shape == (3,) and f.attrs["status"] == "running"
+        assert_xarray_view(path, range(3))
+        proc.stdin.write("append\n")
+        proc.stdin.flush()
+        wait_for_line(proc, "appended")
+        assert_rows(read_trace(path), range(6))  # no stale view of the earlier open
+        assert_xarray_view(path, range(6))
+        proc.stdin.write("finish\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert read_trace(path).status == "finished"
+    assert_xarray_view(path, range(6))
