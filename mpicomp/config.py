@@ -28,6 +28,7 @@ import numbers
 import sys
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from .limits import CONFIG_MAX_BYTES, check_regular_file
 from .progress import MODES as PROGRESS_MODES
 
 if sys.version_info >= (3, 11):
@@ -318,12 +319,15 @@ def build_parser(prog: str, description: str, settings: Sequence[Setting],
 def read_toml(path: str, valid: Iterable[str]) -> dict:
     """The settings in a TOML file (a flat table); errors name the file and line."""
     try:
+        check_regular_file(path, "config file", CONFIG_MAX_BYTES)
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except ValueError as exc:  # not a regular file, or too large
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     valid = set(valid)
     for key, value in data.items():
         if key not in valid:

@@ -46,6 +46,7 @@ from .checkpoint import (CheckpointError, checkpoint_path, read_checkpoint, rest
 from .comm.aggregate import collectively
 from .comm.communicator import Communicator
 from .config import COMMON_SETTINGS, RESUMABLE, Config, ConfigError, build_parser, parse_config
+from .limits import check_dimension, check_fits
 from .progress import Progress
 from .tracelock import TraceLock
 
@@ -157,6 +158,15 @@ def _on_device(A, device: str):
     return to_device(A, device)
 
 
+def _row_bytes(A) -> float:
+    """Bytes of one sample of ``A`` (its values and, when sparse, their column indices)."""
+    import scipy.sparse as sp
+
+    if sp.issparse(A):
+        return (A.data.nbytes + A.indices.nbytes) / max(A.shape[0], 1)
+    return A.dtype.itemsize * A.shape[1]
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything one rank built for a run."""
@@ -172,19 +182,24 @@ class Setup:
 
 
 def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
-    """``(train, test problem or None, objective)``: the data set, the held-out problem and this
-    rank's weighted problem (no communication, so a failure here can be agreed on)."""
+    """``(train, test problem or None, objective, its smoothness)``: the data set, the held-out
+    problem, this rank's weighted problem and its smoothness bound (no communication, so a
+    failure here can be agreed on). Sizes that cannot fit fail before they are allocated."""
     from .problems import make_problem
     from .problems.data import shard
 
     ALGORITHMS[algorithm].check_topology(cfg.topology, size)
     train, test = load_data(cfg, size)
+    dim = train.A.shape[1]
+    check_dimension(f"the data set {train.name}", dim)
+    check_fits(f"--batch {cfg.batch}", cfg.batch * (_row_bytes(train.A) + 16))  # + index, loss
     mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
     local = make_problem(cfg.problem, _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device),
                          _on_device(mine.y, cfg.device), **problem_options(cfg, train))
     if test is not None:  # the held-out problem, on the host, in float64
         test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, train))
-    return train, test, LocalObjective(local, size * mine.n_samples / train.n_samples)
+    objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
+    return train, test, objective, objective.smoothness()
 
 
 def reference_point(cfg: Config, train, should_stop: Callable[[], bool]) -> tuple:
@@ -301,8 +316,9 @@ class Run:
         """Data → problem → x* → communicator → algorithm. Each local phase is agreed on by
         all ranks before the next collective, so a failure anywhere fails everywhere alike."""
         cfg, comm = self.cfg, self.comm
-        train, test, objective = self.agree(local_objective, cfg, self.algorithm, self.rank, self.size)
-        L_all = comm.allgather(objective.smoothness())
+        train, test, objective, L_mine = self.agree(local_objective, cfg, self.algorithm,
+                                                    self.rank, self.size)
+        L_all = comm.allgather(L_mine)
         smoothness = None if any(v is None for v in L_all) else max(L_all)
         x_star, f_star = None, math.nan
         if not self.stop_agreed():  # a stop request skips or interrupts the solve for x*

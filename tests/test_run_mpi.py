@@ -383,3 +383,46 @@ def test_held_out_metrics_on_real_data(comm, mpi_shared_tmp):
     assert t["test_accuracy"][-1] > 0.9 and t["test_accuracy"][0] == np.mean(test.y == 1.0)
     assert t["test_loss"][-1] == pytest.approx(held_out.loss(x), rel=1e-12)
     assert t.attrs["n_samples"] == 569 - len(test.y)
+
+
+@pytest.mark.parametrize("what", ["feature index 2^40", "batch 10^12"])
+def test_sizes_that_cannot_fit_fail_before_allocating(comm, mpi_shared_tmp, capsys, what):
+    """A model or minibatch larger than the machine's memory: one message with the size and the
+    limit, exit 2 on every rank, status failed (not a MemoryError traceback per rank)."""
+    from mpicomp.limits import memory_bytes
+
+    limit = f"more than this machine's {memory_bytes() / 2**30:.3g} GiB of memory"
+    if what == "batch 10^12":
+        rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--batch", 10**12, "--iters", 3)
+        fragments = ("--batch 1000000000000 needs ", limit)
+    else:
+        path = write_shared(comm, mpi_shared_tmp / "huge.svm", f"1 1:1 {2**40}:2\n-1 2:1\n" * 4)
+        rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--data", f"libsvm:{path}", "--iters", 3)
+        fragments = (f"{path}: {2**40} features: a model of {2**40} coordinates needs", limit)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, t, capsys, *fragments)
+
+
+@pytest.mark.parametrize("kind", ["config", "data"])
+def test_a_device_or_fifo_is_refused_instead_of_read(comm, mpi_shared_tmp, capsys, kind):
+    fifo = mpi_shared_tmp / "pipe"
+    if comm.rank == 0:
+        os.mkfifo(fifo)  # reading it would block every rank
+    comm.Barrier()
+    for path in (fifo, "/dev/zero"):  # /dev/zero would never end
+        flag = ["--config", path] if kind == "config" else ["--data", f"libsvm:{path}"]
+        rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, *flag, "--iters", 3, "--overwrite")
+        assert rc == EXIT_BAD_INPUT
+        what = "config file" if kind == "config" else "LIBSVM file"
+        failed_with(comm, None, capsys, f"{what} {path} is not a regular file")
+
+
+def test_a_config_file_larger_than_the_cap_is_refused(comm, mpi_shared_tmp, capsys):
+    from mpicomp.limits import CONFIG_MAX_BYTES
+
+    lines = CONFIG_MAX_BYTES // 10 + 1  # of 10 bytes each: just over the cap
+    path = write_shared(comm, mpi_shared_tmp / "big.toml", "# padding\n" * lines)
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--config", path)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, None, capsys, f"config file {path} has {10 * lines} bytes, more than the "
+                f"{CONFIG_MAX_BYTES}")

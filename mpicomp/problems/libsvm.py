@@ -35,12 +35,15 @@ from typing import IO, Optional, Union
 import numpy as np
 import scipy.sparse as sp
 
+from ..limits import check_dimension, check_regular_file
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def _open_text(path: PathLike) -> IO[str]:
+    check_regular_file(path, "LIBSVM file")
     opener = _OPENERS.get(os.path.splitext(os.fspath(path))[1].lower())
     if opener is None:
         return open(path, "r", encoding="utf-8")
@@ -239,6 +242,7 @@ def read_libsvm(
         raise AssertionError(f"{where}: invalid entry not diagnosed")  # pragma: no cover
 
     width = n_features if n_features is not None else (int(cols.max()) + 1 if nnz else 1)
+    check_dimension(f"{name}: {width} features", width)
     index_dtype = np.int32 if max(width, nnz) < np.iinfo(np.int32).max else np.int64
     A = sp.csr_matrix(
         (data, cols.astype(index_dtype), indptr.astype(index_dtype)),
