@@ -17,13 +17,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
 
 FORMAT = "mpicomp-checkpoint"
 VERSION = 1
+
+#: The bit generators a saved random generator may name (NumPy's own; nothing else is called).
+BIT_GENERATORS = {name: getattr(np.random, name)
+                  for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")}
 
 
 class CheckpointError(ValueError):
@@ -52,8 +56,22 @@ def state_record(state: Any) -> dict:
     return record
 
 
+def state_spec(state: Any) -> dict:
+    """What a checkpoint must hold for ``state``: ``{name: (kind, detail)}`` with detail the
+    array's ``(shape, dtype)``, the generator's bit generator, or None for a scalar."""
+    spec = {}
+    for name, (kind, value) in state_record(state).items():
+        if kind == "array":
+            spec[name] = (kind, (tuple(value.shape), value.dtype.str))
+        elif kind == "generator":
+            spec[name] = (kind, json.loads(value)["bit_generator"])
+        else:
+            spec[name] = (kind, None)
+    return spec
+
+
 def restore_state(state_type: type, record: dict) -> Any:
-    """Inverse of `state_record`."""
+    """Inverse of `state_record` (for a record that `read_checkpoint` has checked)."""
     values = {}
     for field in dataclasses.fields(state_type):
         if field.name not in record:
@@ -61,8 +79,11 @@ def restore_state(state_type: type, record: dict) -> Any:
         kind, value = record[field.name]
         if kind == "generator":
             saved = json.loads(value)
-            gen = np.random.Generator(getattr(np.random, saved["bit_generator"])())
-            gen.bit_generator.state = saved
+            gen = np.random.Generator(BIT_GENERATORS[saved["bit_generator"]]())
+            try:
+                gen.bit_generator.state = saved
+            except (TypeError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"generator {field.name!r}: invalid state: {exc}") from None
             value = gen
         values[field.name] = value
     return state_type(**values)
@@ -87,29 +108,102 @@ def write_checkpoint(path: "str | os.PathLike[str]", meta: dict, records: list[d
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: "str | os.PathLike[str]") -> tuple[dict, list[dict], list[dict]]:
-    """``(meta, records, counters)`` as written by `write_checkpoint`."""
+def _meta(path: Path, f: h5py.File) -> dict:
+    """The root attributes, checked: format, version, world size, step, trace rows."""
+    meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an mpicomp checkpoint")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this "
+                              f"mpicomp reads version {VERSION}")
+    for key in ("world_size", "step", "trace_rows"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (key == "world_size"):
+            raise CheckpointError(f"{path}: attribute {key!r} = {value!r} is not a "
+                                  f"{'positive' if key == 'world_size' else 'non-negative'} integer")
+    for key in ("algorithm", "config"):
+        if not isinstance(meta.get(key), str):
+            raise CheckpointError(f"{path}: attribute {key!r} is missing or not text")
+    return meta
+
+
+def read_checkpoint_meta(path: "str | os.PathLike[str]") -> dict:
+    """The checked root attributes of a checkpoint (nothing else is read)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint to resume from: {path} does not exist (a run "
                               "writes one with --checkpoint-every N or on SIGTERM/SIGUSR2)")
     try:
         with h5py.File(path, "r") as f:
-            meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-            if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path} is not an mpicomp checkpoint")
+            return _meta(path, f)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def _rank_group(path: Path, group: h5py.Group, spec: dict, counter_names: Sequence[str],
+                step: int) -> tuple[dict, dict]:
+    """One rank's record and counters, each member checked against ``spec`` before it is read."""
+    where = f"{path}: {group.name.lstrip('/')}"
+    arrays = {n for n, (kind, _) in spec.items() if kind == "array"}
+    expected_attrs = {f"{kind}:{n}" for n, (kind, _) in spec.items() if kind != "array"}
+    expected_attrs |= {f"counter:{n}" for n in counter_names}
+    unknown = sorted((set(group) - arrays) | (set(group.attrs) - expected_attrs))
+    missing = sorted((arrays - set(group)) | (expected_attrs - set(group.attrs)))
+    if unknown or missing:
+        raise CheckpointError(f"{where} does not hold this run's state: missing {missing}, "
+                              f"unknown {unknown}")
+    record = {}
+    for name, (kind, detail) in spec.items():
+        if kind == "array":
+            ds = group[name]
+            shape, dtype = detail
+            if not isinstance(ds, h5py.Dataset) or ds.shape != shape or ds.dtype.str != dtype:
+                raise CheckpointError(f"{where}/{name} has shape {getattr(ds, 'shape', None)} and "
+                                      f"dtype {getattr(ds, 'dtype', None)}; this run's state "
+                                      f"needs {shape} and {np.dtype(dtype)}")
+            record[name] = (kind, ds[()])
+            continue
+        value = group.attrs[f"{kind}:{name}"]
+        value = value.item() if hasattr(value, "item") else value
+        if kind == "generator":
+            try:
+                saved = json.loads(value)
+                bit_generator = saved["bit_generator"]
+            except (TypeError, ValueError, KeyError):
+                raise CheckpointError(f"{where}: generator {name!r} is not a saved generator "
+                                      "state") from None
+            if bit_generator != detail or bit_generator not in BIT_GENERATORS:
+                raise CheckpointError(f"{where}: generator {name!r} is a {bit_generator!r}; this "
+                                      f"run's is a {detail}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CheckpointError(f"{where}: {name} = {value!r} is not a number")
+        elif name == "step" and value != step:
+            raise CheckpointError(f"{where}: step {value} differs from the checkpoint's step {step}")
+        record[name] = (kind, value)
+    counters = {}
+    for name in counter_names:
+        value = group.attrs[f"counter:{name}"]
+        counters[name] = value.item() if hasattr(value, "item") else value
+    return record, counters
+
+
+def read_checkpoint(path: "str | os.PathLike[str]", specs: Sequence[dict],
+                    counter_names: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
+    """``(meta, records, counters)`` as written by `write_checkpoint`, validated before anything
+    is allocated from it: one group per rank of ``specs`` (each rank's `state_spec`) and nothing
+    else, every array of the shape and dtype its spec says, generators of NumPy's bit generators,
+    every rank at the checkpoint's step, and exactly the driver's ``counter_names``."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    try:
+        with h5py.File(path, "r") as f:
+            names = [f"rank_{rank:05d}" for rank in range(len(specs))]
+            if meta["world_size"] != len(specs) or sorted(f) != names:
+                raise CheckpointError(f"{path}: groups {sorted(f)[:8]} do not match the "
+                                      f"{len(specs)} ranks of this run")
             records, counters = [], []
-            for rank in range(int(meta["world_size"])):
-                group = f[f"rank_{rank:05d}"]
-                record = {name: ("array", group[name][()]) for name in group}
-                counts = {}
-                for key, value in group.attrs.items():
-                    kind, _, name = key.partition(":")
-                    value = value.item() if hasattr(value, "item") else value
-                    if kind == "counter":
-                        counts[name] = value
-                    else:
-                        record[name] = (kind, value)
+            for name, spec in zip(names, specs):
+                record, counts = _rank_group(path, f[name], spec, counter_names, meta["step"])
                 records.append(record)
                 counters.append(counts)
     except (OSError, KeyError) as exc:

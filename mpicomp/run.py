@@ -41,8 +41,8 @@ import numpy as np
 from . import __version__
 from .algorithms import ALGORITHMS, DivergenceError, LocalObjective, rank_generators
 from .backend import to_device, to_host
-from .checkpoint import (CheckpointError, checkpoint_path, read_checkpoint, restore_state,
-                         state_record, write_checkpoint)
+from .checkpoint import (CheckpointError, checkpoint_path, read_checkpoint, read_checkpoint_meta,
+                         restore_state, state_record, state_spec, write_checkpoint)
 from .comm.aggregate import collectively
 from .comm.communicator import Communicator
 from .config import COMMON_SETTINGS, RESUMABLE, Config, ConfigError, build_parser, parse_config
@@ -82,8 +82,15 @@ class Counters:
 
     @classmethod
     def restored(cls, saved: dict, comm: Communicator) -> "Counters":
-        comm.stats.restore(saved["comm_stats"])
-        return cls(int(saved["bits_up"]), int(saved["bits_down"]), float(saved["wall_time"]))
+        try:
+            comm.stats.restore(saved["comm_stats"])
+            return cls(int(saved["bits_up"]), int(saved["bits_down"]), float(saved["wall_time"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the checkpoint's counters are damaged: {exc!r}") from None
+
+
+#: The counters a checkpoint holds for each rank (`Counters.saved`).
+COUNTER_NAMES = ("bits_up", "bits_down", "wall_time", "comm_stats")
 
 
 def settings_of(algorithm: str) -> tuple:
@@ -272,15 +279,30 @@ class Run:
         return EXIT_CHECKPOINTED
 
     # -- phases ------------------------------------------------------------------------------
-    def read_resume(self):
-        """Rank 0 reads and checks the checkpoint: one ``(meta, record, counters)`` per rank."""
+    def read_resume_meta(self) -> Optional[dict]:
+        """Rank 0 reads the checkpoint's root attributes and checks that they fit this run."""
         if self.rank != 0:
             return None
-        meta, records, counters = read_checkpoint(self.ckpt_path)
+        meta = read_checkpoint_meta(self.ckpt_path)
         problems = check_resumable(meta, self.cfg, self.algorithm, self.size)
         if problems:
             raise CheckpointError(f"{self.ckpt_path} does not fit this run: {problems}")
-        return [(meta, r, c) for r, c in zip(records, counters)]
+        return meta
+
+    def resumed_state(self, algo, fresh):
+        """``(state, counters)`` from the checkpoint (collective): rank 0 reads every rank's
+        State, checked against the shapes, dtypes and generators of ``fresh`` — each rank's
+        newly initialised State — before anything is allocated from the file."""
+        specs = self.comm.gather(state_spec(fresh), root=0)
+
+        def read():
+            if self.rank == 0:
+                _, records, counters = read_checkpoint(self.ckpt_path, specs, COUNTER_NAMES)
+                return list(zip(records, counters))
+
+        record, saved = self.comm.scatter(self.agree(read), root=0)
+        return self.agree(lambda: (restore_state(algo.state_type, record),
+                                   Counters.restored(saved, algo.comm)))
 
     def open_trace(self, resume_rows: Optional[int]) -> None:
         """Rank 0: a new trace, or for --resume the old one cut back to the checkpoint's rows."""
@@ -350,25 +372,21 @@ class Run:
 
     def _execute(self) -> int:
         cfg = self.cfg
-        resumed = None
         if cfg.resume:
-            resumed = self.comm.scatter(self.agree(self.read_resume), root=0)
-            self.resumed_rows = int(resumed[0]["trace_rows"])
-        self.agree(self.open_trace, None if resumed is None else int(resumed[0]["trace_rows"]))
+            meta = self.comm.bcast(self.agree(self.read_resume_meta), root=0)
+            self.resumed_rows = int(meta["trace_rows"])
+        self.agree(self.open_trace, self.resumed_rows if cfg.resume else None)
         setup = self.setup = self.build()
         if self.rank == 0:  # on --resume too: the trace describes the run that continues it
             self.trace.set_attrs(config=cfg.to_json(), **setup.attrs)
         algo = setup.algorithm
-        if resumed is None:
+        try:
             x0 = to_host(algo.objective.problem.initial_point(np.random.default_rng(cfg.seed)))
             state = algo.init(np.asarray(x0, dtype=cfg.dtype),
                               rank_generators(cfg.seed, self.size, self.rank))
             self.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
-        else:
-            _, record, saved = resumed
-            state, self.counters = self.agree(lambda: (restore_state(algo.state_type, record),
-                                                       Counters.restored(saved, setup.communicator)))
-        try:
+            if cfg.resume:  # the fresh State is the template the checkpoint must match
+                state, self.counters = self.resumed_state(algo, state)
             return self.loop(algo, state)
         finally:
             algo.close()
@@ -537,6 +555,10 @@ def check_resumable(meta: dict, cfg: Config, algorithm: str, size: int) -> str:
         return "settings differ: " + ", ".join(f"{k} was {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
     if int(meta["step"]) > cfg.iters:
         return f"it is at step {meta['step']}, beyond --iters {cfg.iters}"
+    rows = int(meta["step"]) // cfg.log_every + 1  # rows 0, log_every, ... up to its step
+    if int(meta["trace_rows"]) > rows:
+        return (f"it keeps {meta['trace_rows']} trace rows, more than the {rows} a run logging "
+                f"every {cfg.log_every} steps has at step {meta['step']}")
     return ""
 
 

@@ -222,6 +222,25 @@ def _check(f: h5py.File, path: str) -> None:
         if getattr(ds, "shape", None) != shape:
             raise TraceError(f"{path}: ranks/{name} has shape {getattr(ds, 'shape', None)}, "
                              f"expected (rows, world_size) = {shape}")
+    for group in ("trace", "ranks", "final"):
+        for ds in f.get(group, {}).values():
+            _check_stored(ds, path)
+
+
+#: A dataset may claim at most this many times the bytes it stores (plus `STORED_SLACK`): a
+#: writer's rows are stored as written, while a dataset resized or compressed to claim far more
+#: (a damaged or forged file) would cost that memory and time to read.
+STORED_RATIO, STORED_SLACK = 16, 1 << 16
+
+
+def _check_stored(ds, path: str) -> None:
+    """TraceError when ``ds`` claims far more data than the file stores for it."""
+    if not isinstance(ds, h5py.Dataset):
+        raise TraceError(f"{path}: {ds.name} is not a dataset")
+    claimed, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
+    if claimed > STORED_RATIO * stored + STORED_SLACK:
+        raise TraceError(f"{path}: {ds.name.lstrip('/')} claims {ds.shape} ({claimed} bytes) but "
+                         f"the file stores {stored} bytes of it: a damaged or forged trace")
 
 
 def _open(path: str, mode: str, unlocked: bool = False) -> h5py.File:

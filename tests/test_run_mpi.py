@@ -426,3 +426,64 @@ def test_a_config_file_larger_than_the_cap_is_refused(comm, mpi_shared_tmp, caps
     assert rc == EXIT_BAD_INPUT
     failed_with(comm, None, capsys, f"config file {path} has {10 * lines} bytes, more than the "
                 f"{CONFIG_MAX_BYTES}")
+
+
+def _forge(path, how: str) -> str:
+    """Change the checkpoint at ``path`` as ``how`` says; the fragment the refusal must show."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        last = f[sorted(name for name in f if name.startswith("rank_"))[-1]]
+        step = int(f.attrs["step"])
+        if how == "ranks disagree on step":
+            last.attrs["scalar:step"] = step + 4
+            return f"step {step + 4} differs from the checkpoint's step {step}"
+        if how == "negative step":
+            f.attrs["step"] = -5
+            return "attribute 'step' = -5 is not a non-negative integer"
+        if how == "too many trace rows":
+            f.attrs["trace_rows"] = 99
+            return f"it keeps 99 trace rows, more than the {step // 4 + 1} a run logging every 4"
+        if how == "huge compressed array":  # a few KB on disk, 2 GiB once read
+            del last["x"]
+            last.create_dataset("x", shape=(2**28,), dtype="f8", compression="gzip", chunks=(2**20,))
+            return "x has shape (268435456,) and dtype float64; this run's state needs (16,)"
+        if how == "wrong dtype":
+            x = last["x"][()]
+            del last["x"]
+            last["x"] = x.astype(np.float32)
+            return "x has shape (16,) and dtype float32; this run's state needs (16,) and float64"
+        if how == "unknown member":
+            last["junk"] = np.zeros(3)
+            return "does not hold this run's state: missing [], unknown ['junk']"
+        if how == "foreign generator":
+            saved = json.loads(last.attrs["generator:rng"])
+            saved["bit_generator"] = "default_rng"
+            last.attrs["generator:rng"] = json.dumps(saved)
+            return "generator 'rng' is a 'default_rng'; this run's is a PCG64"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["ranks disagree on step", "negative step", "too many trace rows",
+                                 "huge compressed array", "wrong dtype", "unknown member",
+                                 "foreign generator"])
+def test_a_forged_checkpoint_is_refused_before_it_is_used(comm, mpi_shared_tmp, capsys, how):
+    """Every rank exits 2 with one message naming what is wrong; nothing from the forged file
+    is allocated or trusted (a checkpoint is checked against this run's own fresh State)."""
+    args = ["--iters", 12, "--log-every", 4, "--checkpoint-every", 8]
+    rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, *args)
+    assert rc == EXIT_FINISHED
+    fragment = _forge(mpi_shared_tmp / "run.ckpt.h5", how) if comm.rank == 0 else None
+    fragment = comm.bcast(fragment, root=0)
+    if comm.rank == 0:
+        capsys.readouterr()
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 20, "--log-every", 4,
+                "--checkpoint-every", 8, "--resume")
+    assert rc == EXIT_BAD_INPUT
+    if how in ("negative step", "too many trace rows"):  # refused before the trace is opened
+        failed_with(comm, None, capsys, fragment)
+        assert comm.rank != 0 or (t.status == "finished" and t["step"][-1] == 12)
+    else:
+        failed_with(comm, t, capsys, fragment)

@@ -631,3 +631,29 @@ def test_read_while_another_process_writes(tmp_path):
             proc.wait()
     assert read_trace(path).status == "finished"
     assert_xarray_view(path, range(6))
+
+
+def test_a_trace_resized_to_claim_more_than_it_stores_is_refused_before_loading(tmp_path):
+    """Every dataset resized to 2^24 rows (a few KB on disk, GBs once read): refused at once,
+    naming the dataset, by read_trace (and so by mpicomp.analyze) and by reopen."""
+    path = tmp_path / "t.h5"
+    write(path, 30).finish("finished", final_x=np.zeros(8))
+    assert read_trace(path).n_rows == 30  # an honest trace passes the check
+    with h5py.File(path, "r+") as f:
+        for ds in [*f["trace"].values(), *f["ranks"].values()]:
+            ds.resize(2**24, axis=0)
+    for reader in (read_trace, lambda p: TraceWriter.reopen(p, rows=2**24)):
+        with pytest.raises(TraceError, match=r"claims \(16777216,?.*\) \(\d+ bytes\) but the file "
+                                             r"stores \d+ bytes of it: a damaged or forged trace"):
+            reader(path)
+
+
+def test_a_compression_bomb_is_refused(tmp_path):
+    path = tmp_path / "t.h5"
+    write(path, 3).finish("finished")
+    with h5py.File(path, "r+") as f:
+        f.create_dataset("final/x", shape=(2**27,), dtype="f8", compression="gzip", chunks=(2**20,),
+                         data=None, fillvalue=0.0)
+        f["final/x"][:2**20] = 0.0  # one chunk written: a few KB holding 1 GiB of zeros
+    with pytest.raises(TraceError, match="final/x claims"):
+        read_trace(path)
