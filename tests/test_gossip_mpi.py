@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mpicomp.algorithms import DPSGD, ChocoSGD, MalcomPSGD
+from mpicomp.comm.topology import Topology, spectral_gap
 from mpicomp.comm.topology import get as get_graph
 from mpicomp.compress import get
 
@@ -208,3 +209,30 @@ def test_malcom_needs_under_half_of_chocos_bits_for_the_same_loss(comm, mpi_shar
     if comm.rank == 0:
         assert result["ratio"] < 0.5, result
         assert result["sparsity"] > 0
+
+
+@pytest.mark.parametrize("graph, mixing", [("ring", "metropolis"), ("star", "uniform"),
+                                           ("erdos_renyi:p=0.6,seed=2", "metropolis")])
+def test_spectral_gap_is_computed_by_one_rank_and_the_same_on_every_rank(comm, graph, mixing,
+                                                                         monkeypatch):
+    # the gap only goes into the trace's hyperparameters: rank 0 computes it, the others get
+    # the broadcast float and spend no time on eigenvalues
+    calls, original = [], Topology.spectral_gap
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("weights"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Topology, "spectral_gap", counted)
+    data = dataset(comm.size)
+    dpsgd = build_gossip(comm, DPSGD, data, graph, mixing=mixing, lr=0.5)
+    malcom = build_gossip(comm, MalcomPSGD, data, graph, get("qsgd:s=2,coder=golomb"), mixing=mixing,
+                          lr=0.5, tau=2.0)
+    callers = comm.allgather(list(calls))
+    gaps = comm.allgather((dpsgd.spectral_gap, dpsgd.hyperparameters()["spectral_gap"],
+                           malcom.hyperparameters()["spectral_gap"]))
+    dpsgd.close(), malcom.close()
+
+    assert callers == [[mixing, mixing]] + [[]] * (comm.size - 1)
+    assert len(set(gaps)) == 1 and len(set(gaps[0])) == 1  # one float, on every rank
+    assert gaps[0][0] == spectral_gap(get_graph(graph, comm.size).mixing_matrix(mixing))

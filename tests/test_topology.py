@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mpicomp.comm.topology import BUILDERS, Topology, build, get, spectral_gap
+from mpicomp.comm import topology as topology_module
+from mpicomp.comm.topology import (BUILDERS, DENSE_GAP_MAX_NODES, Topology, build, get,
+                                   sparse_spectral_gap, spectral_gap)
 
 SIZES = [1, 2, 3, 4, 7, 8, 16]
 POW2 = [1, 2, 4, 8, 16]
@@ -197,6 +199,145 @@ def test_gossip_averaging_converges_at_the_spectral_rate(spec, weights):
     lam, vec = np.linalg.eigh(W)
     v = vec[:, np.argsort(np.abs(lam))[-2]]
     assert abs(np.linalg.norm(W @ W @ v) - rate**2) <= 1e-12
+
+
+# ----------------------------------------------------------------------------- sparse W and gap
+
+LARGE = [65, 100, 256]  # above DENSE_GAP_MAX_NODES: the ARPACK path
+
+
+def large_topologies():
+    cases = [(k, n) for k in ("ring", "torus", "complete", "star", "erdos_renyi:p=0.1,seed=3")
+             for n in LARGE]
+    cases += [("torus:rows=5", 65), ("torus:rows=2", 100), ("hypercube", 128), ("hypercube", 256)]
+    cases += [("erdos_renyi", 256), ("erdos_renyi:p=0.05,seed=1", 512)]  # default p: sparse
+    return [pytest.param(spec, n, id=f"{spec}-{n}") for spec, n in cases]
+
+
+@pytest.mark.parametrize("weights", ["metropolis", "uniform"])
+@pytest.mark.parametrize("topo", all_topologies() + [pytest.param(get(spec, n), id=f"{spec}-{n}")
+                                                      for spec, n in [("ring", 65), ("star", 100),
+                                                                      ("erdos_renyi", 128)]])
+def test_sparse_mixing_matrix_equals_the_dense_one_bit_for_bit(topo, weights):
+    S = topo.mixing_matrix_sparse(weights)
+    assert S.shape == (topo.n, topo.n) and S.dtype == np.float64 and S.format == "csr"
+    assert S.nnz == topo.n + 2 * len(topo.edges)  # the diagonal and both directions of each edge
+    assert np.array_equal(S.toarray(), topo.mixing_matrix(weights))
+
+
+def test_sparse_mixing_matrix_never_builds_the_dense_matrix(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dense n × n matrix was built")
+
+    monkeypatch.setattr(Topology, "mixing_matrix", refuse)
+    monkeypatch.setattr(Topology, "adjacency", refuse)
+    monkeypatch.setattr(np.linalg, "eigvalsh", refuse)
+    monkeypatch.setattr(np.linalg, "eigh", refuse)
+    n = 1024
+    topo = build("ring", n)
+    assert topo.mixing_matrix_sparse().nnz == 3 * n
+    assert topo.spectral_gap() == pytest.approx(1 - (1 / 3 + 2 / 3 * math.cos(2 * math.pi / n)),
+                                                abs=1e-12)
+
+
+@pytest.mark.parametrize("weights", ["metropolis", "uniform"])
+@pytest.mark.parametrize("spec, n", large_topologies())
+def test_sparse_gap_equals_the_dense_gap(spec, n, weights):
+    topo = get(spec, n)
+    dense = spectral_gap(topo.mixing_matrix(weights))
+    sparse = topo.spectral_gap(weights=weights)
+    assert sparse == sparse_spectral_gap(topo.mixing_matrix_sparse(weights))  # reproducible
+    assert abs(sparse - dense) <= 1e-9
+    assert 0 < sparse <= 1
+
+
+@pytest.mark.parametrize("weights", ["metropolis", "uniform"])
+@pytest.mark.parametrize("kind", ["ring", "torus", "star", "erdos_renyi"])
+@pytest.mark.parametrize("n", [DENSE_GAP_MAX_NODES - 1, DENSE_GAP_MAX_NODES])
+def test_up_to_the_threshold_the_gap_is_the_exact_dense_one(kind, n, weights):
+    topo = build(kind, n)
+    assert topo.spectral_gap(weights=weights) == spectral_gap(topo.mixing_matrix(weights))
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 7, 16, 33, 64, 65, 100, 256, 1024])
+def test_ring_metropolis_gap_closed_form(n):
+    # every node has degree 2, so W is the circulant (1/3, 1/3, 1/3): λ_k = 1/3 + 2/3 cos(2πk/n).
+    # |λ₂| is λ_1 = 1/3 + 2/3 cos(2π/n) ≥ 1/3 for n ≥ 4 (the most negative λ_k is ≥ −1/3); at
+    # n = 3 every λ_k (k = 1, 2) is 0 and the formula gives that too: gap 1
+    topo = build("ring", n)
+    lam = 1 / 3 + 2 / 3 * np.cos(2 * np.pi * np.arange(1, n) / n)
+    assert 1 - np.abs(lam).max() == pytest.approx(1 - (1 / 3 + 2 / 3 * math.cos(2 * math.pi / n)),
+                                                  abs=1e-15)
+    want = 1 - (1 / 3 + 2 / 3 * math.cos(2 * math.pi / n))
+    assert topo.spectral_gap() == pytest.approx(want, abs=1e-12)
+    assert topo.spectral_gap(weights="uniform") == pytest.approx(want, abs=1e-12)  # regular
+    if n == 3:
+        assert topo.spectral_gap() == pytest.approx(1, abs=1e-12)
+
+
+@pytest.mark.parametrize("rows, cols", [(3, 3), (4, 5), (5, 13), (8, 8), (10, 10), (16, 16),
+                                        (32, 32)])
+def test_torus_metropolis_gap_closed_form(rows, cols):
+    # degree 4 everywhere, w = 1/5: λ_ab = (1 + 2 cos(2πa/rows) + 2 cos(2πb/cols))/5
+    topo = build("torus", rows * cols, rows=rows)
+    a, b = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    lam = (1 + 2 * np.cos(2 * np.pi * a / rows) + 2 * np.cos(2 * np.pi * b / cols)) / 5
+    want = 1 - np.sort(np.abs(lam).ravel())[-2]
+    assert topo.spectral_gap() == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [128, 1024])
+def test_large_hypercube_and_complete_gap_closed_forms(n):
+    k = int(math.log2(n))
+    assert build("hypercube", n).spectral_gap(weights="uniform") == pytest.approx(2 / (k + 1),
+                                                                                  abs=1e-12)
+    if n <= 256:  # W = 11ᵀ/n: the deflated operator is 0
+        assert build("complete", n).spectral_gap() == pytest.approx(1, abs=1e-12)
+
+
+@pytest.mark.parametrize("weights", ["metropolis", "uniform"])
+@pytest.mark.parametrize("edges", [
+    pytest.param([(i, i + 1) for i in range(49)] + [(i, i + 1) for i in range(50, 119)], id="two-paths"),
+    pytest.param([(i, (i + 1) % 60) for i in range(60)] + [(60 + i, 60 + (i + 1) % 60)
+                                                          for i in range(60)], id="two-rings"),
+    pytest.param([(0, j) for j in range(1, 100)], id="star-and-isolated-nodes"),
+])
+def test_disconnected_graph_has_gap_zero_on_the_sparse_path(edges, weights):
+    topo = Topology("edges", 120, edges)
+    assert topo.n > DENSE_GAP_MAX_NODES and not topo.is_connected()
+    assert topo.spectral_gap(weights=weights) == pytest.approx(0, abs=1e-12)
+    assert spectral_gap(topo.mixing_matrix(weights)) == pytest.approx(0, abs=1e-12)
+
+
+def test_sparse_gap_falls_back_to_dense_or_raises_when_arpack_does_not_converge(monkeypatch):
+    from scipy.sparse import linalg
+
+    def no_convergence(*args, **kwargs):
+        raise linalg.ArpackNoConvergence("no convergence", np.array([]), np.array([]))
+
+    topo = build("erdos_renyi", 100, p=0.1, seed=3)
+    dense = spectral_gap(topo.mixing_matrix())
+    monkeypatch.setattr(linalg, "eigsh", no_convergence)
+    assert topo.spectral_gap() == dense  # n ≤ DENSE_FALLBACK_MAX_NODES: the dense solver answers
+    monkeypatch.setattr(topology_module, "DENSE_FALLBACK_MAX_NODES", 99)
+    with pytest.raises(RuntimeError, match=r"did not converge to \|λ₂\| of the 100-node mixing "
+                                           r"matrix \(tol=1e-12, 1000 restarts\)"):
+        topo.spectral_gap()
+
+
+def test_sparse_gap_checks_its_matrix():
+    from scipy import sparse
+
+    W = build("ring", 80).mixing_matrix_sparse().tolil()
+    W[0, 1] += 0.1  # no longer symmetric
+    with pytest.raises(ValueError, match="symmetric non-negative matrix with unit row sums"):
+        sparse_spectral_gap(W)
+    with pytest.raises(ValueError, match="unit row sums"):
+        sparse_spectral_gap(2 * build("ring", 80).mixing_matrix_sparse())
+    with pytest.raises(ValueError, match="unit row sums"):
+        sparse_spectral_gap(sparse.eye(3, 4))
+    assert sparse_spectral_gap(sparse.eye(1)) == 1.0
+    assert sparse_spectral_gap(sparse.csr_array(np.full((3, 3), 1 / 3))) == pytest.approx(1)
 
 
 # ----------------------------------------------------------------------------- Erdős–Rényi

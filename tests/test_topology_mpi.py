@@ -173,3 +173,54 @@ def test_disconnected_graph_raises_on_every_rank(comm):
         with pytest.raises(ValueError, match=r"not connected \(components of sizes \[2, 1"):
             Gossip(Communicator(comm), topo)
     assert comm.allreduce(1) == comm.size
+
+
+def counting_spectral_gap(monkeypatch):
+    """Patch `Topology.spectral_gap` on this rank to count its calls; returns the call list."""
+    from mpicomp.comm.topology import Topology
+
+    calls, original = [], Topology.spectral_gap
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.spec)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Topology, "spectral_gap", counted)
+    return calls
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("weights", ["metropolis", "uniform"])
+@pytest.mark.parametrize("kind", ["ring", "star", "erdos_renyi:p=0.5,seed=3"])
+def test_spectral_gap_is_computed_on_one_rank_and_broadcast(comm, kind, weights, monkeypatch):
+    from mpicomp.comm.topology import spectral_gap
+
+    topo = get(kind, comm.size)
+    roots = sorted({0, comm.size - 1})
+    calls = counting_spectral_gap(monkeypatch)
+    gaps, calls_per_rank = {}, {}
+    with Gossip(Communicator(comm), topo, weights=weights) as gossip:
+        for root in roots:
+            before = len(calls)
+            gaps[root] = comm.allgather(gossip.spectral_gap(root=root))
+            calls_per_rank[root] = comm.allgather(len(calls) - before)
+
+    want = spectral_gap(topo.mixing_matrix(weights))  # the dense gap, serially on every rank
+    for root in roots:
+        assert calls_per_rank[root] == [int(r == root) for r in range(comm.size)]
+        assert gaps[root] == [want] * comm.size  # n ≤ 64: exactly the dense value, on every rank
+
+
+@pytest.mark.mpi
+def test_spectral_gap_failure_on_the_root_raises_on_every_rank(comm, monkeypatch):
+    from mpicomp.comm.topology import Topology
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("no eigenvalues today")
+
+    monkeypatch.setattr(Topology, "spectral_gap", broken)
+    with Gossip(Communicator(comm), build("ring", comm.size)) as gossip:
+        with pytest.raises(RuntimeError, match="rank 0 could not compute the spectral gap of "
+                                               "topology 'ring': ValueError: no eigenvalues today"):
+            gossip.spectral_gap()
+        assert comm.allreduce(1) == comm.size  # nobody is left waiting in the broadcast

@@ -1,13 +1,16 @@
 """Communication graphs, mixing matrices and neighbour exchange for gossip (SPEC §3.1).
 
 A `Topology` is an undirected graph on nodes ``0 … n−1`` (one node per MPI rank). It gives the
-symmetric doubly-stochastic mixing matrix ``W`` (Metropolis–Hastings or uniform weights) and its
-spectral gap ``δ_W = 1 − |λ₂(W)|``. Graphs come from `build` (``build("torus", 16, rows=2)``) or
-from a spec string with `get` (``get("erdos_renyi:p=0.3,seed=1", n)``, ``get("edges:g.txt", n)``).
+symmetric doubly-stochastic mixing matrix ``W`` (Metropolis–Hastings or uniform weights), dense
+or sparse, and its spectral gap ``δ_W = 1 − |λ₂(W)|`` (exact dense eigenvalues up to 64 nodes,
+ARPACK on the sparse ``W`` above: `sparse_spectral_gap`). Graphs come from `build`
+(``build("torus", 16, rows=2)``) or from a spec string with `get`
+(``get("erdos_renyi:p=0.3,seed=1", n)``, ``get("edges:g.txt", n)``).
 
 `Gossip` puts a topology on a `Communicator`: an MPI distributed-graph communicator, this rank's
-row of ``W``, `Gossip.exchange` (bytes to and from the neighbours) and `Gossip.mix` (one exact
-gossip averaging step ``x_i ← Σ_j w_ij x_j``).
+row of ``W``, `Gossip.exchange` (bytes to and from the neighbours), `Gossip.mix` (one exact
+gossip averaging step ``x_i ← Σ_j w_ij x_j``) and `Gossip.spectral_gap` (computed on one rank,
+broadcast to the others).
 """
 
 from __future__ import annotations
@@ -29,11 +32,44 @@ if TYPE_CHECKING:
 
 WEIGHTS = ("metropolis", "uniform")
 
+DENSE_GAP_MAX_NODES = 64
+"""`sparse_spectral_gap` solves up to this many nodes densely: exact (no iteration tolerance)
+and about a millisecond, where ARPACK, built for few eigenvalues of large matrices, brings
+nothing; nor can it run below: it needs ``k < n`` and a Krylov basis ``ncv ≤ n``
+(`ARPACK_BASIS` = 64)."""
+
+ARPACK_BASIS = 64
+"""ARPACK's Krylov basis (``ncv``) for ``|λ₂|``: its default, 20, restarts so often on clustered
+spectra (a long ring's eigenvalues next to 1) that it needs ~2.5× as many products with ``W``."""
+
+ARPACK_RESTARTS = 1000
+"""Most ARPACK restarts (``maxiter``) before `sparse_spectral_gap` gives up on the sparse path."""
+
+DENSE_FALLBACK_MAX_NODES = 2048
+"""If ARPACK does not converge, `sparse_spectral_gap` falls back to the dense solver up to this
+many nodes (32 MiB and seconds on one rank); above, it raises."""
+
+SPARSE_GAP_TOLERANCE = 1e-12
+"""ARPACK's relative residual tolerance for ``|λ₂|``: a symmetric matrix has an eigenvalue within
+the residual of the Ritz value, so the gap is within ``1e-12`` of the exact one (in practice,
+round-off: ~1e-15)."""
+
 
 def _check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"a topology needs a whole number of nodes n ≥ 1, got {n!r}")
     return int(n)
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown mixing weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+
+
+def _self_weight(edge_weights) -> float:
+    """``w_ii = 1 − Σ_{j≠i} w_ij``, the sum exactly rounded (`math.fsum`), so it does not depend
+    on the order of the neighbours."""
+    return 1.0 - math.fsum(edge_weights)
 
 
 @dataclass(frozen=True, repr=False)
@@ -129,21 +165,43 @@ class Topology:
         """True if every node can reach every other."""
         return len(self.components()) == 1
 
-    def _edge_weight(self, i: int, j: int, weights: str) -> float:
-        if weights not in WEIGHTS:
-            raise ValueError(f"unknown mixing weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    def _edge_weights(self, i: np.ndarray, j: np.ndarray, weights: str) -> np.ndarray:
+        """``w_ij`` of the edges ``(i[k], j[k])`` (float64 array): the one place the weights are
+        defined; `weight_row`, `mixing_matrix` and `mixing_matrix_sparse` all use it."""
+        _check_weights(weights)
+        deg = self.degrees()
         if weights == "metropolis":
-            return 1.0 / (1 + max(len(self._nbrs[i]), len(self._nbrs[j])))
-        return 1.0 / (1 + max(map(len, self._nbrs)))
+            return 1.0 / (1 + np.maximum(deg[i], deg[j]))
+        return np.full(len(i), 1.0 / (1 + int(deg.max(initial=0))))
+
+    def _mixing_entries(self, weights: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nonzeros of ``W`` as ``(rows, cols, values)``: both directions of every edge,
+        then the diagonal (``w_ii = 1 − fsum`` of row ``i``'s edge weights, as in `weight_row`).
+        Shared by the dense and the sparse builder, so the two hold the same numbers."""
+        pairs = np.array(self.edges, dtype=np.int64).reshape(-1, 2)
+        w = self._edge_weights(pairs[:, 0], pairs[:, 1], weights)
+        rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        values = np.concatenate([w, w])
+        order = np.argsort(rows, kind="stable")
+        rows, cols, values = rows[order], cols[order], values[order]
+        bounds = np.searchsorted(rows, np.arange(self.n + 1)).tolist()
+        listed = values.tolist()
+        diagonal = [_self_weight(listed[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        nodes = np.arange(self.n)
+        return (np.concatenate([rows, nodes]), np.concatenate([cols, nodes]),
+                np.concatenate([values, diagonal]))
 
     def weight_row(self, i: int, weights: str = "metropolis") -> dict[int, float]:
         """Row ``i`` of `mixing_matrix` as ``{j: w_ij}`` over the neighbours and ``i`` itself.
 
-        Equals ``mixing_matrix(weights)[i]`` bit for bit (``w_ii`` uses `math.fsum`).
+        Equals ``mixing_matrix(weights)[i]`` bit for bit (``w_ii`` uses `math.fsum`). The values
+        are Python floats, so ``w_ij * x`` keeps the dtype of a float32 array ``x``.
         """
-        self._edge_weight(i, i, weights)  # checks the name
-        row = {j: self._edge_weight(i, j, weights) for j in self._nbrs[i]}
-        row[i] = 1.0 - math.fsum(row.values())
+        neighbours = np.array(self._nbrs[i], dtype=np.int64)
+        w = self._edge_weights(np.full(len(neighbours), i), neighbours, weights).tolist()
+        row = dict(zip(neighbours.tolist(), w))
+        row[i] = _self_weight(w)
         return dict(sorted(row.items()))
 
     def mixing_matrix(self, weights: str = "metropolis") -> np.ndarray:
@@ -155,21 +213,45 @@ class Topology:
             ``"metropolis"``: ``w_ij = 1/(1 + max(deg_i, deg_j))`` on edges; ``"uniform"``:
             ``w_ij = 1/(1 + d_max)`` on edges, ``d_max`` the largest degree. Either way
             ``w_ii = 1 − Σ_{j≠i} w_ij`` (≥ 1/(1 + d_max) > 0) and ``w_ij = 0`` off the graph.
+
+        See Also
+        --------
+        mixing_matrix_sparse : the same matrix in CSR form, without the n × n array.
         """
+        rows, cols, values = self._mixing_entries(weights)
         W = np.zeros((self.n, self.n))
-        self._edge_weight(0, 0, weights)  # checks the name
-        if weights == "metropolis":
-            for i, j in self.edges:
-                W[i, j] = W[j, i] = self._edge_weight(i, j, weights)
-        else:
-            W[self.adjacency()] = self._edge_weight(0, 0, weights)
-        for i in range(self.n):
-            W[i, i] = 1.0 - math.fsum(W[i, list(self._nbrs[i])])
+        W[rows, cols] = values
         return W
 
+    def mixing_matrix_sparse(self, weights: str = "metropolis"):
+        """`mixing_matrix` as a ``scipy.sparse.csr_array``: the same entries, bit for bit, in
+        ``O(n + edges)`` memory (never builds the dense n × n matrix).
+
+        Parameters
+        ----------
+        weights : {"metropolis", "uniform"}
+            See `mixing_matrix`.
+        """
+        from scipy import sparse
+
+        rows, cols, values = self._mixing_entries(weights)
+        return sparse.csr_array((values, (rows, cols)), shape=(self.n, self.n))
+
     def spectral_gap(self, W: Optional[np.ndarray] = None, weights: str = "metropolis") -> float:
-        """``1 − |λ₂|`` of ``W`` (default: ``mixing_matrix(weights)``); see `spectral_gap`."""
-        return spectral_gap(self.mixing_matrix(weights) if W is None else W)
+        """``δ_W = 1 − |λ₂(W)|``.
+
+        Parameters
+        ----------
+        W : numpy.ndarray, optional
+            A dense symmetric matrix: its gap by the dense solver (module `spectral_gap`).
+        weights : {"metropolis", "uniform"}
+            Without ``W``: the gap of this graph's mixing matrix, from `mixing_matrix_sparse`
+            through `sparse_spectral_gap` (exact dense eigenvalues for ``n ≤``
+            `DENSE_GAP_MAX_NODES`, ARPACK above). A disconnected graph has gap 0.
+        """
+        if W is not None:
+            return spectral_gap(W)
+        return sparse_spectral_gap(self.mixing_matrix_sparse(weights))
 
     def digest(self) -> str:
         """A short hash of ``n`` and the edges (to check that every rank holds the same graph)."""
@@ -190,6 +272,63 @@ def spectral_gap(W: np.ndarray) -> float:
         return 1.0
     mags = np.sort(np.abs(np.linalg.eigvalsh(W)))[::-1]
     return float(1.0 - mags[1])
+
+
+def sparse_spectral_gap(W, tol: float = SPARSE_GAP_TOLERANCE) -> float:
+    """Spectral gap ``δ_W = 1 − |λ₂(W)|`` of a sparse symmetric doubly-stochastic matrix.
+
+    Up to `DENSE_GAP_MAX_NODES` nodes the matrix is densified and solved exactly by `spectral_gap`.
+    Above, ``|λ₂|`` comes from ARPACK (`scipy.sparse.linalg.eigsh`) without forming the dense
+    matrix: ``W`` is symmetric with row sums 1, so ``λ₁ = 1`` has the eigenvector ``1/√n`` and
+    ``|λ₂|`` is the largest eigenvalue magnitude of the deflated operator ``W − (1/n)11ᵀ``
+    (``x ↦ Wx − mean(x)``; ``k=1``, ``which="LM"``, `ARPACK_BASIS`, a fixed start vector so the
+    result is reproducible). A disconnected graph keeps an eigenvalue 1 after the
+    deflation (one per extra component), so its gap is 0 here too. The result is clipped to
+    ``[0, 1]`` (``|λ| ≤ 1`` for a stochastic matrix: only round-off below 0 is clipped).
+
+    Parameters
+    ----------
+    W : scipy.sparse array or matrix
+        Symmetric, non-negative, every row summing to 1 (as `Topology.mixing_matrix_sparse`).
+    tol : float
+        ARPACK's relative residual tolerance (see `SPARSE_GAP_TOLERANCE`).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        ``W`` is not square, symmetric, non-negative with unit row sums.
+    RuntimeError
+        ARPACK did not converge and ``n`` > `DENSE_FALLBACK_MAX_NODES` (below, the dense solver
+        answers instead).
+    """
+    from scipy import sparse
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    W = sparse.csr_array(W, dtype=np.float64)
+    n = W.shape[0]
+    if (W.shape[1] != n or abs(W - W.T).max() > 1e-12 or (W.data < 0).any()
+            or np.abs(W.sum(axis=1) - 1).max() > 1e-12):
+        raise ValueError("sparse_spectral_gap needs a symmetric non-negative matrix with unit row "
+                         f"sums (a mixing matrix), got shape {W.shape}")
+    if n <= DENSE_GAP_MAX_NODES:
+        return spectral_gap(W.toarray())
+    deflated = LinearOperator((n, n), dtype=np.float64, matvec=lambda x: W @ x - x.mean(axis=0))
+    start = np.random.default_rng(0).standard_normal(n)
+    try:
+        (lam,) = eigsh(deflated, k=1, which="LM", ncv=ARPACK_BASIS, tol=tol,
+                       maxiter=ARPACK_RESTARTS, v0=start - start.mean(), return_eigenvectors=False)
+    except ArpackNoConvergence:
+        if n <= DENSE_FALLBACK_MAX_NODES:
+            return spectral_gap(W.toarray())
+        raise RuntimeError(f"ARPACK did not converge to |λ₂| of the {n}-node mixing matrix "
+                           f"(tol={tol}, {ARPACK_RESTARTS} restarts): its eigenvalues next to 1 lie too close "
+                           "together, i.e. the gap is tiny (a long ring or path); call "
+                           "sparse_spectral_gap(W, tol=...) with a looser tol") from None
+    return max(0.0, 1.0 - abs(float(lam)))
 
 
 # ------------------------------------------------------------------------------ builders
@@ -488,6 +627,27 @@ class Gossip:
             t = self.row[j] * terms[j]
             out = t if out is None else out + t
         return out
+
+    def spectral_gap(self, root: int = 0) -> float:
+        """``δ_W`` of this graph and weights, computed on rank ``root`` only and broadcast.
+
+        Collective (one ``bcast`` on the parent communicator, not counted as traffic): every rank
+        gets the same float, and the other ranks spend no time on eigenvalues
+        (`Topology.spectral_gap`: ARPACK on the sparse ``W`` above `DENSE_GAP_MAX_NODES`
+        nodes). An error on ``root`` is a RuntimeError on every rank, not a hang.
+        """
+        comm = self.communicator.comm
+        result = None
+        if comm.rank == root:
+            try:
+                result = (self.topology.spectral_gap(weights=self.mixing), None)
+            except Exception as exc:  # sent to every rank: nobody is left waiting in the bcast
+                result = (None, f"{type(exc).__name__}: {exc}")
+        gap, error = comm.bcast(result, root=root)
+        if error is not None:
+            raise RuntimeError(f"rank {root} could not compute the spectral gap of topology "
+                               f"{self.topology.spec!r}: {error}")
+        return gap
 
     def close(self) -> None:
         """Free the graph communicator (collective; safe to call twice)."""
