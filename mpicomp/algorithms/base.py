@@ -169,14 +169,16 @@ class Algorithm:
     @classmethod
     def build(cls, cfg, objective: LocalObjective, comm, smoothness: Optional[float]) -> "Algorithm":
         """The algorithm for a run `Config` on this rank (no communication): the aggregator of
-        ``cfg.topology`` with ``cfg.compressor`` and the downlink, then `from_config`.
+        ``cfg.topology`` with ``cfg.compressor`` and the downlink (their parameters checked
+        against the lengths they will compress), then `from_config`.
         ``smoothness`` is ``max_i L_i`` over all ranks (None for non-convex problems)."""
         from ..comm.aggregate import make_aggregator
 
         downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
         if downlink is None and cfg.topology != "allgather":
             downlink = cls.default_downlink
-        aggregator = make_aggregator(cfg.topology, comm, cfg.compressor, downlink=downlink)
+        aggregator = make_aggregator(cfg.topology, comm, cfg.compressor, downlink=downlink,
+                                     dim=objective.dim)
         return cls.from_config(objective, comm, aggregator, cfg, smoothness)
 
     @classmethod

@@ -16,6 +16,7 @@ import numpy as np
 from ..comm import topology as graphs
 from ..comm.topology import Gossip
 from ..compress import get as get_compressor
+from ..compress.registry import check_lengths
 from ..config import Setting
 from .base import Algorithm, LocalObjective, StepInfo, require_number
 
@@ -78,7 +79,8 @@ class GossipAlgorithm(Algorithm):
             raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
         self.gossip = gossip
         self.schedule = schedule
-        self.spectral_gap = gossip.topology.spectral_gap(weights=gossip.mixing)
+        # only reported (`hyperparameters`): one rank computes it, sparse, and broadcasts it
+        self.spectral_gap = gossip.spectral_gap()
 
     @classmethod
     def check_topology(cls, spec: str, size: int) -> None:
@@ -282,6 +284,7 @@ class ChocoSGD(GossipAlgorithm):
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         op = get_compressor(cfg.compressor)
+        check_lengths(op, [objective.dim])  # every message is a whole model's residual
         lr = require_number(cfg.lr, "lr", cls.title, cls.default_lr)
         tau = cls.theory_tau(op, objective.dim) if cfg.tau == "theory" else cfg.tau
         return cls(objective, comm, cls.make_gossip(cfg, comm), op, lr=lr, gamma=cfg.gamma,

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 
-from ..comm.aggregate import ServerAggregator
+from ..comm.aggregate import ServerAggregator, make_aggregator
 from ..compress import get
+from ..compress.registry import check_lengths
 from ..config import Setting
 from .base import Algorithm, LocalObjective, StepInfo, require_number
 
@@ -117,8 +118,10 @@ class QAdam(Algorithm):
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         lr = require_number(cfg.lr, "lr", "quantised Adam", 0.01)
-        aggregator = ServerAggregator(comm, cfg.compressor)
-        weight_quant = None if cfg.weight_quant == "none" else cfg.weight_quant
+        aggregator = make_aggregator("server", comm, cfg.compressor, dim=objective.dim)
+        weight_quant = None if cfg.weight_quant == "none" else get(cfg.weight_quant)
+        if weight_quant is not None:  # the server sends the whole weight vector with it
+            check_lengths(weight_quant, [objective.dim], setting="weight_quant")
         return cls(objective, comm, aggregator, lr=lr, schedule=cfg.schedule, beta1=cfg.beta1,
                    beta2=cfg.beta2, eps=cfg.eps, error_feedback=cfg.error_feedback,
                    weight_quant=weight_quant, batch=cfg.batch)

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..compress import Compressor, get
 from ..compress.base import check_dtype
+from ..compress.registry import check_lengths
 from .communicator import Communicator
 
 VOTE_MODES = ("server", "allgather", "bitsliced")
@@ -138,6 +139,24 @@ class Aggregator:
         self.op = get(compressor)
         self.work = Workspace()
 
+    def lengths(self, d: int) -> list[int]:
+        """The lengths of the vectors its operators compress when it reduces ``d``-vectors."""
+        return [d]
+
+    def describe_shortest(self, d: int) -> str:
+        """What the shortest of `lengths` is, for `check_dimension`'s message."""
+        return "the model"
+
+    def check_dimension(self, d: int) -> None:
+        """Raise a ValueError unless the uplink operator (and the downlink, if any) fits every
+        vector this aggregator will hand it for ``d``-vectors (`registry.check_lengths`).
+        No communication: every rank reaches the same verdict."""
+        lengths, where = self.lengths(d), self.describe_shortest(d)
+        check_lengths(self.op, lengths, where)
+        down = getattr(self, "down", self.op)
+        if down is not self.op:
+            check_lengths(down, lengths, where, setting="downlink")
+
     def expected_nbytes(self, d: int, dtype) -> Optional[int]:
         """The size every message must have (fixed-size operators), else None."""
         return self.op.nbytes_max(d, dtype) if self.op.fixed_size else None
@@ -244,6 +263,13 @@ class TwoPhaseAggregator(Aggregator):
     def bounds(self, d: int) -> np.ndarray:
         sizes = [len(c) for c in np.array_split(np.empty(d), self.comm.size)]
         return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def lengths(self, d: int) -> list[int]:
+        """The chunk lengths: both operators compress chunks, never the whole vector."""
+        return np.diff(self.bounds(d)).tolist()
+
+    def describe_shortest(self, d: int) -> str:
+        return f"the smallest two-phase chunk (d = {d} over {self.comm.size} ranks)"
 
     def reduce(self, x, rng, own=False, out=None):
         c = self.comm
@@ -383,11 +409,15 @@ class MajorityVote:
 AGGREGATORS = {"server": ServerAggregator, "allgather": AllgatherAggregator, "two-phase": TwoPhaseAggregator}
 
 
-def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None) -> Aggregator:
+def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None,
+                    dim: Optional[int] = None) -> Aggregator:
     """The aggregator called ``kind`` (one of `AGGREGATORS`) for ``compressor``.
 
     ``downlink`` re-compresses the mean (server: default exact; two-phase: default the uplink
-    operator); the allgather aggregator has no downlink and refuses one.
+    operator); the allgather aggregator has no downlink and refuses one. With ``dim`` (the
+    length of the vectors it will reduce) the operators' parameters are checked against the
+    lengths they will compress (`Aggregator.check_dimension`): a ValueError here, not a failure
+    inside the first aggregation.
     """
     if kind not in AGGREGATORS:
         raise ValueError(f"unknown aggregation topology {kind!r}: choose one of {', '.join(AGGREGATORS)}")
@@ -395,5 +425,9 @@ def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None) ->
         if downlink is not None:
             raise ValueError("the allgather topology has no downlink: every rank decodes every "
                              "message (use server or two-phase for a downlink compressor)")
-        return AllgatherAggregator(comm, compressor)
-    return AGGREGATORS[kind](comm, compressor, downlink=downlink)
+        aggregator = AllgatherAggregator(comm, compressor)
+    else:
+        aggregator = AGGREGATORS[kind](comm, compressor, downlink=downlink)
+    if dim is not None:
+        aggregator.check_dimension(dim)
+    return aggregator

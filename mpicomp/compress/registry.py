@@ -1,4 +1,5 @@
-"""Build operators from spec strings: ``"qsgd:s=4,block=512"``, ``"topk:k=0.01+natural"``.
+"""Build operators from spec strings: ``"qsgd:s=4,block=512"``, ``"topk:k=0.01+natural"``, and
+check an operator's parameters against the lengths of the vectors it will compress.
 
 Grammar: ``spec := part ("+" part)?``, ``part := name [":" key "=" value ("," key "=" value)*]``.
 Values are read as int, then float, then left as text (``p=inf``, ``coder=elias``).
@@ -7,6 +8,7 @@ Values are read as int, then float, then left as text (``p=inf``, ``coder=elias`
 from __future__ import annotations
 
 import inspect
+from typing import Iterable
 
 from .base import Compressor
 from .cast import BF16, FP16, Identity
@@ -15,7 +17,7 @@ from .dithering import QSGD, Dither, NaturalDither, TernGrad
 from .natural import Natural
 from .sign import ScaledSign, Sign
 from ..spec_strings import parse_value
-from .sparse import RandK, TopK
+from .sparse import RandK, Sparsifier, TopK
 from .uniform import Uniform
 
 OPERATORS: dict[str, type[Compressor]] = {
@@ -62,3 +64,49 @@ def get(spec: str | Compressor) -> Compressor:
         raise ValueError(f"{spec!r}: a composition has two parts, 'A+B' (e.g. topk:k=0.01+natural)")
     ops = [_part(p) for p in parts]
     return ops[0] if len(ops) == 1 else Composition(ops[0], ops[1])
+
+
+def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the model", setting: str = "") -> None:
+    """Raise a ValueError unless ``op`` can compress a vector of every length in ``lengths``.
+
+    Aggregators and gossip call it at set-up with the lengths they will hand the operator (the
+    model's ``d``, or the chunks of the two-phase aggregator), so a parameter that does not fit
+    fails there, on every rank alike, instead of inside the first aggregation.
+
+    Parameters
+    ----------
+    op : Compressor
+        The operator (a `Composition` is checked through the sparsifier that picks its
+        coordinates: its dense second operator then sees at most as many as the vector has).
+    lengths : iterable of int
+        The lengths of the vectors ``op`` will encode.
+    where : str
+        What the shortest of them is, for the message: ``"the model"``, ``"the smallest
+        two-phase chunk (d = 30 over 4 ranks)"``.
+    setting : str
+        The setting ``op`` comes from when it is not the uplink compressor (``"downlink"``,
+        ``"weight_quant"``); it starts the message.
+
+    Raises
+    ------
+    ValueError
+        A sparsifier (alone or as ``A`` of ``A+B``) keeps a count ``k`` of coordinates larger
+        than the shortest length, e.g. "topk:k=40 keeps more coordinates than the 30 of the
+        model; use k ≤ 30 or a fraction k < 1".
+
+    Notes
+    -----
+    Only a sparsifier's count is bounded by the length: a fraction ``0 < k < 1`` keeps
+    ``max(1, round(k·d))`` ≤ d coordinates of any non-empty vector. A ``block`` larger than the
+    vector is not an error: the operators quantise it as one block (as ``block=0`` does), and
+    their ω is that of the vector's length.
+    """
+    sparsifier = op.outer if isinstance(op, Composition) else op
+    lengths = [int(m) for m in lengths]
+    if not isinstance(sparsifier, Sparsifier) or sparsifier.k < 1 or not lengths:
+        return
+    shortest = min(lengths)
+    if sparsifier.k > shortest:
+        use = f"k ≤ {shortest} or a fraction k < 1" if shortest else "a fraction k < 1"
+        name = f"{setting} {op.spec()}" if setting else op.spec()
+        raise ValueError(f"{name} keeps more coordinates than the {shortest} of {where}; use {use}")
