@@ -8,11 +8,14 @@ Layout of ``RUN.ckpt.h5`` (written by rank 0 from states gathered over MPI)::
                       state (``generator:NAME``); the driver's counters (``counter:NAME``)
 
 A checkpoint is written to ``RUN.ckpt.h5.tmp`` and renamed over the old one, so a run killed
-while saving leaves the previous checkpoint intact.
+while saving, or one whose disk is full, leaves the previous checkpoint intact. Reading checks
+everything against this run's own State before anything is allocated from the file (a damaged
+or forged checkpoint is refused with one message).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +24,8 @@ from typing import Any, Sequence
 
 import h5py
 import numpy as np
+
+from .diskspace import abandon, check_free_space
 
 FORMAT = "mpicomp-checkpoint"
 VERSION = 1
@@ -91,10 +96,21 @@ def restore_state(state_type: type, record: dict) -> Any:
 
 def write_checkpoint(path: "str | os.PathLike[str]", meta: dict, records: list[dict],
                      counters: list[dict]) -> None:
-    """Write one checkpoint (rank 0): ``meta`` root attributes, one record and counter dict per rank."""
+    """Write one checkpoint (rank 0): ``meta`` root attributes, one record and counter dict per
+    rank. The free space is checked first, and a failed write leaves the previous checkpoint as
+    it was (CheckpointError)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    arrays = sum(value.nbytes for record in records for kind, value in record.values()
+                 if kind == "array")
+    try:
+        check_free_space(path, 2 * arrays + (64 << 10) * len(records) + (1 << 20),
+                         f"writing checkpoint {path}")
+        f = h5py.File(tmp, "w")
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}; the previous checkpoint "
+                              "is kept") from None
+    try:
         f.attrs.update({"format": FORMAT, "version": VERSION, **meta})
         for rank, (record, counts) in enumerate(zip(records, counters)):
             group = f.create_group(f"rank_{rank:05d}")
@@ -105,6 +121,15 @@ def write_checkpoint(path: "str | os.PathLike[str]", meta: dict, records: list[d
                     group.attrs[f"{kind}:{name}"] = value
             for name, value in counts.items():
                 group.attrs[f"counter:{name}"] = value
+        f.flush()
+        f.close()
+    except (OSError, RuntimeError) as exc:
+        abandon(f)
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        reason = " ".join(str(exc).split())  # HDF5's messages span lines
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the previous "
+                              "checkpoint is kept") from None
     os.replace(tmp, path)
 
 

@@ -253,10 +253,15 @@ class Run:
             raise
 
     def fail(self, status: str, message: str) -> None:
-        """Mark the trace (rank 0) and report once."""
+        """Mark the trace (rank 0; not when writing it is what failed) and report once."""
+        from .trace import TraceError
+
         if self.rank == 0:
-            if self.trace is not None:
-                self.trace.finish(status, error=message)
+            if self.trace is not None and self.trace.is_open:
+                try:
+                    self.trace.finish(status, error=message)
+                except TraceError as exc:
+                    message += f" (nor could the trace record it: {exc})"
             print(f"{self.algorithm}: error: {message}", file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
@@ -434,8 +439,9 @@ class Run:
             return EXIT_DIVERGED
         progress.close()
         x = algo.model(state)
+        self.agree(lambda: self.rank == 0 and self.trace.finish(
+            "finished", final_x=np.asarray(x, dtype=np.float64)))
         if self.rank == 0:
-            self.trace.finish("finished", final_x=np.asarray(x, dtype=np.float64))
             self.summary()
         return EXIT_FINISHED
 
@@ -456,10 +462,14 @@ class Run:
         per_rank = self.comm.gather(self.counters.vector(algo.comm), root=0)
         loss = float(total[0]) + obj.regulariser(x)
         finite = math.isfinite(loss) and bool(np.isfinite(x).all())
-        if self.rank == 0:
-            self.append_row(state.step, loss, total[1:], x, per_rank, extra)
-            if progress is not None:
-                progress.update(state.step, f"loss {loss:.6g}", force=True)
+
+        def write_row():  # agreed: a trace that cannot be written (a full disk) stops every rank
+            if self.rank == 0:
+                self.append_row(state.step, loss, total[1:], x, per_rank, extra)
+
+        self.agree(write_row)
+        if self.rank == 0 and progress is not None:
+            progress.update(state.step, f"loss {loss:.6g}", force=True)
         if check and not finite:
             raise DivergenceError(state.step, "the loss")
 

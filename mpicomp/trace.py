@@ -47,6 +47,7 @@ import numpy as np
 from . import __version__
 from .backend import to_host
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+from .diskspace import abandon, check_free_space
 
 STATUSES = ("running", "finished", "diverged", "failed")
 STANDARD_COLUMNS = ("step", "loss", "grad_norm_sq", "dist_to_opt_sq", "bits_up", "bits_down",
@@ -283,7 +284,9 @@ class TraceWriter:
         self.path, self.world_size = os.fspath(path), int(world_size)
         self.columns, self.rank_columns = tuple(columns), tuple(rank_columns)
         self._f, self._rows = _file, 0 if _file is None else int(_file["trace/step"].shape[0])
+        self._datasets: dict = {}  # held open, so that no release writes behind a flush
         if _file is not None:  # reopen()
+            self._hold()
             return
         attrs = {"mpicomp_version": __version__, "world_size": self.world_size, **attrs}
         problems = [f"duplicate names in {what}: {list(names)}" for what, names in
@@ -302,20 +305,73 @@ class TraceWriter:
         values = _attr_values(self.path, {**attrs, "status": "running"})
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            check_free_space(self.path, self._margin(), f"cannot create trace file {self.path}")
             self._f = f = h5py.File(self.path, "w")
         except OSError as exc:
             raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
-        f.attrs.update(values)
-        for name in self.columns:
-            f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
-                             dtype=_dtype(name))
-        f.require_group("ranks")
-        chunk = (max(1, min(512, 65536 // self.world_size)), self.world_size)
-        for name in self.rank_columns:
-            f.create_dataset(f"ranks/{name}", shape=(0, self.world_size), chunks=chunk,
-                             maxshape=(None, self.world_size), dtype=_dtype(name))
-        _annotate(f, self.path)
-        f.flush()
+        try:
+            f.attrs.update(values)
+            for name in self.columns:
+                f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
+                                 dtype=_dtype(name))
+            f.require_group("ranks")
+            for name in self.rank_columns:
+                f.create_dataset(f"ranks/{name}", shape=(0, self.world_size),
+                                 chunks=self._rank_chunk(), maxshape=(None, self.world_size),
+                                 dtype=_dtype(name))
+            _annotate(f, self.path)
+            self._hold()
+            f.flush()
+        except (OSError, RuntimeError) as exc:  # no damaged file is left behind
+            self._abandon()
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+            raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
+
+    # -- writing that a full disk cannot damage (`mpicomp.diskspace`) -------------------------
+    def _rank_chunk(self) -> tuple:
+        return (max(1, min(512, 65536 // self.world_size)), self.world_size)
+
+    def _margin(self) -> int:
+        """Free bytes a row needs at most: a new chunk of every dataset, twice, and 1 MiB of
+        metadata (the check stops a run while HDF5 still has room to close cleanly)."""
+        chunks = 512 * 8 * len(self.columns) + 8 * int(np.prod(self._rank_chunk())) * len(
+            self.rank_columns)
+        return 2 * chunks + (1 << 20)
+
+    def _hold(self) -> None:
+        f = self._f
+        self._datasets = {(group, name): f[group][name] for group in ("trace", "ranks")
+                          for name in f.get(group, {})}
+
+    def _abandon(self) -> None:
+        """Give up the file after a failed write, keeping what its last flush wrote."""
+        if self._f is not None:
+            f, self._f = self._f, None
+            abandon(f, self._datasets)
+
+    def _guarded(self, what: str, write, needed: int | None = None) -> None:
+        """``write(f)`` then flush, after checking that ``needed`` bytes (default `_margin`) are
+        free; on failure the file is abandoned as last flushed and TraceError says what failed."""
+        f = self._file()
+        try:
+            check_free_space(self.path, self._margin() if needed is None else needed,
+                             f"{self.path}: {what}")
+        except OSError as exc:
+            raise TraceError(f"{exc}; the trace keeps its {self._rows} rows") from None
+        try:
+            write(f)
+            f.flush()
+        except (OSError, RuntimeError) as exc:
+            self._abandon()
+            reason = " ".join(str(exc).split())  # HDF5's messages span lines
+            raise TraceError(f"{self.path}: {what} failed ({reason}); the file keeps what its "
+                             f"last flush wrote ({self._rows} rows)") from None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether rows and attributes can still be written."""
+        return self._f is not None
 
     @classmethod
     def reopen(cls, path: str | os.PathLike, rows: int) -> "TraceWriter":
@@ -378,7 +434,7 @@ class TraceWriter:
                ranks: Mapping[str, Sequence] | None = None) -> None:
         """Append one row with exactly the trace columns and flush it. ``ranks`` maps every rank
         column to a length-``world_size`` vector; None fills NaN (float) or -1 (int)."""
-        f = self._file()
+        self._file()
         values = [(c, self._scalar(c, v)) for c, v in self._exact(row, self.columns, "row")]
         if ranks is None:
             vectors = [(c, np.full(self.world_size, -1 if c in INT_COLUMNS else np.nan,
@@ -391,43 +447,55 @@ class TraceWriter:
                 raise TraceError(f"{self.path}: ranks[{name!r}] has shape {vec.shape}, "
                                  f"expected ({self.world_size},)")
         n = self._rows
-        try:
+
+        def write(_):
             for group, items in (("trace", values), ("ranks", vectors)):
                 for name, value in items:
-                    f[group][name].resize(n + 1, axis=0)
-                    f[group][name][n] = value
-            f.flush()
-        except OSError as exc:
-            raise TraceError(f"{self.path}: writing row {n} failed: {exc}") from None
+                    ds = self._datasets[group, name]
+                    ds.resize(n + 1, axis=0)
+                    ds[n] = value
+
+        self._guarded(f"writing row {n}", write)
         self._rows = n + 1
 
     def set_attrs(self, **attrs: Any) -> None:
         """Set root attributes (e.g. ``checkpoint_step=1000``) and flush."""
-        f = self._file()
-        f.attrs.update(_attr_values(self.path, attrs))
-        f.flush()
+        values = _attr_values(self.path, attrs)
+        self._guarded("writing attributes", lambda f: f.attrs.update(values))
 
     def finish(self, status: str, final_x: Any = None, error: str | None = None) -> None:
         """Record the outcome (``status`` in ``STATUSES``), ``final/x`` (replacing one already
         there) and an ``error`` attribute (its text cleaned) when given; then flush and close."""
-        f = self._file()
+        self._file()
         outcome = _attr_values(self.path, {"status": status} if error is None else
                                {"status": status, "error": str(error)})
-        if final_x is not None:
-            x = np.asarray(to_host(final_x), dtype=np.float64)
-            if x.ndim != 1:
-                raise TraceError(f"{self.path}: final_x must be 1-D, got shape {x.shape}")
-            if "final/x" in f:
-                del f["final/x"]
-            _describe(f.create_dataset("final/x", data=x), self.path)
-        f.attrs.update(outcome)
+        x = None if final_x is None else np.asarray(to_host(final_x), dtype=np.float64)
+        if x is not None and x.ndim != 1:
+            raise TraceError(f"{self.path}: final_x must be 1-D, got shape {x.shape}")
+
+        def write(f):
+            if x is not None:
+                if "final/x" in f:
+                    del f["final/x"]
+                _describe(f.create_dataset("final/x", data=x), self.path)
+            f.attrs.update(outcome)
+
+        # attributes and final/x need far less than a row's new chunks: a run stopped by the
+        # row check can still record why
+        needed = (64 << 10) + (0 if x is None else 2 * x.nbytes)
+        self._guarded(f"recording status {status!r}", write, needed)
         self.close()
 
     def close(self) -> None:
         """Flush and close the file (the status stays as it is); a no-op when already closed."""
         if self._f is not None:
+            try:
+                self._f.flush()
+            except (OSError, RuntimeError):
+                self._abandon()
+                return
             f, self._f = self._f, None
-            f.flush()
+            self._datasets.clear()
             f.close()
 
     def __enter__(self) -> "TraceWriter":

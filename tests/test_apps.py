@@ -189,3 +189,64 @@ def test_a_stale_lock_is_taken_over_and_a_foreign_one_refused(tmp_path):
     assert out.returncode == EXIT_BAD_INPUT
     assert "run.h5 is being written by the run of process 1 on node-elsewhere, started earlier" in out.stderr
     assert lock.exists() and read_trace(tmp_path / "run.h5").status == "finished"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only: CI runs as root), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+FILL_THE_DISK = (
+    "import os, sys\n"
+    "from mpi4py import MPI\n"
+    "import mpicomp.checkpoint, mpicomp.trace\n"
+    "from mpicomp.run import main\n"
+    "if sys.argv[1] == 'unguarded':  # HDF5 meets ENOSPC itself\n"
+    "    mpicomp.trace.check_free_space = mpicomp.checkpoint.check_free_space = lambda *a: None\n"
+    "def fill(step):  # at step 40 another program fills the disk, leaving 64 KiB\n"
+    "    if step == 40 and MPI.COMM_WORLD.rank == 0:\n"
+    "        st = os.statvfs('disk')\n"
+    "        with open('disk/pad', 'wb') as fh:\n"
+    "            fh.write(bytes(st.f_bavail * st.f_frsize - (64 << 10)))\n"
+    "sys.exit(main('diana', ['--iters', '100000', '--log-every', '5', '--checkpoint-every', '20',\n"
+    "                        '--trace', 'disk/run.h5', '--progress', 'off'], on_step=fill))\n"
+)
+
+
+@pytest.mark.parametrize("how", ["guarded", "unguarded"])
+def test_a_full_disk_stops_every_rank_and_keeps_trace_and_checkpoint(small_disk, how):
+    """The disk fills at step 40 (64 KiB left). Guarded (as mpicomp runs): the free-space check
+    stops every rank with exit 2 and one message at the row of step 40, the trace keeps its rows
+    and records why, and the checkpoint of step 20 stays whole. Unguarded (the check switched
+    off, so HDF5 itself meets ENOSPC when a row needs a new chunk, at row 512): the failed flush
+    is caught at once, the file is abandoned as last flushed and stays readable with every row
+    before it, the last checkpoint stays whole, and the process neither hangs nor crashes."""
+    from mpicomp.checkpoint import read_checkpoint_meta
+
+    out = launch(["-c", FILL_THE_DISK, how], small_disk.parent, ranks=2)
+    assert out.returncode == EXIT_BAD_INPUT, out.stderr
+    assert "Exception ignored" not in out.stderr and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("diana:")] == [
+        out.stderr.strip()]  # one message, on one line
+    t = read_trace(small_disk / "run.h5")
+    assert t.final_x is None and not (small_disk / "run.ckpt.h5.tmp").exists()
+    meta = read_checkpoint_meta(small_disk / "run.ckpt.h5")
+    if how == "guarded":
+        assert "disk/run.h5: writing row 8: only " in out.stderr and " bytes free " in out.stderr
+        assert t["step"].tolist() == list(range(0, 36, 5))
+        assert t.status == "failed" and "writing row 8: only" in t.attrs["error"]
+        assert meta["step"] == 20
+    else:
+        assert "writing row 512 failed" in out.stderr and "No space left on device" in out.stderr
+        # every row before the failed one; that one may stand there incomplete
+        assert t["step"].tolist()[:512] == list(range(0, 5 * 512, 5)) and t.n_rows in (512, 513)
+        assert t.status == "running"
+        assert meta["step"] == 20 * ((5 * 511) // 20)
