@@ -371,7 +371,10 @@ class Run:
         # a checkpoint instead of killing it
         previous = install_stop_handlers(self)
         try:
-            return self._execute()
+            # overflow and NaN in the iterates are agreed on and reported once as divergence
+            # (exit 3), not as NumPy warnings from every rank first
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return self._execute()
         finally:
             restore_handlers(previous)
 

@@ -250,3 +250,14 @@ def test_a_full_disk_stops_every_rank_and_keeps_trace_and_checkpoint(small_disk,
         assert t["step"].tolist()[:512] == list(range(0, 5 * 512, 5)) and t.n_rows in (512, 513)
         assert t.status == "running"
         assert meta["step"] == 20 * ((5 * 511) // 20)
+
+
+def test_a_huge_step_size_diverges_with_one_line(tmp_path):
+    """No NumPy overflow warnings from every rank before the verdict: the one message."""
+    out = launch(["-m", "apps.diana", "--lr", "1e300", "--iters", "50", "--progress", "off"],
+                 tmp_path, ranks=2)
+    assert out.returncode == 3
+    assert out.stderr.strip().splitlines() == [
+        "diana: error: diverged at step 2: the gradient has NaN or Inf; the step size lr=1e+300 is "
+        "too large for this problem (try a smaller --lr, or --lr theory)"]
+    assert read_trace(tmp_path / "diana.h5").status == "diverged"

@@ -76,6 +76,15 @@ def test_trace_follows_the_contract_and_equals_the_serial_reference(comm, mpi_sh
     assert t["dist_to_opt_sq"][-1] == pytest.approx(np.sum((want[-1] - x_star) ** 2), rel=1e-6)
 
 
+def whole_and_cut(comm, tmp):
+    """Two shared folders: one for an uninterrupted run, one for a stopped and resumed one."""
+    whole_dir, cut_dir = tmp / "whole", tmp / "cut"
+    if comm.rank == 0:
+        whole_dir.mkdir(), cut_dir.mkdir()
+    comm.Barrier()
+    return whole_dir, cut_dir
+
+
 def comparable(trace):
     """Every column and rank column except the wall-clock ones, and final/x."""
     cols = {k: v for k, v in trace.columns.items() if k != "wall_time"}
@@ -95,10 +104,7 @@ def comparable(trace):
 ], ids=lambda v: v.__name__ if hasattr(v, "__name__") else None)
 def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp, app, extra):
     args = ["--iters", 30, "--log-every", 4, *extra]
-    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
-    if comm.rank == 0:
-        whole_dir.mkdir(), cut_dir.mkdir()
-    comm.Barrier()
+    whole_dir, cut_dir = whole_and_cut(comm, mpi_shared_tmp)
     rc, whole = run(comm, app.main, whole_dir, *args)
     assert rc == EXIT_FINISHED
 
@@ -135,10 +141,7 @@ def test_a_signal_during_set_up_checkpoints_step_0(comm, mpi_shared_tmp, monkeyp
     import mpicomp.run as run_module
 
     args = ["--iters", 12, "--log-every", 4]
-    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
-    if comm.rank == 0:
-        whole_dir.mkdir(), cut_dir.mkdir()
-    comm.Barrier()
+    whole_dir, cut_dir = whole_and_cut(comm, mpi_shared_tmp)
     rc, whole = run(comm, apps.diana.main, whole_dir, *args)
     build = run_module.Run.build
 
@@ -176,10 +179,7 @@ def test_a_signal_during_the_reference_solve_interrupts_it(comm, mpi_shared_tmp,
     import mpicomp.problems as problems
 
     args = ["--iters", 12, "--log-every", 4]
-    whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
-    if comm.rank == 0:
-        whole_dir.mkdir(), cut_dir.mkdir()
-    comm.Barrier()
+    whole_dir, cut_dir = whole_and_cut(comm, mpi_shared_tmp)
     rc, whole = run(comm, apps.diana.main, whole_dir, *args)
     solve, asked = problems.reference_optimum, []
 
