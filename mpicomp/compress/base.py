@@ -7,6 +7,11 @@ Every operator turns a flat float vector into one contiguous ``uint8`` buffer::
 
 ``nbits`` counts the information bits of the body (norms, signs, levels, indices, values);
 ``len(buffer) == header_bytes + ceil(nbits / 8)`` for every operator.
+
+`Compressor.split` is the one place a header is parsed: the magic, operator code, dtype code
+(one of `DTYPES_BY_CODE`), flags (only bits the operator defines, none today) and d must all
+match, else `DecodeError`. Decoders then bound every length and index they read against d
+before using it, and a decoded vector is always finite.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ HEADER = struct.Struct("<BBBBI")
 HEADER_BYTES = HEADER.size
 DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
+VALID_DTYPE_CODES = ", ".join(f"{code} ({dtype})" for code, dtype in DTYPES_BY_CODE.items())
 MAX_DIM = 2**32 - 1
 
 
@@ -68,6 +74,20 @@ def raise_non_finite(x: np.ndarray) -> None:
         )
 
 
+def non_finite_decoded(spec: str, values: np.ndarray, what: str = "value", positions=None) -> DecodeError:
+    """The DecodeError for a decoded ``values`` array holding NaN/Inf (a corrupted buffer).
+
+    Names the first bad entry: its index, or ``positions[index]`` (the coordinate it lands on)
+    when ``positions`` is given.
+    """
+    first = int(np.flatnonzero(~np.isfinite(values))[0])
+    where = first if positions is None else int(positions[first])
+    return DecodeError(
+        f"{spec}: decoded {what} at coordinate {where} is {values[first]}: corrupted buffer "
+        "(decoded vectors are always finite)"
+    )
+
+
 def check_vector(x, finite: bool = True) -> np.ndarray:
     """Validate an input vector: 1-D, float32/float64 and (unless ``finite=False``) finite.
 
@@ -103,6 +123,8 @@ class Compressor:
     extra_header: ClassVar[int] = 0
     #: the compiled kernel reports NaN/Inf itself, so encode skips the separate scan
     kernel_checks_finite: ClassVar[bool] = False
+    #: header flag bits this operator defines (none do yet); `split` rejects any other bit
+    header_flags: ClassVar[int] = 0
 
     # -- contract ------------------------------------------------------------------------------
     def encode(self, x, rng: Optional[np.random.Generator] = None) -> Payload:
@@ -181,17 +203,23 @@ class Compressor:
                 f"{self.spec()}: buffer of {buf.size} bytes is shorter than its "
                 f"{HEADER_BYTES + self.extra_header}-byte header"
             )
-        magic, code, dcode, _flags, dim = HEADER.unpack_from(buf[:HEADER_BYTES].tobytes())
+        magic, code, dcode, flags, dim = HEADER.unpack_from(buf[:HEADER_BYTES].tobytes())
         if magic != MAGIC:
             raise DecodeError(f"{self.spec()}: bad magic byte 0x{magic:02x} (expected 0x{MAGIC:02x})")
         if code != self.code:
             raise DecodeError(
                 f"{self.spec()}: buffer was written by operator code {code}, not {self.code}"
             )
-        if DTYPES_BY_CODE.get(dcode) != dtype:
+        if dcode not in DTYPES_BY_CODE:
             raise DecodeError(
-                f"{self.spec()}: buffer holds {DTYPES_BY_CODE.get(dcode, 'an unknown dtype')}, "
-                f"caller asked for {dtype}"
+                f"{self.spec()}: unknown dtype code {dcode} in the header; valid codes: {VALID_DTYPE_CODES}"
+            )
+        if DTYPES_BY_CODE[dcode] != dtype:
+            raise DecodeError(f"{self.spec()}: buffer holds {DTYPES_BY_CODE[dcode]}, caller asked for {dtype}")
+        if flags & ~self.header_flags:
+            raise DecodeError(
+                f"{self.spec()}: reserved header flag bits 0x{flags & ~self.header_flags:02x} are set "
+                f"(flags byte 0x{flags:02x}; this operator defines 0x{self.header_flags:02x})"
             )
         if dim != d:
             raise DecodeError(f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}")

@@ -55,7 +55,17 @@ def finite_norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
 
 
 def round_up(values: np.ndarray, dtype) -> np.ndarray:
-    """Cast float64 ``values`` to ``dtype`` rounding up, so ``|x_j| ≤ ν`` survives the cast."""
+    """Cast float64 ``values`` (block norms) to ``dtype`` rounding up, so ``|x_j| ≤ ν`` survives
+    the cast; ValueError if one exceeds the dtype's largest finite value (it could not be sent:
+    decoders reject a non-finite norm)."""
+    dtype = np.dtype(dtype)
+    largest = float(np.finfo(dtype).max)
+    if (values > largest).any():
+        b = int(np.argmax(values > largest))
+        raise ValueError(
+            f"the norm {values[b]:g} of block {b} exceeds the {dtype} range (±{largest:g}): "
+            "rescale the vector"
+        )
     cast = values.astype(dtype)
     low = cast < values
     if low.any():

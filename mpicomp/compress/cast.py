@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Compressor, DecodeError, value_bits
+from . import kernels
+from .base import Compressor, non_finite_decoded, value_bits
 
 FP16_MAX = float(np.finfo(np.float16).max)
+#: per float width: the unsigned view and the exponent mask (all ones = NaN/±Inf)
+BIT_VIEWS = {4: (np.dtype("<u4"), np.uint32(0x7F800000)), 8: (np.dtype("<u8"), np.uint64(0x7FF0000000000000))}
+BF16_EXPONENT = 0x7F80
+BF16_MAX = float(np.array(0x7F7F0000, np.uint32).view(np.float32))
 
 
 class Identity(Compressor):
-    """Sends the values as they are (float32 or float64): ω = 0."""
+    """Sends the values as they are (float32 or float64): ω = 0.
+
+    Notes
+    -----
+    Decoding rejects a body holding NaN/Inf (no encoder writes one); with Numba the check rides
+    in the copy into the output.
+    """
 
     name = "identity"
     code = 1
@@ -27,7 +38,16 @@ class Identity(Compressor):
 
     def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, self.body_bits(d, dtype))
-        return body.view(dtype.newbyteorder("<")).astype(dtype)
+        out = self._output(out, d, dtype)
+        if kernels.active():
+            bits, exponent = BIT_VIEWS[dtype.itemsize]
+            finite = kernels.copy_finite_bits(body.view(bits), out.view(bits), exponent)
+        else:
+            out[...] = body.view(dtype.newbyteorder("<"))
+            finite = np.isfinite(out).all()
+        if not finite:
+            raise non_finite_decoded(self.spec(), out)
+        return out
 
 
 class FP16(Compressor):
@@ -58,7 +78,7 @@ class FP16(Compressor):
         self._check_body_size(body, 16 * d)
         half = body.view("<f2")
         if not np.isfinite(half).all():
-            raise DecodeError("fp16: buffer holds Inf or NaN: corrupted")
+            raise non_finite_decoded(self.spec(), half)
         return half.astype(dtype)
 
 
@@ -81,18 +101,22 @@ class BF16(Compressor):
         return 1.0 - 2.0**-16
 
     def _encode_body(self, x, rng):
-        f32 = x.astype(np.float32)
-        if f32.size and not np.isfinite(f32).all():
-            raise ValueError("bf16: a value overflows float32 (bfloat16 has float32's range)")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
+            f32 = x.astype(np.float32)
         bits = f32.view(np.uint32).astype(np.uint64)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
-        if ((rounded & 0x7F80) == 0x7F80).any():
-            raise ValueError("bf16: a value rounds past the largest finite bfloat16")
+        overflow = (rounded & BF16_EXPONENT) == BF16_EXPONENT  # also catches f32 = ±Inf
+        if overflow.any():
+            j = int(np.argmax(overflow))
+            raise ValueError(
+                f"bf16: |x[{j}]| = {abs(x[j]):g} rounds past the largest finite bfloat16 "
+                f"±{BF16_MAX:g} (bfloat16 has float32's range)"
+            )
         return b"", rounded.astype("<u2").view(np.uint8), 16 * x.size
 
     def _decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
-        bits = body.view("<u2").astype(np.uint32)
-        if ((bits & 0x7F80) == 0x7F80).any():
-            raise DecodeError("bf16: buffer holds Inf or NaN: corrupted")
-        return (bits << 16).view(np.float32).astype(dtype)
+        values = (body.view("<u2").astype(np.uint32) << 16).view(np.float32)
+        if not np.isfinite(values).all():
+            raise non_finite_decoded(self.spec(), values)
+        return values.astype(dtype)

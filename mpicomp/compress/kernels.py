@@ -105,6 +105,19 @@ def all_finite(x):
     return worst64 != EXP64
 
 
+@njit
+def copy_finite_bits(src, dst, exponent):
+    """``dst[:] = src`` for float bit patterns (uint32 views of float32, uint64 of float64);
+    returns True if no value is NaN or ±Inf (``exponent``, the exponent mask, all ones),
+    checked in the same pass."""
+    worst = exponent ^ exponent
+    for j in range(src.size):
+        v = src[j]
+        dst[j] = v
+        worst = max(worst, v & exponent)
+    return worst != exponent
+
+
 # --- norms -----------------------------------------------------------------------------------
 @njit_fast
 def _norm2(x, lo, hi):
@@ -319,15 +332,16 @@ def sign_pack(x, out):
 def sign_unpack(buf, scales, block, out, accumulate=False):
     """out[j] = scales[block of j] · (−1 if bit j else +1) (``accumulate``: out[j] += …).
 
-    Whole 64-coordinate words expand from one uint64 (the inner loop over its bits vectorises);
-    the rest of each block goes coordinate by coordinate.
+    Whole 64-coordinate words expand from one uint64 (the inner loop over its bits vectorises:
+    the choice between s and −s is a select, never arithmetic such as s − 2s·bit, which would
+    overflow for |s| > max/2); the rest of each block goes coordinate by coordinate.
     """
     d = out.size
     for b in range(scales.size):
         lo = b * block
         hi = min(d, lo + block)
         s = scales[b]
-        two_s = s + s
+        neg_s = -s
         if lo % 64 == 0:
             nwords = (hi - lo) >> 6
             rows = out[lo : lo + 64 * nwords].reshape(nwords, 64)
@@ -339,13 +353,13 @@ def sign_unpack(buf, scales, block, out, accumulate=False):
                 row = rows[i]
                 if accumulate:
                     for k in range(64):
-                        row[k] += s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
+                        row[k] += neg_s if (w >> np.uint64(k)) & np.uint64(1) else s
                 else:
                     for k in range(64):
-                        row[k] = s - two_s * ((w >> np.uint64(k)) & np.uint64(1))
+                        row[k] = neg_s if (w >> np.uint64(k)) & np.uint64(1) else s
             lo += 64 * nwords
         for j in range(lo, hi):
-            v = s - two_s * ((buf[j >> 3] >> (j & 7)) & 1)
+            v = neg_s if (buf[j >> 3] >> (j & 7)) & 1 else s
             out[j] = out[j] + v if accumulate else v
 
 
@@ -452,7 +466,8 @@ def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False,
     ``accumulate`` the values are added to ``out`` (float64), rounded to float32 first when
     ``round32`` (the payload's dtype), i.e. exactly what decoding and then adding gives. Returns −1,
     or the first coordinate whose field is impossible (a level above s, or a sign bit on
-    level 0).
+    level 0). The sign is applied by a select (``−val`` or ``val``), so values up to the
+    largest finite float cannot overflow.
     """
     d = out.size
     fields = np.empty(CHUNK, dtype=np.uint32)
@@ -481,12 +496,12 @@ def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False,
             if accumulate:
                 for i in range(fs.size):
                     val = sc[i] * nu
-                    val = val - 2.0 * val * (fs[i] >> shift)
+                    val = -val if fs[i] >> shift else val
                     os[i] += np.float64(np.float32(val)) if round32 else val
             else:
                 for i in range(fs.size):
                     val = sc[i] * nu
-                    os[i] = val - 2.0 * val * (fs[i] >> shift)
+                    os[i] = -val if fs[i] >> shift else val
             j = stop
         if bad:
             for i in range(n):

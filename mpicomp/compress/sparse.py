@@ -19,7 +19,7 @@ import struct
 import numpy as np
 
 from . import kernels
-from .base import Compressor, DecodeError, value_bits
+from .base import Compressor, DecodeError, non_finite_decoded, value_bits
 from .bitpack import append_bits, bits_from, check_padding, pack_fields, unpack_fields
 from .counter_rng import draw_key
 
@@ -48,14 +48,28 @@ def pack_indices(idx: np.ndarray, d: int) -> tuple[np.ndarray, int]:
 
 
 def unpack_indices(section: np.ndarray, k: int, d: int) -> np.ndarray:
-    """Inverse of `pack_indices`; DecodeError unless k strictly increasing indices below d."""
+    """Inverse of `pack_indices`; DecodeError unless k strictly increasing indices below d.
+
+    Every bound is checked before an index is used: 0 ≤ k ≤ d, the section holds the
+    ``index_bits(k, d)`` bits, a packed list strictly increases and ends below d, a bitmap has
+    exactly k bits set among its d.
+    """
+    if not 0 <= k <= d:
+        raise DecodeError(f"index section of k = {k} indices into dimension d = {d}: need 0 ≤ k ≤ d")
     nbits = index_bits(k, d)
     if section.size * 8 < nbits:
         raise DecodeError(f"index section truncated: {section.size} bytes for {nbits} bits")
     if k * index_width(d) <= d:
         idx = unpack_fields(section, index_width(d), k).astype(np.int64)
-        if idx.size and (idx[-1] >= d or (np.diff(idx) <= 0).any()):
-            raise DecodeError(f"corrupted index section: indices must increase and stay below {d}")
+        steps = np.diff(idx)
+        if (steps <= 0).any():
+            i = int(np.argmax(steps <= 0)) + 1
+            raise DecodeError(
+                f"corrupted index section: entry {i} ({idx[i]}) does not exceed entry {i - 1} "
+                f"({idx[i - 1]}); indices must strictly increase"
+            )
+        if idx.size and idx[-1] >= d:
+            raise DecodeError(f"corrupted index section: index {idx[-1]} is not below d = {d}")
         return idx
     mask = np.unpackbits(section[: -(-d // 8)], count=d, bitorder="little")
     idx = np.flatnonzero(mask)
@@ -157,15 +171,18 @@ class Sparsifier(Compressor):
         return extra, append_bits(vals, nvb, section, nib), nvb + nib
 
     def _decode_body(self, extra, body, d, dtype, out=None):
-        k = self.k_of(d)
+        try:
+            k = self.k_of(d)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from exc
         nbits = self.body_bits(d, dtype)
         self._check_body_size(body, nbits)
         check_padding(body, nbits)
         nvb = k * value_bits(dtype)
+        idx = self.indices_from(extra, bits_from(body, nvb), d)
         vals = body[: nvb // 8].view(dtype.newbyteorder("<")).astype(dtype)
         if not np.isfinite(vals).all():
-            raise DecodeError(f"{self.spec()}: non-finite kept value: corrupted buffer")
-        idx = self.indices_from(extra, bits_from(body, nvb), d)
+            raise non_finite_decoded(self.spec(), vals, "kept value", idx)
         return self.expand(idx, vals, d, dtype, out)
 
 
@@ -184,6 +201,9 @@ class TopK(Sparsifier):
 
 class RandK(Sparsifier):
     """k uniformly random coordinates scaled by d/k (unbiased, ω = d/k − 1).
+
+    Encoding rejects an input whose kept value times d/k overflows the dtype (the message
+    would not be finite), naming the coordinate; decoding rejects such a payload.
 
     Parameters
     ----------
@@ -211,9 +231,25 @@ class RandK(Sparsifier):
         gen = np.random.Generator(np.random.PCG64(key))
         return np.sort(gen.choice(d, size=self.k_of(d), replace=False, shuffle=False))
 
+    @staticmethod
+    def scaled(values: np.ndarray, d: int, dtype) -> np.ndarray:
+        """The decoded values: ``values × d/k`` in float64, rounded to ``dtype`` (±Inf where
+        that overflows; no warning)."""
+        scale = d / values.size if values.size else 0.0
+        with np.errstate(over="ignore"):
+            return (values.astype(np.float64) * scale).astype(dtype)
+
     def select(self, x, rng):
         key = draw_key(rng)
-        return self._indices(key, x.size), KEY.pack(key) if self.shared else b""
+        idx = self._indices(key, x.size)
+        decoded = self.scaled(x[idx], x.size, x.dtype)
+        if not np.isfinite(decoded).all():
+            j = int(idx[np.argmax(~np.isfinite(decoded))])
+            raise ValueError(
+                f"{self.spec()}: x[{j}] = {x[j]:g} times d/k = {x.size / idx.size:g} overflows "
+                f"{x.dtype}: rescale the vector"
+            )
+        return idx, KEY.pack(key) if self.shared else b""
 
     def indices_from(self, extra, section, d):
         if self.shared:
@@ -221,5 +257,7 @@ class RandK(Sparsifier):
         return super().indices_from(extra, section, d)
 
     def expand(self, idx, values, d, dtype, out=None):
-        scale = d / idx.size if idx.size else 0.0
-        return super().expand(idx, values.astype(np.float64) * scale, d, dtype, out)
+        decoded = self.scaled(values, d, dtype)
+        if not np.isfinite(decoded).all():
+            raise non_finite_decoded(self.spec(), decoded, "value × d/k", idx)
+        return super().expand(idx, decoded, d, dtype, out)
