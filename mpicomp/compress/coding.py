@@ -27,6 +27,13 @@ share of zeros. Because the symbol being coded is never the most frequent of tho
 ``c ≤ m/2``, so the runs cost at most ``1/ln 2`` unary bits per occurrence and the whole
 stream is below ``d·(3 + ⌈log₂(d+1)⌉)`` bits plus the counts (`golomb_max_bits`).
 
+**Decoding untrusted bytes.** The decoders run compiled without bounds checks, so each bounds
+what it reads before using it and returns −1 (the callers raise `DecodeError`): a γ code has at
+most 62 leading zeros (its value fits an int64), a gap is compared with the positions left
+(``gap ≤ d − 1 − prev``, no sum that could wrap), a level with ``s``, a count with the positions
+not yet counted, and a Golomb run with the positions its turn has left (the unary part stops
+there). No count read from the stream sizes an allocation: a decode allocates ``O(d)``.
+
 References
 ----------
 Golomb, "Run-length encodings", IEEE Trans. Inf. Theory 12(3), 1966. Gallager, van Voorhis,
@@ -71,14 +78,25 @@ def write_gamma(out, pos, n):
     return pos
 
 
+#: most leading zeros of a γ code a decoder accepts: its value then stays below 2^63 (an int64)
+GAMMA_MAX_ZEROS = 62
+#: upper bound of every run a well-formed stream holds (d < 2^32); the default of `read_golomb`
+MAX_RUN = 2**62
+
+
 @njit
 def read_gamma(buf, pos, limit):
-    """Read one γ code at ``pos``; return (value, new pos), or (0, −1) if it runs past limit."""
+    """Read one γ code at ``pos``; return (value, new pos), or (0, −1) if it runs past ``limit``
+    or has more than `GAMMA_MAX_ZEROS` leading zeros.
+
+    The value is at most 2^63 − 1, so it fits an int64 but not a sum with a position: callers
+    compare it with the room they have (``gap > d − 1 − prev``) before adding it to anything.
+    """
     nb = 0
-    while pos < limit and ((buf[pos >> 3] >> (pos & 7)) & 1) == 0:
+    while pos < limit and ((buf[pos >> 3] >> (pos & 7)) & 1) == 0:  # at most limit − pos steps
         nb += 1
         pos += 1
-    if pos + nb >= limit or nb > 62:
+    if nb > GAMMA_MAX_ZEROS or pos + nb >= limit:
         return 0, -1
     n = 0
     for _ in range(nb + 1):
@@ -121,7 +139,9 @@ def elias_from_fields(buf, d, width, out):
     """The Elias stream of `elias_levels_encode`, read from packed signed-level fields.
 
     ``out`` must be zero-filled and large enough (see ``Dither.max_body_bits``); returns
-    (bits written, non-zero count).
+    (bits written, non-zero count). Encoder side: the fields come from `kernels.dither_levels`
+    (levels ≤ s), positions are ``j < d`` by construction and each code fits the bound that
+    sizes ``out``, so nothing here depends on received bytes.
     """
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
@@ -149,14 +169,21 @@ def elias_from_fields(buf, d, width, out):
 @njit
 def elias_decode_values(buf, nnz, limit, s, factor, norm, block, out):
     """Decode ``nnz`` Elias entries straight into values ±factor[level]·norm[block] (``out``
-    zeroed first); return the bits read, or −1 if the stream is truncated or malformed."""
+    zeroed first); return the bits read, or −1 if the stream is truncated or malformed.
+
+    Every read is bounded before use: ``nnz ≤ d`` and ``3·nnz ≤ limit`` (an entry takes at
+    least 3 bits), each position ``prev + gap < d`` (compared as ``gap ≤ d − 1 − prev``, which
+    cannot overflow), the sign bit inside ``limit`` and each level in ``1 … s``.
+    """
+    d = out.size
     out[:] = 0
+    if nnz < 0 or nnz > d or 3 * nnz > limit:
+        return -1
     pos = 0
     prev = -1
-    d = out.size
     for _ in range(nnz):
         gap, pos = read_gamma(buf, pos, limit)
-        if pos < 0 or prev + gap >= d or pos >= limit:
+        if pos < 0 or pos >= limit or gap > d - 1 - prev:
             return -1
         j = prev + gap
         negative = (buf[pos >> 3] >> (pos & 7)) & 1
@@ -211,12 +238,22 @@ def write_golomb(out, pos, g, b):
 
 
 @njit
-def read_golomb(buf, pos, limit, b):
-    """Read one Golomb code at ``pos``; return (run, new pos), or (0, −1) past ``limit``."""
+def read_golomb(buf, pos, limit, b, most=MAX_RUN):
+    """Read one Golomb code at ``pos``; return (run, new pos), or (0, −1) if it runs past
+    ``limit`` or the run exceeds ``most`` (the positions a decoder has room for).
+
+    The unary part stops as soon as ``q·b`` would pass ``most``, so a long run of one bits
+    costs no more than the room it claims and ``q·b + r`` never overflows.
+    """
+    if most < 0:
+        return 0, -1
+    qmax = most // b
     q = 0
     while pos < limit and (buf[pos >> 3] >> (pos & 7)) & 1:
         q += 1
         pos += 1
+        if q > qmax:
+            return 0, -1
     if pos >= limit:
         return 0, -1
     pos += 1
@@ -235,7 +272,10 @@ def read_golomb(buf, pos, limit, b):
             return 0, -1
         v = ((v << 1) | int((buf[pos >> 3] >> (pos & 7)) & 1)) - u
         pos += 1
-    return q * b + v, pos
+    g = q * b + v
+    if g > most:
+        return 0, -1
+    return g, pos
 
 
 @njit
@@ -344,9 +384,21 @@ def golomb_encode(sym, n_symbols, out):
 
 
 @njit
+def _run_room(m, c, h, first):
+    """Longest run before hit ``h`` of ``c`` among ``m`` positions when ``first`` is the rank of
+    the first position it may take: the ``c − h − 1`` later hits still need a position each."""
+    return m - first - (c - h)
+
+
+@njit
 def _place_by_tree(buf, pos, limit, counts, order, sym):
     """Read the runs and place each coded turn's symbol; the positions left are kept in a
-    Fenwick tree of alive flags, so the ``k``-th one is found in ``O(log d)``."""
+    Fenwick tree of alive flags, so the ``k``-th one is found in ``O(log d)``.
+
+    ``counts`` must sum to ``sym.size`` (`golomb_decode` checks it). Each run is read with the
+    room the turn has left (`_run_room`), so every rank stays below ``m`` and every tree
+    search ends inside the tree.
+    """
     d = sym.size
     tree = np.empty(d + 1, dtype=np.int64)  # all positions alive: tree[i] = i & −i
     for i in range(1, d + 1):
@@ -363,10 +415,10 @@ def _place_by_tree(buf, pos, limit, counts, order, sym):
         b = golomb_parameter(m, c)
         rank = -1  # rank of the hit among the positions left at this turn
         for h in range(c):
-            g, pos = read_golomb(buf, pos, limit, b)
-            rank += g + 1
-            if pos < 0 or rank >= m:
+            g, pos = read_golomb(buf, pos, limit, b, _run_room(m, c, h, rank + 1))
+            if pos < 0:
                 return -1
+            rank += g + 1
             want = rank - h + 1  # its rank among those left now (the h earlier hits are gone)
             p = 0
             step = top
@@ -387,7 +439,7 @@ def _place_by_tree(buf, pos, limit, counts, order, sym):
 @njit
 def _place_by_scan(buf, pos, limit, counts, order, sym):
     """Read the runs and place each coded turn's symbol by scanning the positions left,
-    compacted after each turn."""
+    compacted after each turn (runs bounded as in `_place_by_tree`)."""
     d = sym.size
     alive = np.arange(d)
     m = d
@@ -399,9 +451,9 @@ def _place_by_scan(buf, pos, limit, counts, order, sym):
         b = golomb_parameter(m, c)
         i = 0
         kept = 0
-        for _ in range(c):
-            g, pos = read_golomb(buf, pos, limit, b)
-            if pos < 0 or i + g >= m:
+        for h in range(c):
+            g, pos = read_golomb(buf, pos, limit, b, _run_room(m, c, h, i))
+            if pos < 0:
                 return -1
             for _ in range(g):
                 alive[kept] = alive[i]
@@ -420,7 +472,11 @@ def _place_by_scan(buf, pos, limit, counts, order, sym):
 def golomb_decode(buf, limit, n_symbols, sym):
     """Read a vector source code of ``sym.size`` symbols from ``buf`` (``limit`` bits) into
     ``sym``; return the bits read, or −1 if the stream is truncated or malformed. The
-    positions come from whichever of `_place_by_tree` and `_place_by_scan` is cheaper."""
+    positions come from whichever of `_place_by_tree` and `_place_by_scan` is cheaper.
+
+    Each count is checked against the positions not yet counted before it is added, so the
+    counts sum to ``d`` exactly and every Golomb parameter is derived from ``c ≤ m ≤ d``.
+    Memory: ``sym`` plus one int64 array of ``d + 1`` entries (tree or scan list)."""
     d = sym.size
     counts = np.zeros(n_symbols, dtype=np.int64)
     pos = 0
@@ -454,7 +510,8 @@ def golomb_max_bits(d: int, n_symbols: int) -> int:
 @njit
 def symbols_from_fields(buf, d, width, sym):
     """Symbols of ``d`` packed signed-level fields (level, then the sign bit), as
-    `symbols_of_levels` gives them."""
+    `symbols_of_levels` gives them. Encoder side: the fields come from `kernels.dither_levels`
+    (levels ≤ s), so every symbol is below ``2s + 1``."""
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
     for c0 in range(0, d, CHUNK):

@@ -227,10 +227,18 @@ class Dither(Compressor):
         (nnz,) = NNZ.unpack(extra)
         if nnz > d:
             raise DecodeError(f"{self.spec()}: header claims {nnz} non-zeros in dimension {d}")
+        if 3 * nnz > stream.size * 8:  # an entry is at least γ(1), a sign bit and γ(1)
+            raise DecodeError(
+                f"{self.spec()}: header claims {nnz} non-zeros, the {stream.size}-byte Elias "
+                f"stream holds at most {stream.size * 8 // 3}"
+            )
         out = self._output(out, d, dtype)
         used = coding.elias_decode_values(stream, nnz, stream.size * 8, self.s, factor, nu, block, out)
         if used < 0:
-            raise DecodeError(f"{self.spec()}: Elias stream truncated or malformed")
+            raise DecodeError(
+                f"{self.spec()}: Elias stream truncated or malformed (a code past the end, a "
+                f"position at or past d = {d}, or a level outside 1…{self.s})"
+            )
         if -(-used // 8) != stream.size:
             raise DecodeError(
                 f"{self.spec()}: Elias stream has {stream.size} bytes, its {nnz} codes use {used} bits"
@@ -238,12 +246,14 @@ class Dither(Compressor):
         check_padding(stream, used)
         return out
 
-
     def _decode_golomb(self, stream, d, dtype, unit, block, out=None):
         sym = np.empty(d, dtype=np.int32)
         used = coding.golomb_decode(stream, stream.size * 8, 2 * self.s + 1, sym)
         if used < 0:
-            raise DecodeError(f"{self.spec()}: source-coded stream truncated or malformed")
+            raise DecodeError(
+                f"{self.spec()}: source-coded stream truncated or malformed (a code past the "
+                f"end, symbol counts above d = {d}, or a run past the positions left)"
+            )
         if -(-used // 8) != stream.size:
             raise DecodeError(f"{self.spec()}: source-coded stream has {stream.size} bytes, its codes "
                               f"use {used} bits")
