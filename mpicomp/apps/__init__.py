@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable, Optional, Sequence
 
 #: Every app, by its module name.
 APPS = ("diana", "dcgd", "qsgd", "terngrad", "signsgd", "natural", "qadam", "efsgd", "dpsgd",
@@ -25,3 +26,16 @@ def command(app: str) -> str:
     if os.path.basename(sys.argv[0] or "") == "mpicomp":
         return f"mpicomp {app}"
     return f"python -m mpicomp.apps.{app}"
+
+
+def app_main(app: str, algorithm: str, defaults: dict) -> Callable[..., int]:
+    """The entry point of ``app``: ``main(argv=None, comm=None) -> exit status`` runs
+    ``algorithm`` through `mpicomp.run.main` with the app's ``defaults``."""
+
+    def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
+        from mpicomp.run import main as run_main
+
+        return run_main(algorithm, argv, comm, defaults=defaults, prog=command(app))
+
+    main.__doc__ = f"``{command(app)}``: {algorithm} with the defaults of this app (exit status)."
+    return main

@@ -7,18 +7,12 @@ Default: the problem and graph of ``apps.dpsgd``, QSGD with 4 levels in its fixe
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
+from mpicomp.apps import app_main
 from mpicomp.apps.dpsgd import DEFAULTS as DPSGD_DEFAULTS
-from mpicomp.run import main as run_main
 
 DEFAULTS = {**DPSGD_DEFAULTS, "compressor": "qsgd:s=4"}
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("choco", argv, comm, defaults=DEFAULTS, prog=command("choco"))
-
+main = app_main("choco", "choco", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,10 +6,7 @@ so the two traces compare DCGD's noise floor with DIANA's exact convergence.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=1",
@@ -17,12 +14,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None, *, defaults: Optional[dict] = None,
-         prog: str = "") -> int:
-    return run_main("dcgd", argv, comm, defaults={**DEFAULTS, **(defaults or {})},
-                    prog=prog or command("dcgd"))
-
+main = app_main("dcgd", "dcgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

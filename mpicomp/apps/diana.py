@@ -7,10 +7,7 @@ mean sent back by a parameter server, α and γ from theory. Finishes in seconds
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=1",
@@ -18,10 +15,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("diana", argv, comm, defaults=DEFAULTS, prog=command("diana"))
-
+main = app_main("diana", "diana", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

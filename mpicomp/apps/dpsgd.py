@@ -9,10 +9,7 @@ the network average x̄ and its consensus error.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=256,h=1,density=0.1",
@@ -21,10 +18,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("dpsgd", argv, comm, defaults=DEFAULTS, prog=command("dpsgd"))
-
+main = app_main("dpsgd", "dpsgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

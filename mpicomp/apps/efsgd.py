@@ -7,10 +7,7 @@ logistic regression on heterogeneous synthetic data with full gradients and γ =
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=1",
@@ -19,10 +16,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("efsgd", argv, comm, defaults=DEFAULTS, prog=command("efsgd"))
-
+main = app_main("efsgd", "efsgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

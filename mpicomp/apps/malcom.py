@@ -10,18 +10,12 @@ takes η/√(t+1).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
+from mpicomp.apps import app_main
 from mpicomp.apps.choco import DEFAULTS as CHOCO_DEFAULTS
-from mpicomp.run import main as run_main
 
 DEFAULTS = {**CHOCO_DEFAULTS, "compressor": "qsgd:s=4,coder=golomb"}
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("malcom", argv, comm, defaults=DEFAULTS, prog=command("malcom"))
-
+main = app_main("malcom", "malcom", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

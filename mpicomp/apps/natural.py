@@ -10,24 +10,13 @@ messages, ℓ2-regularised logistic regression on heterogeneous synthetic data, 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from mpicomp.apps import app_main
+from mpicomp.apps.dcgd import DEFAULTS as DCGD_DEFAULTS
 
-from mpicomp.apps import command
-from mpicomp.apps.dcgd import main as dcgd_main
+DEFAULTS = {**DCGD_DEFAULTS, "compressor": "natural", "downlink": "natural", "topology": "server",
+            "dtype": "float32"}
 
-DEFAULTS = {
-    "data": "synthetic:logistic,n=4096,d=64,h=1",
-    "compressor": "natural",
-    "downlink": "natural",
-    "topology": "server",
-    "dtype": "float32",
-    "iters": 300,
-}
-
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults=DEFAULTS, prog=command("natural"))
-
+main = app_main("natural", "dcgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -10,10 +10,7 @@ heterogeneous synthetic data, minibatches of 32, η = 0.01.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=1",
@@ -23,10 +20,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("qadam", argv, comm, defaults=DEFAULTS, prog=command("qadam"))
-
+main = app_main("qadam", "qadam", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,15 +6,12 @@ Alistarh et al., NeurIPS 2017: ℓ2 random dithering with ``s`` levels (default 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from mpicomp.apps import app_main
+from mpicomp.apps.dcgd import DEFAULTS as DCGD_DEFAULTS
 
-from mpicomp.apps import command
-from mpicomp.apps.dcgd import main as dcgd_main
+DEFAULTS = {**DCGD_DEFAULTS, "compressor": "qsgd:s=4"}
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults={"compressor": "qsgd:s=4"}, prog=command("qsgd"))
-
+main = app_main("qsgd", "dcgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

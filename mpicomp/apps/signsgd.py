@@ -9,10 +9,7 @@ send flipped or random signs.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
-from mpicomp.apps import command
-from mpicomp.run import main as run_main
+from mpicomp.apps import app_main
 
 DEFAULTS = {
     "data": "synthetic:logistic,n=4096,d=64,h=0",
@@ -21,10 +18,7 @@ DEFAULTS = {
     "iters": 300,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return run_main("signsgd", argv, comm, defaults=DEFAULTS, prog=command("signsgd"))
-
+main = app_main("signsgd", "signsgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())

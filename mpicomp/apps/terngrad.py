@@ -7,15 +7,12 @@ as in ``apps.dcgd``.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from mpicomp.apps import app_main
+from mpicomp.apps.dcgd import DEFAULTS as DCGD_DEFAULTS
 
-from mpicomp.apps import command
-from mpicomp.apps.dcgd import main as dcgd_main
+DEFAULTS = {**DCGD_DEFAULTS, "compressor": "terngrad"}
 
-
-def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
-    return dcgd_main(argv, comm, defaults={"compressor": "terngrad"}, prog=command("terngrad"))
-
+main = app_main("terngrad", "dcgd", DEFAULTS)
 
 if __name__ == "__main__":
     raise SystemExit(main())
