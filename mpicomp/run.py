@@ -380,13 +380,12 @@ class Run:
 
     def _execute(self) -> int:
         cfg = self.cfg
-        if cfg.resume:
+        if cfg.resume:  # the trace is opened (and cut back) only once the checkpoint is checked
             meta = self.comm.bcast(self.agree(self.read_resume_meta), root=0)
             self.resumed_rows = int(meta["trace_rows"])
-        self.agree(self.open_trace, self.resumed_rows if cfg.resume else None)
+        else:
+            self.agree(self.open_trace, None)
         setup = self.setup = self.build()
-        if self.rank == 0:  # on --resume too: the trace describes the run that continues it
-            self.trace.set_attrs(config=cfg.to_json(), **setup.attrs)
         algo = setup.algorithm
         try:
             x0 = to_host(algo.objective.problem.initial_point(np.random.default_rng(cfg.seed)))
@@ -395,6 +394,10 @@ class Run:
             self.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
             if cfg.resume:  # the fresh State is the template the checkpoint must match
                 state, self.counters = self.resumed_state(algo, state)
+                self.agree(self.open_trace, self.resumed_rows)
+            # on --resume too: the trace describes the run that continues it
+            self.agree(lambda: self.rank == 0 and self.trace.set_attrs(config=cfg.to_json(),
+                                                                       **setup.attrs))
             return self.loop(algo, state)
         finally:
             algo.close()

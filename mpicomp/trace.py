@@ -378,6 +378,10 @@ class TraceWriter:
         """Reopen a trace to resume it: keep its first ``rows`` rows, drop ``final/`` and the
         ``error`` attribute, set status "running". TraceError if it has fewer rows."""
         path = os.fspath(path)
+        try:
+            check_free_space(path, 1 << 20, f"{path}: reopening to resume")
+        except OSError as exc:
+            raise TraceError(str(exc)) from None
         f = _open(path, "r+")
         try:
             _check(f, path)
@@ -393,6 +397,10 @@ class TraceWriter:
             f.attrs.update(_attr_values(path, {"status": "running"}))
             _annotate(f, path)
             f.flush()
+        except (OSError, RuntimeError) as exc:  # a write failed: keep what the file had
+            abandon(f)
+            raise TraceError(f"{path}: reopening to resume failed: {' '.join(str(exc).split())}"
+                             ) from None
         except BaseException:
             f.close()
             raise

@@ -51,6 +51,7 @@ class TraceLock:
     def __init__(self, trace: "str | os.PathLike[str]"):
         self.trace, self.path = os.fspath(trace), lock_path(trace)
         self.held = False
+        self._mine: Optional[dict] = None  # what this process wrote into the lock file
 
     def owner(self) -> Optional[dict]:
         """What the lock file says (host, pid, started), or None when it is unreadable."""
@@ -80,10 +81,15 @@ class TraceLock:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"host": socket.gethostname(), "pid": os.getpid(),
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, fh)
-            self.held = True
+            self.held = True  # from here on `release` removes it, also if writing fails
+            self._mine = {"host": socket.gethostname(), "pid": os.getpid(),
+                          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(self._mine, fh)
+            except BaseException:
+                self.release()
+                raise
             return
         raise TraceLockError(f"{self.trace}: could not claim {self.path} (other runs keep "
                              "claiming it)")
@@ -98,9 +104,12 @@ class TraceLock:
                 f"--trace (if that run has ended, remove {self.path})")
 
     def release(self) -> None:
-        """Remove the lock file if this process holds it (a no-op otherwise)."""
+        """Remove the lock file if this process holds it (a no-op otherwise, and when the file
+        is no longer this process's: removed by hand and claimed by another run)."""
         if self.held:
             self.held = False
+            if self.owner() not in (None, self._mine):
+                return
             try:
                 os.remove(self.path)
             except FileNotFoundError:
