@@ -223,4 +223,4 @@ def test_unknown_app_fails_the_job_with_the_choices(tmp_path):
     wait(job)
     info = job_info(job)
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "2:0"
-    assert "unknown app 'dianna'; choose from choco dcgd diana" in output(tmp_path, job)
+    assert "unknown app 'dianna'; choose from diana dcgd qsgd terngrad" in output(tmp_path, job)
