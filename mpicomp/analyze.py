@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .spec_strings import parse_value
+from .spec_strings import parse_value, spec_items
 from .trace import STANDARD_COLUMNS, Trace, TraceError, read_trace
 
 #: Hyperparameters of a summary: the trace's resolved ``hyperparameters`` value, else its config's.
@@ -162,10 +162,7 @@ def compressor_parameters(spec: str) -> dict:
     fields = {}
     for part in spec.split("+"):
         operator, _, arguments = part.partition(":")
-        for item in arguments.split(","):
-            key, equals, value = (text.strip() for text in item.partition("="))
-            if not (key and equals):
-                continue
+        for key, value in spec_items(operator.strip(), arguments):
             field = COMPRESSOR_PREFIX + key
             if field in fields:
                 field = f"{COMPRESSOR_PREFIX}{operator.strip()}_{key}"

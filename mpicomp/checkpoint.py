@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from .diskspace import abandon, check_free_space
+from .diskspace import abandon, check_free_space, failure_text
 
 FORMAT = "mpicomp-checkpoint"
 VERSION = 1
@@ -127,9 +127,8 @@ def write_checkpoint(path: "str | os.PathLike[str]", meta: dict, records: list[d
         abandon(f)
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        reason = " ".join(str(exc).split())  # HDF5's messages span lines
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}; the previous "
-                              "checkpoint is kept") from None
+        raise CheckpointError(f"cannot write checkpoint {path}: {failure_text(exc)}; the "
+                              "previous checkpoint is kept") from None
     os.replace(tmp, path)
 
 

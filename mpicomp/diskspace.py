@@ -44,6 +44,11 @@ def check_free_space(path: "str | os.PathLike[str]", needed: int, what: str) -> 
                             f"{needed} needed")
 
 
+def failure_text(exc: BaseException) -> str:
+    """``exc``'s message on one line (HDF5's span several)."""
+    return " ".join(str(exc).split())
+
+
 def abandon(f: h5py.File, held: "list | dict | None" = None) -> None:
     """Close ``f`` after a failed write without writing anything more to its file.
 

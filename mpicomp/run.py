@@ -90,7 +90,7 @@ class Counters:
 
 
 #: The counters a checkpoint holds for each rank (`Counters.saved`).
-COUNTER_NAMES = ("bits_up", "bits_down", "wall_time", "comm_stats")
+COUNTER_NAMES = (*(field.name for field in dataclasses.fields(Counters)), "comm_stats")
 
 
 def settings_of(algorithm: str) -> tuple:

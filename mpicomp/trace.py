@@ -47,7 +47,7 @@ import numpy as np
 from . import __version__
 from .backend import to_host
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .diskspace import abandon, check_free_space
+from .diskspace import abandon, check_free_space, failure_text
 
 STATUSES = ("running", "finished", "diverged", "failed")
 STANDARD_COLUMNS = ("step", "loss", "grad_norm_sq", "dist_to_opt_sq", "bits_up", "bits_down",
@@ -326,7 +326,8 @@ class TraceWriter:
             self._abandon()
             with contextlib.suppress(OSError):
                 os.remove(self.path)
-            raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
+            raise TraceError(f"cannot create trace file {self.path}: "
+                             f"{failure_text(exc)}") from None
 
     # -- writing that a full disk cannot damage (`mpicomp.diskspace`) -------------------------
     def _rank_chunk(self) -> tuple:
@@ -364,9 +365,8 @@ class TraceWriter:
             f.flush()
         except (OSError, RuntimeError) as exc:
             self._abandon()
-            reason = " ".join(str(exc).split())  # HDF5's messages span lines
-            raise TraceError(f"{self.path}: {what} failed ({reason}); the file keeps what its "
-                             f"last flush wrote ({self._rows} rows)") from None
+            raise TraceError(f"{self.path}: {what} failed ({failure_text(exc)}); the file keeps "
+                             f"what its last flush wrote ({self._rows} rows)") from None
 
     @property
     def is_open(self) -> bool:
@@ -399,8 +399,8 @@ class TraceWriter:
             f.flush()
         except (OSError, RuntimeError) as exc:  # a write failed: keep what the file had
             abandon(f)
-            raise TraceError(f"{path}: reopening to resume failed: {' '.join(str(exc).split())}"
-                             ) from None
+            raise TraceError(f"{path}: reopening to resume failed: "
+                             f"{failure_text(exc)}") from None
         except BaseException:
             f.close()
             raise

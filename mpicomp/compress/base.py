@@ -256,6 +256,11 @@ class Compressor:
         """The registry string that builds this operator, e.g. ``qsgd:s=4,block=512``."""
         return self.name
 
+    def min_length(self) -> int:
+        """The shortest vector this operator can compress (`registry.check_lengths`): 0 for
+        every operator but a sparsifier with a count ``k`` ≥ 1, which keeps ``k`` coordinates."""
+        return 0
+
     def body_bits(self, d: int, dtype=np.float32) -> int:  # pragma: no cover - abstract
         """Exact ``nbits`` for dimension ``d`` (fixed-size operators)."""
         raise NotImplementedError

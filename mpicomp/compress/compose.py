@@ -48,6 +48,10 @@ class Composition(Compressor):
     def spec(self) -> str:
         return f"{self.outer.spec()}+{self.inner.spec()}"
 
+    def min_length(self) -> int:
+        """The sparsifier's: the dense operator sees only what it keeps."""
+        return self.outer.min_length()
+
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return self.outer.index_section_bits(d) + self.inner.body_bits(self.outer.k_of(d), dtype)
 

@@ -16,8 +16,8 @@ from .compose import Composition
 from .dithering import QSGD, Dither, NaturalDither, TernGrad
 from .natural import Natural
 from .sign import ScaledSign, Sign
-from ..spec_strings import parse_value
-from .sparse import RandK, Sparsifier, TopK
+from ..spec_strings import parse_value, spec_items
+from .sparse import RandK, TopK
 from .uniform import Uniform
 
 OPERATORS: dict[str, type[Compressor]] = {
@@ -38,15 +38,11 @@ def _part(text: str) -> Compressor:
         raise ValueError(f"unknown compressor {name!r}: choose one of {', '.join(sorted(OPERATORS))}")
     valid = parameters(name)
     kwargs = {}
-    for item in filter(None, (a.strip() for a in args.split(","))):
-        key, eq, val = item.partition("=")
-        key = key.strip()
-        if not eq or not val.strip():
-            raise ValueError(f"{name}: parameter {item!r} is not of the form key=value")
+    for key, val in spec_items(name, args):
         if key not in valid:
             choices = ", ".join(valid) if valid else "none"
             raise ValueError(f"{name}: unknown parameter {key!r}; valid parameters: {choices}")
-        kwargs[key] = parse_value(val.strip())
+        kwargs[key] = parse_value(val)
     try:
         return OPERATORS[name](**kwargs)
     except (TypeError, ValueError) as exc:
@@ -76,8 +72,8 @@ def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the mode
     Parameters
     ----------
     op : Compressor
-        The operator (a `Composition` is checked through the sparsifier that picks its
-        coordinates: its dense second operator then sees at most as many as the vector has).
+        The operator; its `Compressor.min_length` is the bound (a `Composition` has its
+        sparsifier's: its dense second operator sees only what that keeps).
     lengths : iterable of int
         The lengths of the vectors ``op`` will encode.
     where : str
@@ -101,12 +97,11 @@ def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the mode
     vector is not an error: the operators quantise it as one block (as ``block=0`` does), and
     their ω is that of the vector's length.
     """
-    sparsifier = op.outer if isinstance(op, Composition) else op
     lengths = [int(m) for m in lengths]
-    if not isinstance(sparsifier, Sparsifier) or sparsifier.k < 1 or not lengths:
+    if not lengths:
         return
     shortest = min(lengths)
-    if sparsifier.k > shortest:
+    if op.min_length() > shortest:
         use = f"k ≤ {shortest} or a fraction k < 1" if shortest else "a fraction k < 1"
         name = f"{setting} {op.spec()}" if setting else op.spec()
         raise ValueError(f"{name} keeps more coordinates than the {shortest} of {where}; use {use}")

@@ -134,6 +134,10 @@ class Sparsifier(Compressor):
             raise ValueError(f"{self.spec()}: k={int(self.k)} exceeds the dimension d={d}")
         return int(self.k)
 
+    def min_length(self) -> int:
+        """``k`` for a count (it keeps that many), 0 for a fraction (it fits any length)."""
+        return int(self.k) if self.k >= 1 else 0
+
     def spec(self) -> str:
         k = f"{self.k:g}" if self.k < 1 else str(int(self.k))
         return f"{self.name}:k={k}" + (",shared=1" if self.shared else "")
