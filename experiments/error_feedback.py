@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import apps.dcgd
 import apps.efsgd
+
 from experiments.runs import excess
 from experiments.runs import main as experiment_main
 
@@ -26,14 +27,16 @@ def top_k(run, comm) -> None:
     rows, traces, labels = [], [], []
     for lr in (0.2, 0.05):
         for name, app, defaults in METHODS:
-            t = run(app, defaults, "--data", run.dataset(DATA), *COMMON, "--lr", lr, "--iters", run.iters(1000))
+            t = run(app, defaults, "--data", run.dataset(DATA), *COMMON, "--lr", lr,
+                    "--iters", run.iters(1000))
             if comm.rank == 0:
                 rows.append([name, f"{lr:g}", f"{t['dist_to_opt_sq'][-1]:.2e}", f"{excess(t):.2e}"])
                 traces.append(t)
                 labels.append(f"{name}, γ = {lr:g}")
     if comm.rank == 0:
-        run.table(f"Top-10 % with and without error feedback on {traces[0].attrs['data']}, {comm.size} "
-                  f"workers split by label (full gradients, {traces[0]['step'][-1]} steps)",
+        run.table(f"Top-10 % with and without error feedback on {traces[0].attrs['data']}, "
+                  f"{comm.size} workers split by label (full gradients, "
+                  f"{traces[0]['step'][-1]} steps)",
                   ["method", "γ", "‖x − x*‖²", "F − F*"], rows)
         run.figure("error-feedback", traces, labels, "Top-10 % with and without error feedback",
                    y="excess", x=("step",))

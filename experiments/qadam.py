@@ -17,6 +17,7 @@ report:
 from __future__ import annotations
 
 import apps.qadam
+
 from experiments.runs import excess, per_worker_step
 from experiments.runs import main as experiment_main
 
@@ -24,7 +25,8 @@ DATA = "digits:binary"
 COMMON = ("--shard", "shuffled", "--beta2", 0.99, "--batch", 16, "--log-every", 10)
 CASES = [("full precision (identity)", ["--compressor", "identity"]),
          ("1-bit scaled sign, error feedback", ["--compressor", "scaled_sign"]),
-         ("1-bit scaled sign, no error feedback", ["--compressor", "scaled_sign", "--no-error-feedback"])]
+         ("1-bit scaled sign, no error feedback",
+          ["--compressor", "scaled_sign", "--no-error-feedback"])]
 
 
 def _run(run, lr: float, *args):
@@ -38,11 +40,12 @@ def error_feedback(run, comm) -> None:
         return
     rows = [[name, f"{excess(t, 10):.5f}", f"{per_worker_step(t):.0f}"]
             for (name, _), t in zip(CASES, traces)]
-    run.table(f"Quantised Adam on {traces[0].attrs['data']}, {comm.size} workers (η = 0.003, β2 = 0.99, "
-              "minibatches of 16, F − F*: mean of the last 10 rows)",
+    run.table(f"Quantised Adam on {traces[0].attrs['data']}, {comm.size} workers (η = 0.003, "
+              "β2 = 0.99, minibatches of 16, F − F*: mean of the last 10 rows)",
               ["gradient quantiser", "F − F*", "bits up / worker / step"], rows)
-    run.figure("qadam-error-feedback", traces, [c[0] for c in CASES], "Quantised Adam with and without "
-               "error feedback", y="excess", x=("step", "bits_up"))
+    run.figure("qadam-error-feedback", traces, [c[0] for c in CASES],
+               "Quantised Adam with and without error feedback", y="excess",
+               x=("step", "bits_up"))
 
 
 def weight_grid(run, comm) -> None:
@@ -56,11 +59,11 @@ def weight_grid(run, comm) -> None:
             traces.append(t)
             labels.append(f"weights: {name}")
     if comm.rank == 0:
-        run.table("Loss floor against the weight grid (η = 0.01, uniform grid per block of 16, error "
-                  "feedback on the gradients, F − F*: mean of the last 10 rows)",
+        run.table("Loss floor against the weight grid (η = 0.01, uniform grid per block of 16, "
+                  "error feedback on the gradients, F − F*: mean of the last 10 rows)",
                   ["weights sent as", "F − F*", "bits down / worker / step"], rows)
-        run.figure("qadam-weights", traces, labels, "Quantised Adam by the weights' grid", y="excess",
-                   x=("step",))
+        run.figure("qadam-weights", traces, labels, "Quantised Adam by the weights' grid",
+                   y="excess", x=("step",))
 
 
 def main(argv=None, comm=None) -> int:

@@ -14,8 +14,8 @@ import os
 import shlex
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class Runner:
     iteration counts by 20 (see `iters`), for smoke tests of the scripts themselves.
     """
 
-    def __init__(self, comm, out: "str | Path", *, data: str | None = None, quick: bool = False):
+    def __init__(self, comm, out: str | Path, *, data: str | None = None, quick: bool = False):
         self.comm, self.out, self.count = comm, Path(out), 0
         self.data, self.quick = data, quick
         self.summary: list[str] = []
@@ -40,12 +40,12 @@ class Runner:
             os.makedirs(self.out, exist_ok=True)
         comm.Barrier()
 
-    def __call__(self, algorithm: str, defaults: dict, *args) -> "object":
+    def __call__(self, algorithm: str, defaults: dict, *args) -> object:
         self.count += 1
         trace = self.out / f"{self.count:02d}-{algorithm}.h5"
         # a rerun of the experiment replaces its earlier traces
-        rc = run_main(algorithm, ["--trace", str(trace), "--progress", "off", "--overwrite", "--quiet",
-                                  *map(str, args)], self.comm, defaults=defaults)
+        rc = run_main(algorithm, ["--trace", str(trace), "--progress", "off", "--overwrite",
+                                  "--quiet", *map(str, args)], self.comm, defaults=defaults)
         if rc != 0:
             raise SystemExit(f"run {trace} ended with exit status {rc}")
         self.comm.Barrier()
@@ -63,7 +63,8 @@ class Runner:
         """Print a Markdown table (rank 0) and keep it for the summary."""
         self.note(f"### {title}\n\n{analyze.markdown_table(header, rows)}\n")
 
-    def figure(self, name: str, traces: Sequence, labels: Sequence[str], caption: str, **plot) -> None:
+    def figure(self, name: str, traces: Sequence, labels: Sequence[str], caption: str,
+               **plot) -> None:
         """Rank 0: ``out/name.png`` of ``traces`` (keywords go to `mpicomp.analyze.plot`), linked
         in the summary under ``caption``."""
         if self.comm.rank == 0:
@@ -118,9 +119,11 @@ def main(module: str, description: str, default_out: str, sections: Sequence[Cal
         comm = MPI.COMM_WORLD
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     parser.add_argument("--out", default=os.path.join("results", default_out),
-                        help=f"directory for traces, figures and summary.md (default results/{default_out})")
+                        help="directory for traces, figures and summary.md "
+                        f"(default results/{default_out})")
     if takes_data:
-        parser.add_argument("--data", help="binary data set instead of the default (e.g. libsvm:a9a)")
+        parser.add_argument("--data",
+                            help="binary data set instead of the default (e.g. libsvm:a9a)")
     parser.add_argument("--quick", action="store_true", help="1/20 of the steps: a smoke test")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)

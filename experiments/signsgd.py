@@ -16,10 +16,10 @@ is communication efficient and fault tolerant" (2019) report:
 
 from __future__ import annotations
 
-import numpy as np
-
 import apps.dcgd
 import apps.signsgd
+import numpy as np
+
 from experiments.runs import excess, per_worker_step
 from experiments.runs import main as experiment_main
 from mpicomp.algorithms import rank_generators
@@ -31,7 +31,8 @@ COMMON = ("--shard", "shuffled", "--dtype", "float32", "--log-every", 10)
 
 #: (label, app, flags) against SGD: minibatches of 32 per worker
 METHODS = [
-    ("SGD, fp32 mean (γ = 0.5)", "dcgd", ("--compressor", "identity", "--downlink", "identity", "--lr", 0.5)),
+    ("SGD, fp32 mean (γ = 0.5)", "dcgd",
+     ("--compressor", "identity", "--downlink", "identity", "--lr", 0.5)),
     ("signSGD, majority vote (γ = 0.01)", "signsgd", ("--lr", 0.01)),
     ("Signum, β = 0.9, majority vote (γ = 0.005)", "signsgd", ("--lr", 0.005, "--momentum", 0.9)),
 ]
@@ -45,20 +46,21 @@ def against_sgd(run, comm) -> None:
     if comm.rank != 0:
         return
     rows = [[name, f"{excess(t, 10):.4f}", f"{per_worker_step(t):.0f}",
-             f"{per_worker_step(t, 'bits_down'):.0f}"] for (name, _, _), t in zip(METHODS, traces)]
-    run.table(f"Minibatch training on {traces[0].attrs['data']}, {comm.size} workers, batches of 32, "
-              f"{iters} steps (F − F*: mean of the last 10 rows)",
+             f"{per_worker_step(t, 'bits_down'):.0f}"]
+            for (name, _, _), t in zip(METHODS, traces)]
+    run.table(f"Minibatch training on {traces[0].attrs['data']}, {comm.size} workers, batches of "
+              f"32, {iters} steps (F − F*: mean of the last 10 rows)",
               ["method", "F − F*", "bits up / worker / step", "bits down / worker / step"], rows)
-    run.figure("signsgd-vs-sgd", traces, [m[0] for m in METHODS], "F − F* against steps and bits sent",
-               y="excess", x=("step", "bits"))
+    run.figure("signsgd-vs-sgd", traces, [m[0] for m in METHODS],
+               "F − F* against steps and bits sent", y="excess", x=("step", "bits"))
 
 
 def byzantine(run, comm) -> None:
     n = comm.size
     rows, traces, labels = [], [], []
     for k in range(n + 1):
-        t = run("signsgd", apps.signsgd.DEFAULTS, "--data", run.dataset(DATA), *COMMON, "--batch", 0,
-                "--lr", 0.003, "--iters", run.iters(300), "--byzantine", k)
+        t = run("signsgd", apps.signsgd.DEFAULTS, "--data", run.dataset(DATA), *COMMON,
+                "--batch", 0, "--lr", 0.003, "--iters", run.iters(300), "--byzantine", k)
         if comm.rank == 0:
             f0 = t["loss"][0] - t.attrs["f_star"]
             rows.append([str(k), "yes" if 2 * k < n else ("tie" if 2 * k == n else "no"),
@@ -66,10 +68,11 @@ def byzantine(run, comm) -> None:
             if k in (0, (n - 1) // 2, (n + 1) // 2):
                 traces.append(t)
                 labels.append(f"K = {k} flipping")
-    run.table(f"signSGD, majority vote of {n} workers, K flipping their signs (full gradients, δ = 0.003)",
+    run.table(f"signSGD, majority vote of {n} workers, K flipping their signs (full gradients, "
+              "δ = 0.003)",
               ["K", "K < n/2", "F − F* at the end", "fraction of F(x⁰) − F*"], rows)
-    run.figure("signsgd-byzantine", traces, labels, "Majority vote with flipping workers", y="excess",
-               x=("step",))
+    run.figure("signsgd-byzantine", traces, labels, "Majority vote with flipping workers",
+               y="excess", x=("step",))
 
 
 def vote_error_rates(comm, objective, x, voters, draws: int, batch: int, rng) -> dict:

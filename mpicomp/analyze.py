@@ -10,8 +10,8 @@ notebooks::
 
 A summary is the last logged row of a run: the loss and ``F − F*`` (with the trace's ``f_star``),
 ``‖x − x*‖²``, total bits up and down (all ranks), bits per coordinate per worker and step
-(``bits / (world_size · dim · steps)``; 32 or 64 is an uncompressed float32 or float64 vector), wall time and
-network-model time (seconds), and the status; then the trace's path and the run's main
+(``bits / (world_size · dim · steps)``; 32 or 64 is an uncompressed float32 or float64 vector),
+wall time and network-model time (seconds), and the status; then the trace's path and the run's main
 hyperparameters (data, lr, seed, batch and the compressor's parameters, see `hyperparameters`)
 so that runs from different folders or settings stay apart in a shared CSV.
 
@@ -30,8 +30,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -93,7 +93,7 @@ Y_AXES = {
 PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
-def load(paths: Iterable["str | os.PathLike[str]"]) -> list[Trace]:
+def load(paths: Iterable[str | os.PathLike[str]]) -> list[Trace]:
     """Read each trace (TraceError, naming the file, for one that is missing or malformed)."""
     return [read_trace(p) for p in paths]
 
@@ -268,7 +268,8 @@ def summary_table(summaries: Sequence[dict], fields: Sequence[str] | None = None
                                    for s in summaries])
 
 
-def write_summary_csv(summaries: Sequence[dict], path: "str | os.PathLike[str] | io.TextIOBase") -> None:
+def write_summary_csv(summaries: Sequence[dict],
+                      path: str | os.PathLike[str] | io.TextIOBase) -> None:
     """The summaries as CSV with a header: every field (`_fields`; ``path``, the hyperparameters
     and ``compressor_<key>`` included), floats in full precision (``repr``), empty where a run
     lacks a field or does not record it (None)."""
@@ -280,7 +281,7 @@ def write_summary_csv(summaries: Sequence[dict], path: "str | os.PathLike[str] |
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in s.items()})
 
 
-def write_rows_csv(traces: Sequence[Trace], path: "str | os.PathLike[str] | io.TextIOBase",
+def write_rows_csv(traces: Sequence[Trace], path: str | os.PathLike[str] | io.TextIOBase,
                    names: Sequence[str] | None = None) -> None:
     """Every logged row of every run in one long CSV: ``run`` then the union of the columns
     (empty where a run has no such column); ``names`` defaults to `run_names`."""
@@ -459,7 +460,7 @@ def figure(traces: Sequence[Trace], *, y: str | None = None, x: Sequence[str] = 
     return fig
 
 
-def plot(traces: Sequence[Trace], path: "str | os.PathLike[str]", *, y: str | None = None,
+def plot(traces: Sequence[Trace], path: str | os.PathLike[str], *, y: str | None = None,
          x: Sequence[str] = DEFAULT_X, labels: Sequence[str] | None = None,
          log_y: bool = True, log_x: bool = True, title: str | None = None) -> Path:
     """`figure` written to ``path`` (``bbox_inches="tight"``: the outside legend is kept whole).

@@ -19,8 +19,9 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -39,7 +40,7 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit this run."""
 
 
-def checkpoint_path(trace_path: "str | os.PathLike[str]") -> Path:
+def checkpoint_path(trace_path: str | os.PathLike[str]) -> Path:
     """``run.h5`` → ``run.ckpt.h5`` (beside the trace)."""
     p = Path(trace_path)
     return p.with_suffix(".ckpt.h5") if p.suffix == ".h5" else p.with_name(p.name + ".ckpt.h5")
@@ -54,10 +55,12 @@ def state_record(state: Any) -> dict:
             record[field.name] = ("generator", json.dumps(value.bit_generator.state))
         elif isinstance(value, np.ndarray):
             record[field.name] = ("array", value)
-        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        elif (isinstance(value, (int, float, np.integer, np.floating))
+              and not isinstance(value, bool)):
             record[field.name] = ("scalar", value.item() if hasattr(value, "item") else value)
         else:
-            raise TypeError(f"cannot checkpoint field {field.name!r} of type {type(value).__name__}")
+            raise TypeError(f"cannot checkpoint field {field.name!r} of type "
+                            f"{type(value).__name__}")
     return record
 
 
@@ -80,7 +83,8 @@ def restore_state(state_type: type, record: dict) -> Any:
     values = {}
     for field in dataclasses.fields(state_type):
         if field.name not in record:
-            raise CheckpointError(f"checkpoint has no field {field.name!r} of {state_type.__name__}")
+            raise CheckpointError(f"checkpoint has no field {field.name!r} of "
+                                  f"{state_type.__name__}")
         kind, value = record[field.name]
         if kind == "generator":
             saved = json.loads(value)
@@ -94,7 +98,7 @@ def restore_state(state_type: type, record: dict) -> Any:
     return state_type(**values)
 
 
-def write_checkpoint(path: "str | os.PathLike[str]", meta: dict, records: list[dict],
+def write_checkpoint(path: str | os.PathLike[str], meta: dict, records: list[dict],
                      counters: list[dict]) -> None:
     """Write one checkpoint (rank 0): ``meta`` root attributes, one record and counter dict per
     rank. The free space is checked first, and a failed write leaves the previous checkpoint as
@@ -143,15 +147,16 @@ def _meta(path: Path, f: h5py.File) -> dict:
     for key in ("world_size", "step", "trace_rows"):
         value = meta.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < (key == "world_size"):
-            raise CheckpointError(f"{path}: attribute {key!r} = {value!r} is not a "
-                                  f"{'positive' if key == 'world_size' else 'non-negative'} integer")
+            raise CheckpointError(
+                f"{path}: attribute {key!r} = {value!r} is not a "
+                f"{'positive' if key == 'world_size' else 'non-negative'} integer")
     for key in ("algorithm", "config"):
         if not isinstance(meta.get(key), str):
             raise CheckpointError(f"{path}: attribute {key!r} is missing or not text")
     return meta
 
 
-def read_checkpoint_meta(path: "str | os.PathLike[str]") -> dict:
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict:
     """The checked root attributes of a checkpoint (nothing else is read)."""
     path = Path(path)
     if not path.exists():
@@ -202,7 +207,8 @@ def _rank_group(path: Path, group: h5py.Group, spec: dict, counter_names: Sequen
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CheckpointError(f"{where}: {name} = {value!r} is not a number")
         elif name == "step" and value != step:
-            raise CheckpointError(f"{where}: step {value} differs from the checkpoint's step {step}")
+            raise CheckpointError(f"{where}: step {value} differs from the checkpoint's step "
+                                  f"{step}")
         record[name] = (kind, value)
     counters = {}
     for name in counter_names:
@@ -211,7 +217,7 @@ def _rank_group(path: Path, group: h5py.Group, spec: dict, counter_names: Sequen
     return record, counters
 
 
-def read_checkpoint(path: "str | os.PathLike[str]", specs: Sequence[dict],
+def read_checkpoint(path: str | os.PathLike[str], specs: Sequence[dict],
                     counter_names: Sequence[str]) -> tuple[dict, list[dict], list[dict]]:
     """``(meta, records, counters)`` as written by `write_checkpoint`, validated before anything
     is allocated from it: one group per rank of ``specs`` (each rank's `state_spec`) and nothing
@@ -233,3 +239,67 @@ def read_checkpoint(path: "str | os.PathLike[str]", specs: Sequence[dict],
     except (OSError, KeyError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
     return meta, records, counters
+
+
+# --------------------------------------------------------------------------------------------
+# A run's checkpoints: whether one fits, and the collective save and restore
+# --------------------------------------------------------------------------------------------
+def check_resumable(meta: dict, cfg, algorithm: str, size: int) -> str:
+    """What differs between a checkpoint's root attributes and this run ('' when it may
+    resume): the algorithm, the world size, any setting but the `RESUMABLE` ones, the step."""
+    from .config import RESUMABLE
+
+    if meta.get("algorithm") != algorithm:
+        return f"it is a {meta.get('algorithm')} checkpoint, not {algorithm}"
+    if int(meta["world_size"]) != size:
+        return f"it was written by {meta['world_size']} ranks, this run has {size}"
+    saved = json.loads(meta["config"])
+    now = cfg.as_dict()
+    differ = sorted(k for k in set(saved) | set(now)
+                    if k not in RESUMABLE and saved.get(k) != now.get(k))
+    if differ:
+        return "settings differ: " + ", ".join(f"{k} was {saved.get(k)!r}, now {now.get(k)!r}"
+                                               for k in differ)
+    if int(meta["step"]) > cfg.iters:
+        return f"it is at step {meta['step']}, beyond --iters {cfg.iters}"
+    rows = int(meta["step"]) // cfg.log_every + 1  # rows 0, log_every, ... up to its step
+    if int(meta["trace_rows"]) > rows:
+        return (f"it keeps {meta['trace_rows']} trace rows, more than the {rows} a run logging "
+                f"every {cfg.log_every} steps has at step {meta['step']}")
+    return ""
+
+
+def read_resume_meta(path, cfg, algorithm: str, size: int) -> dict:
+    """The root attributes of the checkpoint at ``path``, checked to fit this run
+    (`check_resumable`; CheckpointError otherwise)."""
+    meta = read_checkpoint_meta(path)
+    problems = check_resumable(meta, cfg, algorithm, size)
+    if problems:
+        raise CheckpointError(f"{path} does not fit this run: {problems}")
+    return meta
+
+
+def save_gathered(comm, agree, path, state, counters: dict, meta) -> None:
+    """Gather every rank's State and counters; rank 0 writes them with the root attributes
+    ``meta()`` (collective; the write is agreed, so a full disk fails every rank)."""
+    gathered = comm.gather((state_record(state), counters), root=0)
+
+    def write():
+        if comm.Get_rank() == 0:
+            write_checkpoint(path, meta(), [g[0] for g in gathered], [g[1] for g in gathered])
+
+    agree(write)
+
+
+def load_scattered(comm, agree, path, fresh, counter_names: Sequence[str]) -> tuple[dict, dict]:
+    """``(this rank's state record, its counters)`` from the checkpoint (collective): rank 0
+    reads every rank's State, checked against the shapes, dtypes and generators of ``fresh`` —
+    each rank's newly initialised State — before anything is allocated from the file."""
+    specs = comm.gather(state_spec(fresh), root=0)
+
+    def read():
+        if comm.Get_rank() == 0:
+            _, records, counters = read_checkpoint(path, specs, counter_names)
+            return list(zip(records, counters))
+
+    return comm.scatter(agree(read), root=0)

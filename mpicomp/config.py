@@ -9,12 +9,16 @@ type, default, valid range and help text, and becomes one flag (``log_every`` is
 Values are applied in this order, later ones winning:
 
 1. the setting's built-in default, then the app's own defaults (``apps.qsgd`` sets a compressor);
-2. ``--config FILE.toml``: a flat TOML table of settings (``lr = 0.5``, ``compressor = "qsgd:s=4"``);
+2. ``--config FILE.toml``: a flat TOML table of settings (``lr = 0.5``,
+   ``compressor = "qsgd:s=4"``);
 3. flags on the command line;
 4. ``--set key=value`` (repeatable), the same names as the TOML keys.
 
 Every value is checked; an unknown flag or key, or a bad value, raises `ConfigError` with the
 name, the offending value and the valid choices (for a TOML file, its path and the line).
+
+The result is a `Config`: a frozen dataclass with one typed field per setting of any algorithm,
+``None`` for the settings the run's algorithm does not use.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import json
 import math
 import numbers
 import sys
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from .limits import CONFIG_MAX_BYTES, check_regular_file
 from .progress import MODES as PROGRESS_MODES
@@ -86,7 +91,7 @@ def _real(value: Any) -> float:
     raise TypeError(f"expected a number, got {value!r}")
 
 
-def _real_or_theory(value: Any) -> "float | str":
+def _real_or_theory(value: Any) -> float | str:
     if isinstance(value, str) and value.strip().lower() == "theory":
         return "theory"
     try:
@@ -125,12 +130,12 @@ class Setting:
     type: str
     default: Any
     help: str
-    choices: Optional[tuple] = None
-    low: Optional[float] = None
-    high: Optional[float] = None
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
     low_open: bool = False
     high_open: bool = False
-    check: Optional[Callable[[Any], Any]] = None
+    check: Callable[[Any], Any] | None = None
 
     @property
     def flag(self) -> str:
@@ -163,8 +168,10 @@ class Setting:
         return out
 
     def _check_range(self, value: float, where: str) -> None:
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        too_low = self.low is not None and (value <= self.low if self.low_open
+                                            else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open
+                                              else value > self.high)
         if too_low or too_high:
             lo = "(" if self.low_open else "["
             hi = ")" if self.high_open else "]"
@@ -174,16 +181,16 @@ class Setting:
 
 
 def _valid_compressor(spec: str) -> None:
-    from .compress import get
+    from .compress import make_compressor
 
-    get(spec)
+    make_compressor(spec)
 
 
 def _valid_network(spec: str) -> None:
-    from .comm.netmodel import NetworkModel
+    from .comm.netmodel import make_network_model
 
     if spec != "none":
-        NetworkModel.get(spec)
+        make_network_model(spec)
 
 
 def _valid_downlink(spec: str) -> None:
@@ -198,8 +205,8 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("data", "text", "synthetic",
             "data set: synthetic[:KIND][,key=value...] (keys n, d, h, seed, groups, density, "
             "noise, classes), breast_cancer, digits, digits:binary, libsvm:PATH"),
-    Setting("features", "int", 0, "libsvm:PATH: number of features (0: the largest index in the file)",
-            low=0),
+    Setting("features", "int", 0,
+            "libsvm:PATH: number of features (0: the largest index in the file)", low=0),
     Setting("zero_based", "bool", False, "libsvm:PATH: feature indices start at 0"),
     Setting("shard", "text", "contiguous", "how samples are split over ranks",
             choices=("contiguous", "shuffled", "label")),
@@ -222,9 +229,11 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "int", 0, "seed of data, sampling and compression", low=0),
     Setting("dtype", "text", "float64", "precision of the model and messages",
             choices=("float64", "float32")),
-    Setting("trace", "text", "", "HDF5 trace path (default: ALGORITHM.h5 in the working directory)"),
+    Setting("trace", "text", "",
+            "HDF5 trace path (default: ALGORITHM.h5 in the working directory)"),
     Setting("log_every", "int", 10, "steps between trace rows", low=1),
-    Setting("device", "text", "cpu", "where the shard and the gradients live", choices=("cpu", "gpu")),
+    Setting("device", "text", "cpu", "where the shard and the gradients live",
+            choices=("cpu", "gpu")),
     Setting("gpu_aware", "bool", False, "hand GPU buffers straight to a CUDA-aware MPI"),
     Setting("network", "text", "10gbe",
             "network model for net_time: 1gbe, 10gbe, 100gib, custom:alpha=S,beta=B/S, none",
@@ -246,38 +255,120 @@ RESUMABLE = frozenset({"iters", "resume", "checkpoint_every", "progress", "trace
                        "quiet"})
 
 
+#: a ``theory`` setting's value: a number, or the word ``theory``
+Theory = float | Literal["theory"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class Config:
-    """Checked values of every setting, read as attributes (``cfg.lr``) or with `as_dict`."""
+    """Checked values of a run's settings: one typed field per setting of any algorithm.
 
-    def __init__(self, values: Mapping[str, Any]):
-        object.__setattr__(self, "_values", dict(values))
+    The fields are `COMMON_SETTINGS` followed by every ``Algorithm.settings`` (a name two
+    algorithms share, such as ``schedule``, is one field; ``topology``'s choices differ per
+    algorithm). A field without a default is a setting every algorithm uses. A setting this
+    run does not use (DIANA's ``alpha`` in a DCGD run, ``compressor`` in a signSGD or D-PSGD
+    run) is ``None``; no checked value is ``None``, so `names`, `as_dict`, `to_json`, ``==``
+    and the hash cover exactly the settings the run uses. Build one with `parse_config` or
+    `from_dict`; it is frozen (`replace` makes a changed copy) and pickles.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"no setting {name!r}") from None
+    # COMMON_SETTINGS, in their order; Optional where an algorithm has no use for the setting
+    problem: str
+    data: str
+    features: int
+    zero_based: bool
+    shard: str
+    test_fraction: float
+    compressor: str | None = None  # not signSGD, D-PSGD
+    topology: str  # the aggregation; the graph for gossip methods; the vote for signSGD
+    downlink: str | None = None  # not signSGD, qadam, gossip methods
+    iters: int
+    lr: Theory
+    batch: int
+    l1: float
+    l2: float
+    hidden: int
+    seed: int
+    dtype: str
+    trace: str
+    log_every: int
+    device: str
+    gpu_aware: bool
+    network: str
+    checkpoint_every: int
+    resume: bool
+    reference: bool
+    progress: str
+    overwrite: bool
+    quiet: bool
+    # algorithms' own settings, in an order every algorithm's settings follow
+    mixing: str | None = None  # gossip methods
+    schedule: str | None = None  # gossip methods, qadam
+    order: str | None = None  # D-PSGD
+    gamma: float | None = None  # CHOCO, MALCOM
+    tau: Theory | None = None  # CHOCO, MALCOM
+    beta1: float | None = None  # qadam
+    beta2: float | None = None  # qadam
+    eps: float | None = None  # qadam
+    error_feedback: bool | None = None  # qadam
+    weight_quant: str | None = None  # qadam
+    alpha: Theory | None = None  # DIANA
+    momentum: float | None = None  # DIANA, signSGD
+    shift_init: str | None = None  # DIANA
+    weight_decay: float | None = None  # signSGD
+    byzantine: int | None = None  # signSGD
+    attack: str | None = None  # signSGD
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("Config is read-only; use replace()")
+    def __post_init__(self) -> None:
+        unset = [f.name for f in _FIELDS
+                 if f.default is dataclasses.MISSING and getattr(self, f.name) is None]
+        if unset:
+            raise ConfigError(f"Config: every algorithm uses {', '.join(unset)}; None is not valid")
 
-    def __reduce__(self):  # pickles (MPI broadcasts) without going through __getattr__
-        return (Config, (self._values,))
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Config:
+        """The Config of ``values`` (setting name -> checked value), e.g. ``json.loads(to_json())``.
 
-    def replace(self, **changes: Any) -> "Config":
-        return Config({**self._values, **changes})
+        Raises
+        ------
+        ConfigError
+            For a name that is no field, or a missing setting that every algorithm uses.
+        """
+        for name in values:
+            if name not in _FIELD_NAMES:
+                raise _unknown(name, _FIELD_NAMES, "setting", "Config (declare a field for it)")
+        missing = [f.name for f in _FIELDS
+                   if f.default is dataclasses.MISSING and f.name not in values]
+        if missing:
+            raise ConfigError(f"Config: missing {', '.join(missing)} (every algorithm uses them)")
+        return cls(**values)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The settings this run uses (the fields that are not ``None``), in field order."""
+        return tuple(f.name for f in _FIELDS if getattr(self, f.name) is not None)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes``; a value for an unused setting adds it, ``None`` drops one."""
+        for name in changes:
+            if name not in _FIELD_NAMES:
+                raise _unknown(name, _FIELD_NAMES, "setting", "Config.replace")
+        return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:
-        return dict(self._values)
+        """``{name: value}`` of the settings this run uses (`names`)."""
+        return {name: getattr(self, name) for name in self.names}
 
     def to_json(self) -> str:
-        return json.dumps(self._values, sort_keys=True)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Config) and other._values == self._values
+        """`as_dict` as JSON with sorted keys (the ``config`` of traces and checkpoints)."""
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     def __repr__(self) -> str:
-        return f"Config({self._values!r})"
+        return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items()) + ")"
+
+
+_FIELDS = dataclasses.fields(Config)
+_FIELD_NAMES = tuple(f.name for f in _FIELDS)
 
 
 def _unknown(name: str, valid: Iterable[str], what: str, source: str) -> ConfigError:
@@ -308,7 +399,8 @@ def build_parser(prog: str, description: str, settings: Sequence[Setting],
         if s.type == "bool":
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         else:
-            kwargs["metavar"] = s.name.upper() if s.choices is None else "{" + ",".join(s.choices) + "}"
+            kwargs["metavar"] = (s.name.upper() if s.choices is None
+                                 else "{" + ",".join(s.choices) + "}")
         parser.add_argument(s.flag, **kwargs)
         if s.type == "bool":  # --no-error-feedback is --error-feedback false
             parser.add_argument(s.negated_flag, dest=s.name, action="store_const", const="false",
@@ -348,9 +440,9 @@ def _line_of(path: str, key: str) -> str:
     return "?"
 
 
-def parse_config(argv: Optional[Sequence[str]], settings: Sequence[Setting], *,
+def parse_config(argv: Sequence[str] | None, settings: Sequence[Setting], *,
                  prog: str = "mpicomp", description: str = "",
-                 defaults: Optional[Mapping[str, Any]] = None) -> Config:
+                 defaults: Mapping[str, Any] | None = None) -> Config:
     """Flags, ``--config`` and ``--set`` over the defaults, all checked (see the module docs)."""
     defaults = dict(defaults or {})
     by_name = {s.name: s for s in settings}
@@ -360,7 +452,8 @@ def parse_config(argv: Optional[Sequence[str]], settings: Sequence[Setting], *,
     parser = build_parser(prog, description, settings, defaults)
     args, extra = parser.parse_known_args(list(argv or []))
     if extra:
-        flags = sorted([s.flag for s in settings] + [s.negated_flag for s in settings if s.type == "bool"])
+        flags = sorted([s.flag for s in settings]
+                       + [s.negated_flag for s in settings if s.type == "bool"])
         flags += ["--config", "--set", "--help"]
         raise _unknown(extra[0], flags, "flag", "the command line")
     given = {s.name: getattr(args, s.name) for s in settings}
@@ -381,9 +474,9 @@ def parse_config(argv: Optional[Sequence[str]], settings: Sequence[Setting], *,
         if key not in by_name:
             raise _unknown(key, by_name, "setting", "--set")
         values[key] = (value, "--set")
-    return Config({name: by_name[name].convert(value, source)
-                   for name, (value, source) in values.items()})
+    return Config.from_dict({name: by_name[name].convert(value, source)
+                             for name, (value, source) in values.items()})
 
 
-__all__ = ["ConfigError", "Setting", "Config", "COMMON_SETTINGS", "RESUMABLE", "parse_config",
-           "build_parser", "read_toml"]
+__all__ = ["ConfigError", "Setting", "Config", "Theory", "COMMON_SETTINGS", "RESUMABLE",
+           "parse_config", "build_parser", "read_toml"]

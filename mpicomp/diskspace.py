@@ -24,7 +24,7 @@ class DiskFullError(OSError):
     """Too little free space for a write, found before writing."""
 
 
-def free_bytes(path: "str | os.PathLike[str]") -> int:
+def free_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes free to an unprivileged user on the file system holding ``path`` (or its folder)."""
     target = os.fspath(path)
     while not os.path.exists(target):
@@ -36,12 +36,12 @@ def free_bytes(path: "str | os.PathLike[str]") -> int:
     return st.f_bavail * st.f_frsize
 
 
-def check_free_space(path: "str | os.PathLike[str]", needed: int, what: str) -> None:
+def check_free_space(path: str | os.PathLike[str], needed: int, what: str) -> None:
     """DiskFullError unless the file system of ``path`` has ``needed`` bytes free for ``what``."""
     free = free_bytes(path)
     if free < needed:
-        raise DiskFullError(f"{what}: only {free} bytes free on the file system of {os.fspath(path)}, "
-                            f"{needed} needed")
+        raise DiskFullError(f"{what}: only {free} bytes free on the file system of "
+                            f"{os.fspath(path)}, {needed} needed")
 
 
 def failure_text(exc: BaseException) -> str:
@@ -49,7 +49,7 @@ def failure_text(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def abandon(f: h5py.File, held: "list | dict | None" = None) -> None:
+def abandon(f: h5py.File, held: list | dict | None = None) -> None:
     """Close ``f`` after a failed write without writing anything more to its file.
 
     ``held``: the caller's container of open objects of ``f`` (datasets), emptied here once the

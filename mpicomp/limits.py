@@ -40,8 +40,8 @@ def check_dimension(what: str, dim: int) -> None:
     check_fits(f"{what}: a model of {dim} coordinates", VECTORS_PER_RANK * 8 * int(dim))
 
 
-def check_regular_file(path: "str | os.PathLike[str]", what: str,
-                       max_bytes: "int | None" = None) -> None:
+def check_regular_file(path: str | os.PathLike[str], what: str,
+                       max_bytes: int | None = None) -> None:
     """ValueError unless ``path`` is a regular file (not a FIFO, device or directory, which would
     block or never end) of at most ``max_bytes``; OSError when it cannot be looked at."""
     info = os.stat(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 #: ``--progress`` choices: auto (bar on a terminal, else lines), bar, lines, off.
 MODES = ("auto", "bar", "lines", "off")
@@ -39,7 +39,7 @@ class Progress:
     LINES = 10  # plain lines per run, one each tenth of the steps
 
     def __init__(self, label: str, total: int, start: int = 0, mode: str = "auto",
-                 enabled: bool = True, stream: Optional[TextIO] = None):
+                 enabled: bool = True, stream: TextIO | None = None):
         if mode not in MODES:
             raise ValueError(f"progress mode {mode!r}: choose one of {', '.join(MODES)}")
         self.label, self.total, self.start = label, max(int(total), 1), int(start)
@@ -58,7 +58,7 @@ class Progress:
     def enabled(self) -> bool:
         return self.mode != "off"
 
-    def update(self, step: int, note: Optional[str] = None, force: bool = False) -> None:
+    def update(self, step: int, note: str | None = None, force: bool = False) -> None:
         """Show ``step`` (and ``note``, kept until replaced)."""
         if note is not None:
             self._note = note

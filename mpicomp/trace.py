@@ -39,7 +39,8 @@ import dataclasses
 import json
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -374,7 +375,7 @@ class TraceWriter:
         return self._f is not None
 
     @classmethod
-    def reopen(cls, path: str | os.PathLike, rows: int) -> "TraceWriter":
+    def reopen(cls, path: str | os.PathLike, rows: int) -> TraceWriter:
         """Reopen a trace to resume it: keep its first ``rows`` rows, drop ``final/`` and the
         ``error`` attribute, set status "running". TraceError if it has fewer rows."""
         path = os.fspath(path)
@@ -506,7 +507,7 @@ class TraceWriter:
             self._datasets.clear()
             f.close()
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -17,14 +17,13 @@ import json
 import os
 import socket
 import time
-from typing import Optional
 
 
 class TraceLockError(RuntimeError):
     """The trace belongs to another live run (or to one whose liveness cannot be checked)."""
 
 
-def lock_path(trace: "str | os.PathLike[str]") -> str:
+def lock_path(trace: str | os.PathLike[str]) -> str:
     """The lock file of ``trace``: ``TRACE.lock`` beside it."""
     return os.fspath(trace) + ".lock"
 
@@ -48,12 +47,12 @@ class TraceLock:
         The trace the run will write; the lock is `lock_path` of it.
     """
 
-    def __init__(self, trace: "str | os.PathLike[str]"):
+    def __init__(self, trace: str | os.PathLike[str]):
         self.trace, self.path = os.fspath(trace), lock_path(trace)
         self.held = False
-        self._mine: Optional[dict] = None  # what this process wrote into the lock file
+        self._mine: dict | None = None  # what this process wrote into the lock file
 
-    def owner(self) -> Optional[dict]:
+    def owner(self) -> dict | None:
         """What the lock file says (host, pid, started), or None when it is unreadable."""
         try:
             with open(self.path, encoding="utf-8") as fh:
@@ -62,7 +61,7 @@ class TraceLock:
         except (OSError, ValueError, TypeError):
             return None
 
-    def _stale(self, owner: Optional[dict]) -> bool:
+    def _stale(self, owner: dict | None) -> bool:
         return (owner is not None and owner["host"] == socket.gethostname()
                 and not _alive(int(owner["pid"])))
 
@@ -94,7 +93,7 @@ class TraceLock:
         raise TraceLockError(f"{self.trace}: could not claim {self.path} (other runs keep "
                              "claiming it)")
 
-    def _refusal(self, owner: Optional[dict]) -> str:
+    def _refusal(self, owner: dict | None) -> str:
         if owner is None:
             who = "a run whose lock file cannot be read"
         else:

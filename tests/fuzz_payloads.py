@@ -222,11 +222,11 @@ def sample_vector(rng: np.random.Generator, d: int, dtype) -> np.ndarray:
 def build_pool(seed: int, dims=DIMS, specs=SPECS, per_shape: int = 2) -> list[tuple[str, int, str, bytes]]:
     """Valid payloads (spec, d, dtype name, bytes): ``per_shape`` per (spec, d, dtype), a pure
     function of ``seed`` (the encoders write the same bytes on every kernel path)."""
-    from mpicomp.compress import get
+    from mpicomp.compress import make_compressor
 
     pool = []
     for si, spec in enumerate(specs):
-        op = get(spec)
+        op = make_compressor(spec)
         for d in dims:
             for dtype in DTYPES:
                 for r in range(per_shape):
@@ -419,12 +419,12 @@ def synth(rng, op, d: int, dtype, data: bytearray, fields) -> tuple[bytes, int, 
 
 def make_case(seed: int, index: int, pool, large_pool=()) -> Case:
     """Case ``index`` of the run with ``seed``: a pure function of both (and the pools)."""
-    from mpicomp.compress import get
+    from mpicomp.compress import make_compressor
 
     rng = np.random.default_rng([seed, index, 0xF022])
     source = large_pool if large_pool and index % 97 == 13 else pool
     spec, d, dtname, buf = source[int(rng.integers(len(source)))]
-    op = get(spec)
+    op = make_compressor(spec)
     if rng.random() < 0.03:
         new, d2, dt2, how = buf, d, np.dtype(dtname), "valid payload"
     else:
@@ -442,9 +442,9 @@ STATS = {"returned": 0, "decode_error": 0, "peak_share_of_bound": 0.0}
 def check(case: Case, memcheck: bool) -> Optional[str]:
     """None if decoding ``case`` returns a (d,) array of its dtype or raises DecodeError within
     `TIME_LIMIT` (and, with ``memcheck``, `memory_bound`); else what went wrong."""
-    from mpicomp.compress import DecodeError, get
+    from mpicomp.compress import DecodeError, make_compressor
 
-    op = get(case.spec)
+    op = make_compressor(case.spec)
     dtype = np.dtype(case.dtype)
     buf = np.frombuffer(case.buf, np.uint8)
     if memcheck:
@@ -479,10 +479,10 @@ def check(case: Case, memcheck: bool) -> Optional[str]:
 def warm_up(pool) -> None:
     """Decode every valid payload once in each call mode, so the timed and traced calls
     neither compile nor load Numba kernels nor fill first-use caches."""
-    from mpicomp.compress import get
+    from mpicomp.compress import make_compressor
 
     for spec, d, dtname, buf in pool:
-        op, dtype = get(spec), np.dtype(dtname)
+        op, dtype = make_compressor(spec), np.dtype(dtname)
         op.decode(np.frombuffer(buf, np.uint8), d, dtype)
         op.decode(np.frombuffer(buf, np.uint8), d, dtype, out=np.empty(d, dtype))
         op.decode_add(np.frombuffer(buf, np.uint8), d, dtype, np.zeros(d))

@@ -14,7 +14,7 @@ import numpy as np
 
 from mpicomp.algorithms import rank_generators
 from mpicomp.comm.aggregate import mean_of
-from mpicomp.compress import get
+from mpicomp.compress import make_compressor
 from mpicomp.problems import make_problem
 from mpicomp.problems.data import shard
 
@@ -69,7 +69,7 @@ def aggregate(op, topology, vectors, rngs, downlink=None):
 
 def run_dcgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=None):
     """Iterates ``x⁰ … x^T`` of DCGD: ``x ← prox(x − γ·(1/n)Σ C(g_r))``."""
-    op, down = get(compressor), (get(downlink) if downlink else None)
+    op, down = make_compressor(compressor), (make_compressor(downlink) if downlink else None)
     x, xs = x0.copy(), [x0.copy()]
     for _ in range(iters):
         grads = [workers.gradient(r, x, batch).astype(x.dtype) for r in range(workers.n)]
@@ -81,7 +81,7 @@ def run_dcgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=Non
 
 def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0, batch=0, downlink=None):
     """Iterates of DIANA (SPEC §2.2) with zero initial shifts."""
-    op, down = get(compressor), (get(downlink) if downlink else None)
+    op, down = make_compressor(compressor), (make_compressor(downlink) if downlink else None)
     n = workers.n
     x, xs = x0.copy(), [x0.copy()]
     h = [np.zeros_like(x0) for _ in range(n)]
@@ -102,7 +102,7 @@ def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0,
 def run_efsgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=None):
     """Iterates and error memories of EF-SGD (SPEC §1.5): ``p_r = γg_r + e_r``,
     ``e_r ← p_r − C(p_r)``, ``x ← prox(x − (1/n)Σ C(p_r))``."""
-    op, down = get(compressor), (get(downlink) if downlink else None)
+    op, down = make_compressor(compressor), (make_compressor(downlink) if downlink else None)
     x, xs = x0.copy(), [x0.copy()]
     e = [np.zeros_like(x0) for _ in range(workers.n)]
     errors = [[v.copy() for v in e]]
@@ -140,7 +140,7 @@ def run_qadam(workers, x0, compressor, lr, iters, beta1=0.9, beta2=0.999, eps=1e
               weight_quant=None, batch=0):
     """Weights the workers hold at each step of quantised Adam (SPEC §2.5); the server is
     worker 0, whose generator also draws ``Q_x``'s rounding after its own message."""
-    op, wq = get(compressor), get(weight_quant or "identity")
+    op, wq = make_compressor(compressor), make_compressor(weight_quant or "identity")
     n, d, dtype = workers.n, x0.size, x0.dtype
     server = x0.copy()
     x = wq.decode(wq.encode(server, workers.rngs[0][0]).buffer, d, dtype)
@@ -188,7 +188,7 @@ def run_choco(workers, W, x0, compressor, lr, gamma, tau, iters, schedule="const
     """Models ``X[t][r]`` and the bits each worker sends per step of CHOCO-SGD / Malcom-PSGD
     (SPEC §3.3–3.4), with public copies ``X̂`` of every worker and the gossip term
     ``Σ_j w_rj (x̂_j − x̂_r)`` summed over the graph directly; ``x̂ = 0`` at the start."""
-    op = get(compressor)
+    op = make_compressor(compressor)
     n = workers.n
     X = np.tile(x0, (n, 1))
     X_hat = np.zeros_like(X)

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from mpicomp.bench import compressors
-from mpicomp.compress import get
+from mpicomp.compress import make_compressor
 
 
 def test_compressor_rows_have_exact_bits(tmp_path):
     d = 4096
     rows = compressors.run(d=d, repeat=1)
-    assert [r["operator"] for r in rows] == [get(s).spec() for s in compressors.DEFAULT_SPECS]
+    assert [r["operator"] for r in rows] == [make_compressor(s).spec()
+                                             for s in compressors.DEFAULT_SPECS]
     for r in rows:
         assert r["encode_ratio"] > 0 and r["decode_ratio"] > 0
     by_op = {r["operator"]: r for r in rows}
@@ -56,3 +57,53 @@ def test_collectives_bytes_are_exact(comm):
     vote = next(r for r in rows if r["aggregator"] == "vote-bitsliced")
     words = -(-d // 64)
     assert vote["bytes_moved"] == n * (2 * (n - 1) * (8 * words * int(n).bit_length()) // n)
+
+
+@pytest.mark.mpi
+def test_step_rows_and_dcgd_identity_matches_the_hand_written_loop(comm, mpi_shared_tmp, capsys):
+    from mpicomp.bench import step
+    from mpicomp.bench.__main__ import build_parser
+
+    out = mpi_shared_tmp / "step.json"
+    args = build_parser().parse_args(["step", "--dims", "8", "40", "--iters", "12", "--repeat", "2",
+                                      "--warmup", "2", "--n", "64", "--json", str(out)])
+    assert step.main(args) == 0
+    if comm.rank == 0:
+        found = json.loads(out.read_text())
+        rows = found["rows"]
+        assert sorted((r["method"], r["d"]) for r in rows) == sorted(
+            (m, d) for m in step.METHODS for d in (8, 40))
+        for r in rows:
+            assert r["ranks"] == comm.size and len(r["ratios"]) == 2
+            assert r["loop_s"] > 0 and r["method_s"] > 0 and r["ratio"] > 0
+        assert [c["d"] for c in found["x_check"]] == [8, 40]
+        assert all(c["ok"] and c["max_rel_diff"] <= 1e-10 for c in found["x_check"])
+        printed = capsys.readouterr().out
+        assert all(f"| {m} | {d} |" in printed for m in step.METHODS for d in (8, 40))
+
+
+@pytest.mark.mpi
+def test_step_hand_written_loop_is_what_dcgd_identity_computes(comm, mpi_shared_tmp):
+    from mpicomp.bench import step
+    from mpicomp.trace import read_trace
+
+    case = step.prepare(comm, 24, 96, 1e-3, 3, "theory", tuple(step.METHODS))
+    _, x = step.hand_loop(comm, case, 30)
+    trace = str(mpi_shared_tmp / "dcgd.h5")
+    stamps = step.driven(comm, "dcgd/identity", case, 30, 1e-3, 3, trace)
+    assert len(stamps) == 30 and np.all(np.diff(stamps) >= 0)
+    case.lr *= 1 + 1e-6  # a step that differs in the 7th digit is told apart
+    _, other = step.hand_loop(comm, case, 30)
+    if comm.rank == 0:
+        final = read_trace(trace).final_x
+        assert np.linalg.norm(x - case.x0) > 0.1 * np.linalg.norm(x)  # it moved
+        np.testing.assert_allclose(final, x, rtol=1e-10, atol=0)
+        assert np.max(np.abs(other - x)) > 1e-9 * np.max(np.abs(x))
+
+
+@pytest.mark.mpi
+def test_step_rejects_a_warmup_longer_than_the_run(comm, capsys):
+    from mpicomp.bench.__main__ import main
+
+    assert main(["step", "--dims", "8", "--iters", "5", "--warmup", "4"]) == 2
+    assert "--warmup 4 leaves too few steps" in capsys.readouterr().err

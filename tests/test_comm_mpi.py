@@ -15,7 +15,7 @@ from mpicomp.comm.aggregate import (
     mean_of,
 )
 from mpicomp.comm.communicator import Communicator, PayloadSizeError
-from mpicomp.comm.netmodel import NetworkModel
+from mpicomp.comm.netmodel import make_network_model
 
 pytestmark = pytest.mark.mpi
 D = 1037
@@ -48,7 +48,7 @@ def test_allgatherv_and_counters(world):
     s = world.stats.by_op["allgatherv"]
     sizes = [payload_of(q, n).size for q in range(n)]
     assert (s.calls, s.bytes_sent, s.bytes_received) == (1, sizes[r] * (n - 1), sum(sizes) - sizes[r])
-    net = NetworkModel.get("10gbe")
+    net = make_network_model("10gbe")
     assert s.model_seconds == pytest.approx((n - 1) * (net.alpha + max(sizes) / net.beta))
 
 
@@ -67,7 +67,7 @@ def test_gatherv_bcast_alltoallv_counters_balance(world):
     assert [list(b) for b in recv] == [[10 * q + r] * (r + q + 1) for q in range(n)]
     for op in ("gatherv", "bcast", "alltoallv"):
         s = world.stats.by_op[op]
-        assert world.comm.allreduce(s.bytes_sent) == world.comm.allreduce(s.bytes_received)
+        assert world.mpi_comm.allreduce(s.bytes_sent) == world.mpi_comm.allreduce(s.bytes_received)
     assert world.stats.by_op["bcast"].bytes_sent == (100 * (n - 1) if r == 0 else 0)
     assert world.stats.by_op["alltoallv"].bytes_sent == sum(q + r + 1 for q in range(n) if q != r)
 
@@ -96,10 +96,10 @@ def serial_encodes(op, n):
 def test_allgather_aggregator_equals_serial_mean(world, spec):
     agg = AllgatherAggregator(world, spec)
     res = agg.reduce(vector(world.rank, world.size), seeds(world.rank, world.size)[1], own=True)
-    replay = serial_encodes(agg.op, world.size)
-    want, _ = mean_of(agg.op, [p.buffer for p, _ in replay], D, np.float32)
+    replay = serial_encodes(agg.compressor, world.size)
+    want, _ = mean_of(agg.compressor, [p.buffer for p, _ in replay], D, np.float32)
     assert np.array_equal(res.mean, want)
-    assert np.array_equal(res.own, agg.op.decode(replay[world.rank][0].buffer, D))
+    assert np.array_equal(res.own, agg.compressor.decode(replay[world.rank][0].buffer, D))
     assert res.bits_up == replay[world.rank][0].nbits
 
 
@@ -111,15 +111,15 @@ def test_server_aggregator_equals_serial_mean(world, spec, downlink, dedicated, 
     root = world.size - 1
     agg = ServerAggregator(world, spec, root=root, downlink=downlink, dedicated=dedicated)
     res = agg.reduce(vector(world.rank, world.size), seeds(world.rank, world.size)[1], own=True)
-    replay = serial_encodes(agg.op, world.size)
+    replay = serial_encodes(agg.compressor, world.size)
     senders = [q for q in range(world.size) if not (dedicated and q == root)]
-    mean, _ = mean_of(agg.op, [replay[q][0].buffer for q in senders], D, np.float32)
+    mean, _ = mean_of(agg.compressor, [replay[q][0].buffer for q in senders], D, np.float32)
     root_rng = replay[root][1] if not dedicated else seeds(root, world.size)[1]
     down = agg.down.encode(mean, root_rng)  # the root re-compresses with its generator
     assert np.array_equal(res.mean, agg.down.decode(down.buffer, D))
     if downlink is None:
         assert np.array_equal(res.mean, mean)
-    assert res.own is None if (dedicated and world.rank == root) else np.array_equal(res.own, agg.op.decode(replay[world.rank][0].buffer, D))
+    assert res.own is None if (dedicated and world.rank == root) else np.array_equal(res.own, agg.compressor.decode(replay[world.rank][0].buffer, D))
     assert res.bits_down == (down.nbits if agg.down.fixed_size or world.rank == root else 8 * -(-down.nbits // 8))
 
 
@@ -130,11 +130,11 @@ def test_two_phase_aggregator_equals_serial_replay(world, spec):
     res = agg.reduce(vector(world.rank, n), seeds(world.rank, n)[1])
     b = agg.bounds(D)
     rngs = [seeds(q, n)[1] for q in range(n)]
-    chunks = [[agg.op.encode(vector(q, n)[b[c] : b[c + 1]], rngs[q]) for c in range(n)] for q in range(n)]
+    chunks = [[agg.compressor.encode(vector(q, n)[b[c] : b[c + 1]], rngs[q]) for c in range(n)] for q in range(n)]
     want = np.empty(D, np.float32)
     for c in range(n):  # owner c averages chunk c, re-compresses it with its generator
-        m, _ = mean_of(agg.op, [chunks[q][c].buffer for q in range(n)], int(b[c + 1] - b[c]), np.float32)
-        want[b[c] : b[c + 1]] = agg.op.decode(agg.op.encode(m, rngs[c]).buffer, int(b[c + 1] - b[c]))
+        m, _ = mean_of(agg.compressor, [chunks[q][c].buffer for q in range(n)], int(b[c + 1] - b[c]), np.float32)
+        want[b[c] : b[c + 1]] = agg.compressor.decode(agg.compressor.encode(m, rngs[c]).buffer, int(b[c + 1] - b[c]))
     assert np.array_equal(res.mean, want)
 
 
@@ -178,14 +178,14 @@ def test_bit_sliced_vote_uses_log_n_bit_planes(world):
 def test_corrupt_payload_on_one_rank_fails_everywhere(world):
     agg = ServerAggregator(world, "qsgd:s=2", root=0)
     if world.rank == 1:  # a well-sized but impossible message: level 3 with s = 2
-        real = agg.op.encode
+        real = agg.compressor.encode
 
         def corrupt(x, rng):
             p = real(x, rng)
             p.buffer[12:] = 0xFF
             return p
 
-        agg.op.encode = corrupt
+        agg.compressor.encode = corrupt
     with pytest.raises(AggregationError, match="rank 0: DecodeError"):
         agg.reduce(vector(world.rank, world.size), np.random.default_rng(0))
 
@@ -194,8 +194,8 @@ def test_corrupt_payload_on_one_rank_fails_everywhere(world):
 def test_wrong_size_payload_from_one_rank_fails_everywhere(world):
     def oversized(agg):
         if world.rank == 1:  # one extra byte from rank 1 only
-            real = agg.op.encode
-            agg.op.encode = lambda x, rng: type(p := real(x, rng))(np.append(p.buffer, np.uint8(0)), p.nbits)
+            real = agg.compressor.encode
+            agg.compressor.encode = lambda x, rng: type(p := real(x, rng))(np.append(p.buffer, np.uint8(0)), p.nbits)
         return agg
 
     for agg in (ServerAggregator(world, "qsgd:s=4"), AllgatherAggregator(world, "qsgd:s=4")):

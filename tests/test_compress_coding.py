@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, get, kernels
+from mpicomp.compress import DecodeError, make_compressor, kernels
 from mpicomp.compress import coding
 
 # the coder's functions are Numba-compiled when Numba is installed; ``.py_func`` is the plain
@@ -210,7 +210,7 @@ def test_truncated_or_malformed_streams_are_rejected():
 def test_dither_golomb_same_values_exact_length(spec, d, dtype):
     rng = np.random.default_rng(d)
     x = (rng.standard_normal(d) * (rng.random(d) < 0.3)).astype(dtype)  # a sparse residual
-    dense, coded = get(spec), get(spec + ",coder=golomb")
+    dense, coded = make_compressor(spec), make_compressor(spec + ",coder=golomb")
     pd = dense.encode(x, np.random.default_rng(5))
     pc = coded.encode(x, np.random.default_rng(5))
     y = dense.decode(pd.buffer, d, dtype)
@@ -235,7 +235,7 @@ def test_dither_golomb_same_values_exact_length(spec, d, dtype):
 
 def test_dither_golomb_rejects_a_damaged_stream():
     x = np.random.default_rng(0).standard_normal(2000).astype(np.float32)
-    op = get("qsgd:s=4,coder=golomb")
+    op = make_compressor("qsgd:s=4,coder=golomb")
     p = op.encode(x, np.random.default_rng(1))
     with pytest.raises(DecodeError, match="truncated or malformed|bytes"):
         op.decode(p.buffer[:-3], 2000, np.float32)

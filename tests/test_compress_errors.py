@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, get, kernels
+from mpicomp.compress import DecodeError, make_compressor, kernels
 
 SPECS = [
     "identity", "fp16", "bf16", "sign", "scaled_sign:block=7", "dither:p=inf,s=5,block=300",
@@ -19,7 +19,7 @@ KINDS = ["numba", "numpy"] if kernels.HAVE_NUMBA else ["numpy"]
 
 def payload(spec, d=1000, dtype=np.float32, seed=0):
     x = np.random.default_rng(seed).standard_normal(d).astype(dtype)
-    op = get(spec)
+    op = make_compressor(spec)
     return op, op.encode(x, np.random.default_rng(1))
 
 
@@ -30,7 +30,7 @@ def test_non_finite_input_is_rejected(spec, bad, kind):
     x = np.random.default_rng(0).standard_normal(3000).astype(np.float32)
     x[1234] = bad
     with kernels.forced(kind), pytest.raises(ValueError, match=r"non-finite.*index 1234"):
-        get(spec).encode(x, np.random.default_rng(0))
+        make_compressor(spec).encode(x, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -59,7 +59,7 @@ def test_header_mismatches(spec):
     bad[0] ^= 0xFF
     with pytest.raises(DecodeError, match="magic"):
         op.decode(bad, 1000, np.float32)
-    other = get("sign" if spec != "sign" else "natural")
+    other = make_compressor("sign" if spec != "sign" else "natural")
     with pytest.raises(DecodeError, match="operator code"):
         other.decode(p.buffer, 1000, np.float32)
 
@@ -67,7 +67,7 @@ def test_header_mismatches(spec):
 @pytest.mark.parametrize("kind", KINDS)
 def test_corrupted_dither_field_is_detected(kind):
     # s = 2 needs 2 level bits: the level pattern 3 cannot occur; a sign bit on level 0 neither
-    op = get("qsgd:s=2")
+    op = make_compressor("qsgd:s=2")
     x = np.zeros(16, np.float32)
     x[0] = 1.0
     p = op.encode(x, np.random.default_rng(0))
@@ -147,30 +147,30 @@ def test_not_a_byte_buffer():
 )
 def test_bad_specs(spec, match):
     with pytest.raises(ValueError, match=match):
-        get(spec)
+        make_compressor(spec)
 
 
 def test_k_larger_than_d():
     with pytest.raises(ValueError, match="k=20 exceeds the dimension d=10"):
-        get("topk:k=20").encode(np.ones(10, np.float32))
+        make_compressor("topk:k=20").encode(np.ones(10, np.float32))
     with pytest.raises(ValueError, match="k=20 exceeds"):
-        get("randk:k=20").encode(np.ones(10, np.float32), np.random.default_rng(0))
+        make_compressor("randk:k=20").encode(np.ones(10, np.float32), np.random.default_rng(0))
 
 
 def test_bad_vectors():
-    op = get("sign")
+    op = make_compressor("sign")
     with pytest.raises(ValueError, match="1-D"):
         op.encode(np.ones((3, 3), np.float32))
     with pytest.raises(TypeError, match="float32 or float64"):
         op.encode(np.ones(3, np.int64))
     with pytest.raises(ValueError, match="randomised: pass rng"):
-        get("natural").encode(np.ones(3, np.float32))
+        make_compressor("natural").encode(np.ones(3, np.float32))
 
 
 def test_overflowing_casts():
     with pytest.raises(ValueError, match="float16 range"):
-        get("fp16").encode(np.array([1.0, 7e4], np.float32))
+        make_compressor("fp16").encode(np.array([1.0, 7e4], np.float32))
     big = np.array([np.finfo(np.float32).max], np.float32)
     with pytest.raises(ValueError, match="round up past the largest finite power of two"):
         for seed in range(64):  # rounds up with probability ≈ 1 − 2⁻²³
-            get("natural").encode(big, np.random.default_rng(seed))
+            make_compressor("natural").encode(big, np.random.default_rng(seed))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fuzz_payloads as fz
-from mpicomp.compress import DecodeError, coding, get, kernels
+from mpicomp.compress import DecodeError, coding, make_compressor, kernels
 
 KINDS = ["numba", "numpy"] if kernels.HAVE_NUMBA else ["numpy"]
 IMPLS = ["compiled", "python"] if kernels.HAVE_NUMBA else ["python"]
@@ -41,11 +41,12 @@ def decode_in_child(cases, kernels_kind: str) -> list[str]:
     child exited normally (a segfault fails here, with the child's stderr)."""
     script = (
         "import json, sys, numpy as np\n"
-        "from mpicomp.compress import DecodeError, get\n"
+        "from mpicomp.compress import DecodeError, make_compressor\n"
         "out = []\n"
         "for spec, d, dtype, hexbuf in json.loads(sys.stdin.read()):\n"
         "    try:\n"
-        "        y = get(spec).decode(np.frombuffer(bytes.fromhex(hexbuf), np.uint8), d, dtype)\n"
+        "        buf = np.frombuffer(bytes.fromhex(hexbuf), np.uint8)\n"
+        "        y = make_compressor(spec).decode(buf, d, dtype)\n"
         "        out.append('ok' if y.shape == (d,) and y.dtype == np.dtype(dtype) else 'bad shape')\n"
         "    except DecodeError as exc:\n"
         "        out.append('DecodeError: ' + str(exc))\n"
@@ -62,7 +63,7 @@ def decode_in_child(cases, kernels_kind: str) -> list[str]:
 def spliced(spec: str, d: int, writer: fz.BitWriter, nnz: int, dtype=np.float32) -> str:
     """A valid payload of ``spec`` whose coded stream is replaced by ``writer``'s bits, with the
     non-zero count ``nnz`` and (in a composition) the inner bit count set to match; as hex."""
-    op = get(spec)
+    op = make_compressor(spec)
     x = np.random.default_rng(0).standard_normal(d).astype(dtype)
     buf = bytearray(op.encode(x, np.random.default_rng(1)).buffer.tobytes())
     fields = fz.layout(op, d, dtype)
@@ -172,7 +173,7 @@ def test_header_counts_do_not_drive_allocations():
     # a count of 2^32 − 1 non-zeros (or a composition's inner bit count of 2^32 − 1) is
     # rejected before anything of that size is allocated
     for spec, field in (("qsgd:s=4,coder=elias", "nnz"), ("topk:k=0.5+qsgd:s=4,coder=golomb", "inner_bits")):
-        op = get(spec)
+        op = make_compressor(spec)
         d = 1000
         buf = bytearray(op.encode(np.ones(d, np.float32), np.random.default_rng(0)).buffer.tobytes())
         fz.set_bits(buf, fz.field_span(fz.layout(op, d, np.float32), field, 0)[0], 32, 2**32 - 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.compress import get
+from mpicomp.compress import make_compressor
 
 SPECS = [
     "sign", "scaled_sign:block=64", "qsgd:s=4,block=128", "qsgd:s=4,coder=elias", "qsgd:s=3,coder=golomb", "terngrad",
@@ -40,7 +40,7 @@ def allgather_bytes(comm, buf):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("spec", SPECS)
 def test_payloads_cross_ranks_and_match_serial_reference(comm, spec, dtype):
-    op = get(spec)
+    op = make_compressor(spec)
     x, rng = rank_inputs(comm.rank, comm.size, dtype)
     mine = op.encode(x, rng)
     received = allgather_bytes(comm, mine.buffer)
@@ -62,7 +62,7 @@ def test_payloads_cross_ranks_and_match_serial_reference(comm, spec, dtype):
 
 @pytest.mark.mpi(min_size=2)
 def test_shared_seed_randk_keeps_the_same_coordinates_on_every_rank(comm):
-    op = get("randk:k=50,shared=1")
+    op = make_compressor("randk:k=50,shared=1")
     x, _ = rank_inputs(comm.rank, comm.size)
     shared = np.random.default_rng(99)  # same state on every rank
     payload = op.encode(x, shared)
@@ -75,9 +75,9 @@ def test_shared_seed_randk_keeps_the_same_coordinates_on_every_rank(comm):
 @pytest.mark.mpi
 def test_sign_payload_is_one_bit_per_coordinate_on_the_wire(comm):
     x, _ = rank_inputs(comm.rank, comm.size)
-    received = allgather_bytes(comm, get("sign").encode(x).buffer)
+    received = allgather_bytes(comm, make_compressor("sign").encode(x).buffer)
     assert [b.size for b in received] == [8 + -(-D // 8)] * comm.size
-    votes = sum(get("sign").decode(b, D) for b in received)
+    votes = sum(make_compressor("sign").decode(b, D) for b in received)
     # majority of the signs equals the sign of the summed signs, computed serially
     want = sum(np.where(rank_inputs(r, comm.size)[0] < 0, -1.0, 1.0) for r in range(comm.size))
     assert np.array_equal(votes, want)

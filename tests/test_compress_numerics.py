@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, get, kernels
+from mpicomp.compress import DecodeError, make_compressor, kernels
 from mpicomp.compress.base import HEADER, HEADER_BYTES, MAGIC
 from mpicomp.compress.bitpack import pack_fields
 
@@ -55,7 +55,7 @@ def extremes(dtype) -> dict[str, np.ndarray]:
 def run(spec: str, x: np.ndarray, kind: str):
     """("ok", payload bytes, decoded vector, decode_add result) or ("error", type, message)."""
     with kernels.forced(kind):
-        op = get(spec)
+        op = make_compressor(spec)
         try:
             payload = op.encode(x, np.random.default_rng(7))
         except ValueError as exc:
@@ -116,7 +116,7 @@ def test_extreme_values(spec, case, dtype):
     x = extremes(dtype)[case]
     fi = np.finfo(dtype)
     outcome = run_all_kinds(spec, x)
-    op = get(spec)
+    op = make_compressor(spec)
     name = spec.split(":")[0]
     absmax = float(np.abs(x).max())
     if name == "fp16" and absmax > float(np.finfo(np.float16).max):
@@ -178,7 +178,7 @@ def test_extreme_values_other_operators(spec, case, dtype):
 def test_scaled_sign_decodes_huge_scales_exactly(kind, dtype):
     big = float(np.finfo(dtype).max)
     x = np.resize(np.array([big, -big, big / 2, -0.75 * big], dtype=dtype), 3 * 64 + 5)
-    op = get("scaled_sign:block=64")
+    op = make_compressor("scaled_sign:block=64")
     with kernels.forced(kind):
         p = op.encode(x)
         y = op.decode(p.buffer, x.size, dtype)
@@ -192,7 +192,7 @@ def test_scaled_sign_bytes_of_huge_float32_are_unchanged():
     x = np.array([3e38, -3e38, 1e38, -2e38], np.float32)
     for kind in KINDS:
         with kernels.forced(kind):
-            assert get("scaled_sign").encode(x).buffer.tobytes().hex() == "c5030100040000006c45297f0a"
+            assert make_compressor("scaled_sign").encode(x).buffer.tobytes().hex() == "c5030100040000006c45297f0a"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -200,7 +200,7 @@ def test_tiny_scale_keeps_its_sign_in_both_paths(kind):
     # mean |x| of a float32 block can round to 0 while a sign bit is set: decoded as −0.0
     x = np.zeros(130, np.float32)
     x[0] = -np.finfo(np.float32).smallest_subnormal
-    op = get("scaled_sign")
+    op = make_compressor("scaled_sign")
     with kernels.forced(kind):
         y = op.decode(op.encode(x).buffer, x.size, np.float32)
     assert (y == 0).all() and np.signbit(y[0]) and not np.signbit(y[1:]).any()
@@ -212,7 +212,7 @@ HEADER_SPECS = OWN_SPECS + OTHER_SPECS[:1] + ["natural", "topk:k=3+natural"]
 
 def encoded(spec: str, d: int = 100, dtype=np.float64):
     x = np.random.default_rng(0).standard_normal(d).astype(dtype)
-    op = get(spec)
+    op = make_compressor(spec)
     return op, op.encode(x, np.random.default_rng(1)).buffer.copy()
 
 
@@ -272,7 +272,7 @@ def test_identity_rejects_non_finite_body(bad, dtype, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_identity_decodes_into_out(kind):
     x = np.random.default_rng(3).standard_normal(1001).astype(np.float32)
-    op = get("identity")
+    op = make_compressor("identity")
     out = np.full(1001, np.nan, np.float32)
     with kernels.forced(kind):
         assert op.decode(op.encode(x).buffer, 1001, np.float32, out=out) is out
@@ -301,9 +301,9 @@ def test_randk_rejects_values_that_overflow_when_scaled(spec, dtype, kind):
     x = np.zeros(100, dtype)
     x[:] = big / 10  # × d/k = 100/3 overflows wherever it is kept
     with kernels.forced(kind), pytest.raises(ValueError, match=r"x\[\d+\] = .* times d/k = 33.3333 overflows"):
-        get(spec).encode(x, np.random.default_rng(0))
+        make_compressor(spec).encode(x, np.random.default_rng(0))
     x[:] = big / 40  # fits
-    op = get(spec)
+    op = make_compressor(spec)
     with kernels.forced(kind):
         p = op.encode(x, np.random.default_rng(0))
         y = op.decode(p.buffer, 100, dtype)
@@ -318,7 +318,7 @@ def test_randk_rejects_values_that_overflow_when_scaled(spec, dtype, kind):
 # --- bounds on indices and lengths -------------------------------------------------------------
 def sparse_payload(spec: str, d: int, values: np.ndarray, section: np.ndarray) -> np.ndarray:
     """A hand-made top-k/rand-k payload: header, float32 values, index section bytes."""
-    op = get(spec)
+    op = make_compressor(spec)
     header = np.frombuffer(HEADER.pack(MAGIC, op.code, 1, 0, d), np.uint8)
     return np.concatenate([header, values.astype("<f4").view(np.uint8), section.astype(np.uint8)])
 
@@ -336,7 +336,7 @@ def test_packed_index_list_is_bounded(spec, indices, match, kind):
         section = pack_fields(np.array(indices, np.uint32), 10)  # ⌈log₂ 1000⌉ = 10 bits
         buf = sparse_payload(spec, 1000, np.ones(5), section)
         with pytest.raises(DecodeError, match=match):
-            get(spec).decode(buf, 1000, np.float32)
+            make_compressor(spec).decode(buf, 1000, np.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -347,7 +347,7 @@ def test_index_bitmap_count_is_checked(set_bits, kind):
     mask[np.arange(set_bits) * 4] = True
     buf = sparse_payload("topk:k=200", d, np.ones(k), np.packbits(mask, bitorder="little"))
     with kernels.forced(kind), pytest.raises(DecodeError, match=f"{set_bits} bits set, expected k = 200"):
-        get("topk:k=200").decode(buf, d, np.float32)
+        make_compressor("topk:k=200").decode(buf, d, np.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -364,7 +364,7 @@ def test_body_length_is_exact(spec, delta, kind):
 
 @pytest.mark.parametrize("spec", ["topk:k=20", "randk:k=20", "randk:k=20,shared=1"])
 def test_k_above_d_is_a_decode_error(spec):
-    header = np.frombuffer(HEADER.pack(MAGIC, get(spec).code, 1, 0, 10), np.uint8)
+    header = np.frombuffer(HEADER.pack(MAGIC, make_compressor(spec).code, 1, 0, 10), np.uint8)
     buf = np.concatenate([header, np.zeros(100, np.uint8)])
     with pytest.raises(DecodeError, match="k=20 exceeds the dimension d=10"):
-        get(spec).decode(buf, 10, np.float32)
+        make_compressor(spec).decode(buf, 10, np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reference_ops as ref
-from mpicomp.compress import get, kernels
+from mpicomp.compress import make_compressor, kernels
 from mpicomp.compress.base import HEADER_BYTES
 
 SIZES = [0, 1, 7, 8, 1025, 2**20 + 3]
@@ -27,7 +27,7 @@ def vector(d, dtype, seed=0):
 
 
 def encode(spec, x):
-    op = get(spec)
+    op = make_compressor(spec)
     payload = op.encode(x, np.random.default_rng(SEED))
     return op, payload, op.decode(payload.buffer, x.size, x.dtype)
 
@@ -174,7 +174,7 @@ def test_natural_subnormals_and_zero():
     tiny = np.finfo(np.float32).tiny
     x = np.array([0.0, tiny / 4, -tiny / 2, tiny, 3 * tiny], dtype=np.float32)
     rng = np.random.default_rng(0)
-    op = get("natural")
+    op = make_compressor("natural")
     outs = np.array([op(x, rng) for _ in range(4000)], dtype=np.float64)
     assert (outs[:, 0] == 0).all()
     assert set(np.unique(np.abs(outs[:, 1]))) <= {0.0, float(tiny)}
@@ -206,7 +206,7 @@ def test_topk(d, dtype, k):
 
 def test_topk_ties_go_to_lowest_indices():
     x = np.array([1, -3, 3, 2, 3, -3, 0.5], dtype=np.float32)
-    y = get("topk:k=3")(x)
+    y = make_compressor("topk:k=3")(x)
     assert np.array_equal(np.flatnonzero(y), [1, 2, 4])
 
 
@@ -224,7 +224,7 @@ def test_randk(d, dtype, k, shared):
 
 
 def test_randk_shared_key_picks_same_coordinates_on_every_rank():
-    op = get("randk:k=100,shared=1")
+    op = make_compressor("randk:k=100,shared=1")
     a, b = vector(5000, np.float32, 1), vector(5000, np.float32, 2)
     ya = op(a, np.random.default_rng(7))  # "two ranks" with generators in the same state
     yb = op(b, np.random.default_rng(7))
@@ -274,7 +274,7 @@ def test_numba_and_numpy_paths_write_identical_bytes(spec, d, dtype):
     out = {}
     for kind in ("numba", "numpy"):
         with kernels.forced(kind):
-            op = get(spec)
+            op = make_compressor(spec)
             p = op.encode(x, np.random.default_rng(SEED))
             out[kind] = (p.buffer.tobytes(), op.decode(p.buffer, d, dtype).tobytes())
     assert out["numba"] == out["numpy"]
@@ -282,7 +282,7 @@ def test_numba_and_numpy_paths_write_identical_bytes(spec, d, dtype):
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
 def test_nbytes_max_bounds_every_buffer(spec):
-    op = get(spec)
+    op = make_compressor(spec)
     for d in (1, 100, 4097):
         x = vector(d, np.float32) / 1e3
         p = op.encode(x, np.random.default_rng(0))
@@ -293,13 +293,13 @@ def test_nbytes_max_bounds_every_buffer(spec):
 
 def test_spec_strings_round_trip():
     for spec in ALL_SPECS + ["dither:p=1,s=2", "scaled_sign", "topk:k=5"]:
-        op = get(spec)
-        assert get(op.spec()).spec() == op.spec()
+        op = make_compressor(spec)
+        assert make_compressor(op.spec()).spec() == op.spec()
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
 def test_decode_add_equals_decode_then_add(spec, dtype):
-    op = get(spec)
+    op = make_compressor(spec)
     d = 4099
     x = vector(d, dtype) / 1e3
     p = op.encode(x, np.random.default_rng(SEED))

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from mpicomp.compress import get
+from mpicomp.compress import make_compressor
 from mpicomp.compress.compose import Composition
 from mpicomp.compress.dithering import Dither, NaturalDither
 from mpicomp.compress.natural import Natural
@@ -78,7 +78,7 @@ def gaussian(d, seed, scale=1.0):
 def moderate(spec, d, seed, scale=1.0):
     """A Gaussian vector (first seed in seed, seed + 7919, … that qualifies) on which ``spec``
     (one block) rounds every coordinate deterministically or with probability in [0.03, 0.97]."""
-    op = get(spec)
+    op = make_compressor(spec)
     for i in range(1000):
         x = gaussian(d, seed + 7919 * i, scale)
         if moderate_probabilities(op, x):
@@ -218,7 +218,7 @@ _STATS: dict = {}
 def stats(case: Case) -> dict:
     """Summary statistics of N draws of C(x) (computed once per case)."""
     if case.id not in _STATS:
-        op = get(case.spec)
+        op = make_compressor(case.spec)
         draw = draw_loop if case.mode == "loop" else draw_tile
         c = draw(op, case.x, case.n, case.seed)
         x = case.x.astype(np.float64)
@@ -322,7 +322,7 @@ def _cases():
 
 CASES = _cases()
 TIGHT = [c for c in CASES if c.tight]
-EXACT = [c for c in CASES if exact_mse(get(c.spec), c.x) is not None]
+EXACT = [c for c in CASES if exact_mse(make_compressor(c.spec), c.x) is not None]
 
 
 def ids(cases):
@@ -332,7 +332,7 @@ def ids(cases):
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_designed_inputs_round_with_moderate_probability(case):
     """Validity of the z-tests: each coordinate is deterministic or rounds with q ∈ [0.03, 0.97]."""
-    op = get(case.spec)
+    op = make_compressor(case.spec)
     ops = [op.inner] if isinstance(op, Composition) else [op]
     for o in ops:
         if isinstance(o, RandK):
@@ -355,7 +355,7 @@ def test_unbiased(case):
 
 def test_topk_is_biased_deterministically():
     """top-k returns the same vector on every draw (so that is its mean), and it is not x."""
-    op = get("topk:k=0.2")
+    op = make_compressor("topk:k=0.2")
     x = gaussian(20, 71)
     draws = [op(x, np.random.default_rng(seed)) for seed in range(5)]
     assert not op.unbiased and op.omega(20) is None
@@ -471,7 +471,7 @@ def test_natural_nine_eighths(dtype):
     ks = np.array([-100, -30, -7, -1, 0, 1, 13, 40, 100]) if dtype == np.float64 else np.array([-120, -30, -7, -1, 0, 1, 13, 40, 120])
     t = np.concatenate([np.ldexp(4.0 / 3.0, ks), -np.ldexp(4.0 / 3.0, ks)]).astype(dtype)
     n = 20000
-    c = draw_tile(get("natural"), t, n, seed=30)
+    c = draw_tile(make_compressor("natural"), t, n, seed=30)
     t64 = t.astype(np.float64)
     ratio2 = (c / t64) ** 2
     ratio1 = c / t64
@@ -488,7 +488,7 @@ def test_natural_exact_at_powers_of_two(dtype):
     info = np.finfo(dtype)
     t = np.array([1.0, -1.0, 2.0, 0.5, -2.0**-20, 2.0**50, float(info.tiny), -float(info.tiny),
                   float(2.0 ** (info.maxexp - 1)), 0.0], dtype=dtype)
-    c = draw_tile(get("natural"), t, 5000, seed=31)
+    c = draw_tile(make_compressor("natural"), t, 5000, seed=31)
     assert np.all(c == t.astype(np.float64))
 
 
@@ -503,11 +503,11 @@ def test_linf_dithering_has_less_variance_than_l2():
     n = 1500
     mse = {}
     for p in ("2", "inf"):
-        op = get(f"dither:p={p},s=1")
+        op = make_compressor(f"dither:p={p},s=1")
         err = ((draw_loop(op, x, n, seed=40) - x) ** 2).sum(axis=1)
         mse[p] = (err.mean(), err.std(ddof=1) / math.sqrt(n))
     assert mse["inf"][0] + Z * mse["inf"][1] < 0.5 * (mse["2"][0] - Z * mse["2"][1]), mse
-    assert get("dither:p=inf,s=1").omega(256) == pytest.approx(0.5 * get("dither:p=2,s=1").omega(256))
+    assert make_compressor("dither:p=inf,s=1").omega(256) == pytest.approx(0.5 * make_compressor("dither:p=2,s=1").omega(256))
 
 
 # --------------------------------------------------------------------------- 7. contraction (biased)
@@ -516,7 +516,7 @@ def test_linf_dithering_has_less_variance_than_l2():
 def test_topk_contraction_random_vectors():
     """‖C(x) − x‖² ≤ (1 − k/d)‖x‖² (deterministic) over many x, and it equals ‖x‖² minus the
     k largest squares."""
-    op = get("topk:k=0.1")
+    op = make_compressor("topk:k=0.1")
     d = 32
     k = 3
     assert op.delta(d) == k / d
@@ -530,7 +530,7 @@ def test_topk_contraction_random_vectors():
 
 
 def test_topk_contraction_is_tight_for_equal_magnitudes():
-    op = get("topk:k=0.1")
+    op = make_compressor("topk:k=0.1")
     x = equal_magnitudes(32, 101, 0.37)
     e = float(np.sum((op(x) - x) ** 2))
     assert e == pytest.approx((1 - op.delta(32)) * float(x @ x), rel=1e-12)
@@ -539,7 +539,7 @@ def test_topk_contraction_is_tight_for_equal_magnitudes():
 def test_scaled_sign_error_is_exact():
     """‖C(x) − x‖² = ‖x‖² − Σ_B ‖x_B‖₁²/|B| (round-off only) ≤ (1 − 1/b)‖x‖², b = 16, with a
     ragged last block of 8 and an exact zero (sign(0) = +1); equality with one non-zero a block."""
-    op = get("scaled_sign:block=16")
+    op = make_compressor("scaled_sign:block=16")
     assert op.delta(40) == 1 / 16
     rng = np.random.default_rng(102)
     for i in range(100):
@@ -582,7 +582,7 @@ def test_natural_dither_omega_holds_in_closed_form(p, s):
     (verified by Monte Carlo in test_variance_equals_closed_form) over many random x."""
     rng = np.random.default_rng(110)
     for d in (4, 16, 64):
-        op = get(f"natural_dither:p={p},s={s}")
+        op = make_compressor(f"natural_dither:p={p},s={s}")
         omega = op.omega(d)
         worst = 0.0
         for _ in range(200):

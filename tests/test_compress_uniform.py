@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, get
+from mpicomp.compress import DecodeError, make_compressor
 from mpicomp.compress.base import HEADER_BYTES
 
 SIZES = [0, 1, 7, 8, 1025, 2**20 + 3]
@@ -32,7 +32,7 @@ def blocks(d, block):
 @pytest.mark.parametrize("bits,block,rounding", [(1, 0, "nearest"), (4, 7, "nearest"), (8, 300, "stochastic"),
                                                  (16, 0, "stochastic")])
 def test_values_lie_on_each_blocks_grid_within_one_step(d, dtype, bits, block, rounding):
-    op = get(f"uniform:bits={bits},block={block},rounding={rounding}")
+    op = make_compressor(f"uniform:bits={bits},block={block},rounding={rounding}")
     x = vector(d, dtype)
     p = op.encode(x, np.random.default_rng(3))
     c = op.decode(p.buffer, d, dtype)
@@ -61,18 +61,18 @@ def test_values_lie_on_each_blocks_grid_within_one_step(d, dtype, bits, block, r
 
 
 def test_nearest_rounding_is_deterministic_and_needs_no_generator():
-    op = get("uniform:bits=3,block=4")
+    op = make_compressor("uniform:bits=3,block=4")
     x = vector(50, np.float32)
     assert not op.unbiased and not op.randomised
     assert op.encode(x).buffer.tobytes() == op.encode(x).buffer.tobytes()
     assert op.delta(50) == pytest.approx(1 - 4 / 49) and op.omega(50) is None
     with pytest.raises(ValueError, match="randomised: pass rng"):
-        get("uniform:bits=3,rounding=stochastic").encode(x)
+        make_compressor("uniform:bits=3,rounding=stochastic").encode(x)
 
 
 def test_stochastic_rounding_is_unbiased_with_variance_within_omega():
     # 20000 draws of a 16-vector on a 2-bit grid (coarse, so most coordinates round)
-    op = get("uniform:bits=2,rounding=stochastic")
+    op = make_compressor("uniform:bits=2,rounding=stochastic")
     x = vector(16, np.float64, seed=9)
     rng = np.random.default_rng(0)
     draws = np.array([op(x, rng) for _ in range(20000)])
@@ -91,7 +91,7 @@ def test_stochastic_rounding_is_unbiased_with_variance_within_omega():
 
 def test_the_grid_step_shrinks_by_half_per_bit():
     x = vector(4096, np.float64, seed=2)
-    errs = [np.max(np.abs(get(f"uniform:bits={k}")(x) - x)) for k in (2, 4, 6, 8)]
+    errs = [np.max(np.abs(make_compressor(f"uniform:bits={k}")(x) - x)) for k in (2, 4, 6, 8)]
     span = x.max() - x.min()
     for k, e in zip((2, 4, 6, 8), errs):
         assert span / (2**k - 1) / 2 * 0.9 < e <= span / (2**k - 1) / 2 * (1 + 1e-12)
@@ -102,11 +102,11 @@ def test_the_grid_step_shrinks_by_half_per_bit():
     ("uniform:rounding=up", "choose one of nearest, stochastic"), ("uniform:block=-1", "block=-1")])
 def test_bad_parameters_are_named(spec, match):
     with pytest.raises(ValueError, match=match):
-        get(spec)
+        make_compressor(spec)
 
 
 def test_corrupted_block_ends_are_refused():
-    op = get("uniform:bits=4")
+    op = make_compressor("uniform:bits=4")
     good = op.encode(np.array([1.0, -2.0, 3.0], np.float32)).buffer
     with pytest.raises(DecodeError, match="truncated"):
         op.decode(good[:-1], 3, np.float32)
@@ -124,6 +124,6 @@ def test_constant_and_vanishing_ranges_send_the_block_minimum(kind):
         pytest.skip("needs numba")
     x = np.array([3.0, 3.0, 3.0, 1e-310, 2e-310, 3e-310, 0.0, 1.0], np.float64)
     with kernels.forced(kind):
-        c = get("uniform:bits=16,block=3")(x)
+        c = make_compressor("uniform:bits=16,block=3")(x)
     # block 1 constant; block 2's range overflows 65535/range: everything at its minimum
     np.testing.assert_array_equal(c, [3.0, 3.0, 3.0, 1e-310, 1e-310, 1e-310, 0.0, 1.0])

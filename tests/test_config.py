@@ -3,12 +3,15 @@ name the setting, the value, the valid choices and the file and line."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import typing
 
 import pytest
 
-from mpicomp.algorithms import DIANA
-from mpicomp.config import COMMON_SETTINGS, Config, ConfigError, parse_config
+from mpicomp.algorithms import ALGORITHMS, DIANA
+from mpicomp.config import COMMON_SETTINGS, Config, ConfigError, Theory, parse_config
+from mpicomp.run import settings_of
 
 SETTINGS = COMMON_SETTINGS + DIANA.settings
 
@@ -93,7 +96,7 @@ def test_config_is_read_only_and_round_trips_through_json_and_pickle():
     with pytest.raises(AttributeError):
         cfg.lr = 1.0
     assert pickle.loads(pickle.dumps(cfg)) == cfg
-    assert Config(json.loads(cfg.to_json())) == cfg
+    assert Config.from_dict(json.loads(cfg.to_json())) == cfg
     assert cfg.replace(lr=0.1).lr == 0.1 and cfg.lr == 0.5
 
 
@@ -109,3 +112,54 @@ def test_help_needs_no_mpi():
     for flag in ("--compressor", "--alpha", "--checkpoint-every", "--set KEY=VALUE", "--resume"):
         assert flag in out.stdout
     assert "dither:p=inf,s=1" in out.stdout  # the app's own default is shown
+
+
+#: the field type of a setting of each `Setting.type`
+FIELD_TYPES = {"text": str, "bool": bool, "int": int, "float": float, "theory": Theory}
+
+
+def test_config_fields_are_every_setting_of_every_algorithm_with_its_type():
+    """A new Setting needs a Config field; Optional (default None) iff an algorithm lacks it."""
+    used = {name: settings_of(name) for name in ALGORITHMS}
+    types: dict = {}
+    for settings in used.values():
+        for s in settings:
+            types.setdefault(s.name, set()).add(s.type)
+    assert all(len(kinds) == 1 for kinds in types.values()), types  # one type per name
+    hints = typing.get_type_hints(Config)
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    assert set(fields) == set(types)
+    for name, (kind,) in types.items():
+        everywhere = all(name in {s.name for s in settings} for settings in used.values())
+        expected = FIELD_TYPES[kind] if everywhere else typing.Optional[FIELD_TYPES[kind]]
+        assert hints[name] == expected, name
+        assert fields[name].default is (dataclasses.MISSING if everywhere else None), name
+
+
+@pytest.mark.parametrize("algorithm", list(ALGORITHMS))
+def test_a_run_uses_its_settings_and_the_others_are_none(algorithm):
+    settings = settings_of(algorithm)
+    cfg = parse_config([], settings, prog="test")
+    assert cfg.names == tuple(s.name for s in settings)  # the fields follow every algorithm's order
+    assert cfg.as_dict() == {s.name: s.default for s in settings}
+    unused = [f.name for f in dataclasses.fields(Config) if f.name not in cfg.names]
+    assert all(getattr(cfg, name) is None for name in unused)
+    assert (cfg.compressor is None) == (algorithm in ("dpsgd", "signsgd"))
+
+
+def test_replace_from_dict_and_repr():
+    cfg = parse([])
+    assert cfg.byzantine is None and "byzantine" not in cfg.to_json()
+    attacked = cfg.replace(byzantine=2)
+    assert attacked.as_dict() == {**cfg.as_dict(), "byzantine": 2} and attacked != cfg
+    assert attacked.replace(byzantine=None) == cfg
+    assert hash(attacked.replace(byzantine=None)) == hash(cfg)
+    assert eval(repr(cfg), {"Config": Config}) == cfg
+    with pytest.raises(ConfigError, match="unknown setting 'lrate' in Config.replace"):
+        cfg.replace(lrate=1)
+    with pytest.raises(ConfigError, match="unknown setting 'lrate' in Config"):
+        Config.from_dict({**cfg.as_dict(), "lrate": 1})
+    with pytest.raises(ConfigError, match="missing iters"):
+        Config.from_dict({k: v for k, v in cfg.as_dict().items() if k != "iters"})
+    with pytest.raises(ConfigError, match="every algorithm uses iters"):
+        cfg.replace(iters=None)

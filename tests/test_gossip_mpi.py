@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from mpicomp.algorithms import DPSGD, ChocoSGD, MalcomPSGD
-from mpicomp.comm.topology import Topology, spectral_gap
-from mpicomp.comm.topology import get as get_graph
-from mpicomp.compress import get
+from mpicomp.comm.graphs import Topology, make_graph, spectral_gap
+from mpicomp.compress import make_compressor
 
 from experiments.decentralised import malcom_against_choco
 from experiments.runs import Runner
-from builders import SEED, build_gossip, dataset, run_steps
+from mpicomp import local_objective, make_algorithm, run_steps
+from shared_data import SEED, dataset
 from reference_algorithms import Workers, run_choco, run_dpsgd
 
 pytestmark = pytest.mark.mpi
@@ -35,7 +35,7 @@ def run_gathered(comm, algo, x0, iters):
         got.append(models(comm, state))
         bits.append(comm.allgather(info.bits_up))
 
-    run_steps(algo, x0, iters, each=each)
+    run_steps(algo, x0, iters, seed=SEED, each=each)
     return got, bits
 
 
@@ -52,9 +52,10 @@ def close_models(got, want, rtol=1e-12):
     ("adapt-combine", "constant", 0.0, 0), ("combine-adapt", "sqrt", 0.02, 5), ("adapt-combine", "sqrt", 0.02, 5)])
 def test_dpsgd_equals_serial_reference(comm, graph, order, schedule, l1, batch):
     data = dataset(comm.size)
-    algo = build_gossip(comm, DPSGD, data, graph, l1=l1, lr=0.5, order=order, schedule=schedule, batch=batch)
+    algo = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, topology=graph, lr=0.5,
+                          order=order, schedule=schedule, batch=batch)
     x0 = np.full(data.n_features, 0.1)
-    W = get_graph(graph, comm.size).mixing_matrix()
+    W = make_graph(graph, comm.size).mixing_matrix()
     want = run_dpsgd(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), W, x0, 0.5, ITERS, order, schedule, batch)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     close_models(got, want[1:])
@@ -73,12 +74,12 @@ def test_dpsgd_equals_serial_reference(comm, graph, order, schedule, l1, batch):
 def test_choco_and_malcom_equal_serial_reference(comm, graph, compressor, gamma, tau, l1, schedule, batch):
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1)
-    W = get_graph(graph, comm.size).mixing_matrix()
+    W = make_graph(graph, comm.size).mixing_matrix()
     workers = Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED)
     want, want_bits = run_choco(workers, W, x0, compressor, 0.5, gamma, tau, ITERS, schedule, batch)
     cls = MalcomPSGD if "golomb" in compressor else ChocoSGD
-    algo = build_gossip(comm, cls, data, graph, get(compressor), l1=l1, lr=0.5, gamma=gamma, tau=tau,
-                        schedule=schedule, batch=batch)
+    algo = make_algorithm(cls, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor(compressor), graph,
+                          lr=0.5, gamma=gamma, tau=tau, schedule=schedule, batch=batch)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     close_models(got, want[1:])
     assert bits == want_bits  # each payload's exact nbits, once per neighbour
@@ -92,11 +93,11 @@ def test_float32_models_and_uniform_weights_equal_serial_reference(comm, compres
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1, dtype=np.float32)
     graph = "star"  # uniform weights differ from Metropolis on an irregular graph
-    W = get_graph(graph, comm.size).mixing_matrix("uniform")
+    W = make_graph(graph, comm.size).mixing_matrix("uniform")
     workers = Workers(data, comm.size, l1=0.01, l2=0.1, seed=SEED)
     want, want_bits = run_choco(workers, W, x0, compressor, 0.5, 0.6, 1.5, ITERS)
-    algo = build_gossip(comm, MalcomPSGD, data, graph, get(compressor), mixing="uniform", l1=0.01, lr=0.5,
-                        gamma=0.6, tau=1.5)
+    algo = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm, make_compressor(compressor),
+                          graph, mixing="uniform", lr=0.5, gamma=0.6, tau=1.5)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     assert all(x.dtype == np.float32 for x in got)
     close_models(got, want[1:], rtol=2e-5)
@@ -107,9 +108,11 @@ def test_float32_models_and_uniform_weights_equal_serial_reference(comm, compres
 def test_choco_with_identity_and_gamma_one_is_dpsgd(comm):
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1)
-    kwargs = dict(l1=0.02, lr=0.4, schedule="sqrt", batch=5)
-    choco = build_gossip(comm, ChocoSGD, data, "torus", get("identity"), gamma=1.0, tau=1.0, **kwargs)
-    dpsgd = build_gossip(comm, DPSGD, data, "torus", order="adapt-combine", **kwargs)
+    l1, kwargs = 0.02, dict(lr=0.4, schedule="sqrt", batch=5)
+    choco = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor("identity"),
+                           "torus", gamma=1.0, tau=1.0, **kwargs)
+    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, topology="torus",
+                           order="adapt-combine", **kwargs)
     a, bits_a = run_gathered(comm, choco, x0, 20)
     b, bits_b = run_gathered(comm, dpsgd, x0, 20)
     # x̂_j = x_j^½ after every exchange, so Σ_j w_ij x̂_j is D-PSGD's average (up to round-off)
@@ -122,9 +125,9 @@ def test_gossip_keeps_the_network_average_and_the_one_buffer_sum(comm):
     # without a prox, Σ_i γ(m_i − x̂_i) = γ(1ᵀW − 1ᵀ)X̂ = 0: the mean of the models moves only by
     # the mean gradient step, whatever the compression error; m_i stays Σ_j w_ij x̂_j
     data = dataset(comm.size)
-    algo = build_gossip(comm, ChocoSGD, data, "erdos_renyi:p=0.6,seed=2", get("qsgd:s=2"), lr=0.5,
-                        gamma=0.7, tau=2.0)
-    W = get_graph("erdos_renyi:p=0.6,seed=2", comm.size).mixing_matrix()
+    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l2=0.1), comm, make_compressor("qsgd:s=2"),
+                          "erdos_renyi:p=0.6,seed=2", lr=0.5, gamma=0.7, tau=2.0)
+    W = make_graph("erdos_renyi:p=0.6,seed=2", comm.size).mixing_matrix()
     checked = []
 
     def each(before, state, info):
@@ -136,7 +139,7 @@ def test_gossip_keeps_the_network_average_and_the_one_buffer_sum(comm):
         np.testing.assert_allclose(state.mixed, W[comm.rank] @ X_hat, rtol=1e-12, atol=1e-14)
         checked.append(float(np.abs(state.x - mean_after).max()))
 
-    run_steps(algo, np.full(data.n_features, 0.1), 10, each=each)
+    run_steps(algo, np.full(data.n_features, 0.1), 10, seed=SEED, each=each)
     if comm.size > 1:  # the models do differ: the test is not about identical copies
         assert max(comm.allgather(max(checked))) > 1e-6
     algo.close()
@@ -147,9 +150,11 @@ def test_malcom_coder_changes_the_bits_not_the_iterates(comm):
     # decode to the dense ones, so the models agree exactly and only the bits differ
     data = dataset(comm.size, d=200, density=0.2)
     x0 = np.zeros(data.n_features)
-    kwargs = dict(l1=0.02, lr=0.5, gamma=0.5, tau=3.0, schedule="sqrt")
-    dense = build_gossip(comm, ChocoSGD, data, "ring", get("qsgd:s=4"), **kwargs)
-    coded = build_gossip(comm, MalcomPSGD, data, "ring", get("qsgd:s=4,coder=golomb"), **kwargs)
+    l1, kwargs = 0.02, dict(lr=0.5, gamma=0.5, tau=3.0, schedule="sqrt")
+    dense = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor("qsgd:s=4"),
+                           "ring", **kwargs)
+    coded = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm,
+                           make_compressor("qsgd:s=4,coder=golomb"), "ring", **kwargs)
     a, bits_dense = run_gathered(comm, dense, x0, 30)
     b, bits_coded = run_gathered(comm, coded, x0, 30)
     for t, (x, y) in enumerate(zip(a, b)):
@@ -162,8 +167,8 @@ def test_malcom_coder_changes_the_bits_not_the_iterates(comm):
 def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
     data = dataset(comm.size, d=40, density=0.2)
     lam, lr = 0.05, 0.5
-    algo = build_gossip(comm, MalcomPSGD, data, "ring", get("qsgd:s=4,coder=golomb"), l1=lam, lr=lr,
-                        gamma=0.5, tau=2.0)
+    algo = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=lam, l2=0.1), comm,
+                          make_compressor("qsgd:s=4,coder=golomb"), "ring", lr=lr, gamma=0.5, tau=2.0)
     zero_counts = []
 
     def each(before, state, info):
@@ -175,7 +180,7 @@ def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
         np.testing.assert_allclose(state.x[~small], z[~small] - np.sign(z[~small]) * lr * lam, rtol=1e-13)
         zero_counts.append(int(small.sum()))
 
-    state = run_steps(algo, np.zeros(data.n_features), 25, each=each)
+    state = run_steps(algo, np.zeros(data.n_features), 25, seed=SEED, each=each)
     x_bar = algo.model(state)
     assert min(comm.allgather(zero_counts[-1])) > 0  # every rank's model has exact zeros
     assert algo.metrics(state, x_bar)["sparsity"] == pytest.approx(np.mean(x_bar == 0))
@@ -185,8 +190,9 @@ def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
 
 def test_model_is_the_network_average_and_metrics_the_consensus_error(comm):
     data = dataset(comm.size)
-    algo = build_gossip(comm, ChocoSGD, data, "ring", get("qsgd:s=2"), lr=0.5, gamma=0.5, tau=2.0, l1=0.01)
-    state = run_steps(algo, np.full(data.n_features, 0.1), 6)
+    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm, make_compressor("qsgd:s=2"),
+                          "ring", lr=0.5, gamma=0.5, tau=2.0)
+    state = run_steps(algo, np.full(data.n_features, 0.1), 6, seed=SEED)
     X = models(comm, state)
     x_bar = algo.model(state)
     np.testing.assert_allclose(x_bar, X.mean(axis=0), rtol=1e-14, atol=1e-16)
@@ -225,9 +231,9 @@ def test_spectral_gap_is_computed_by_one_rank_and_the_same_on_every_rank(comm, g
 
     monkeypatch.setattr(Topology, "spectral_gap", counted)
     data = dataset(comm.size)
-    dpsgd = build_gossip(comm, DPSGD, data, graph, mixing=mixing, lr=0.5)
-    malcom = build_gossip(comm, MalcomPSGD, data, graph, get("qsgd:s=2,coder=golomb"), mixing=mixing,
-                          lr=0.5, tau=2.0)
+    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l2=0.1), comm, topology=graph, mixing=mixing, lr=0.5)
+    malcom = make_algorithm(MalcomPSGD, local_objective(comm, data, l2=0.1), comm,
+                            make_compressor("qsgd:s=2,coder=golomb"), graph, mixing=mixing, lr=0.5, tau=2.0)
     callers = comm.allgather(list(calls))
     gaps = comm.allgather((dpsgd.spectral_gap, dpsgd.hyperparameters()["spectral_gap"],
                            malcom.hyperparameters()["spectral_gap"]))
@@ -235,4 +241,4 @@ def test_spectral_gap_is_computed_by_one_rank_and_the_same_on_every_rank(comm, g
 
     assert callers == [[mixing, mixing]] + [[]] * (comm.size - 1)
     assert len(set(gaps)) == 1 and len(set(gaps[0])) == 1  # one float, on every rank
-    assert gaps[0][0] == spectral_gap(get_graph(graph, comm.size).mixing_matrix(mixing))
+    assert gaps[0][0] == spectral_gap(make_graph(graph, comm.size).mixing_matrix(mixing))

@@ -16,7 +16,8 @@ from mpicomp.compress.base import HEADER_BYTES
 from mpicomp.problems import make_problem, solve_reference
 
 from experiments.signsgd import vote_error_rates
-from builders import SEED, build, dataset, local_objective, run_steps, trajectory
+from mpicomp import local_objective, make_algorithm, run_steps, trajectory
+from shared_data import SEED, dataset
 from reference_algorithms import Workers, run_efsgd, run_qadam, run_signum
 
 pytestmark = pytest.mark.mpi
@@ -24,12 +25,12 @@ pytestmark = pytest.mark.mpi
 
 def signum(comm, data, mode="server", l1=0.0, l2=0.1, **kwargs):
     world = Communicator(comm)
-    return Signum(local_objective(comm, data, l1, l2), world, MajorityVote(world, mode), **kwargs)
+    return Signum(local_objective(comm, data, l1=l1, l2=l2), world, MajorityVote(world, mode), **kwargs)
 
 
 def qadam(comm, data, compressor, l2=0.1, **kwargs):
     world = Communicator(comm)
-    return QAdam(local_objective(comm, data, 0.0, l2), world, ServerAggregator(world, compressor), **kwargs)
+    return QAdam(local_objective(comm, data, l2=l2), world, ServerAggregator(world, compressor), **kwargs)
 
 
 def global_loss(comm, algo, x):
@@ -54,7 +55,7 @@ def test_signum_equals_serial_reference(comm, mode, momentum, decay, l1, byzanti
     x0 = np.full(data.n_features, 0.1)
     want = run_signum(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), x0, 0.05, 10, momentum=momentum,
                       weight_decay=decay, batch=6, byzantine=byzantine, attack=attack)
-    same_trajectory(trajectory(algo, x0, 10), want)
+    same_trajectory(trajectory(algo, x0, 10, seed=SEED), want)
     algo.close()
 
 
@@ -68,7 +69,8 @@ def test_signum_with_beta_zero_is_signsgd(comm):
         votes = sum(np.where(workers.gradient(r, x, 5) < 0, -1, 1) for r in range(comm.size))
         x = x - 0.05 * np.where(votes < 0, -1.0, 1.0)
         want.append(x)
-    same_trajectory(trajectory(signum(comm, data, lr=0.05, momentum=0.0, batch=5), np.zeros(data.n_features), 12), want)
+    algo = signum(comm, data, lr=0.05, momentum=0.0, batch=5)
+    same_trajectory(trajectory(algo, np.zeros(data.n_features), 12, seed=SEED), want)
 
 
 @pytest.mark.parametrize("mode", ["server", "allgather", "bitsliced"])
@@ -83,7 +85,7 @@ def test_majority_vote_of_one_worker_is_signsgd(comm, mode):
         x = x - 0.03 * (np.where(problem.grad(x) < 0, -1.0, 1.0) + 0.1 * x)
         want.append(x)
     algo = signum(alone, data, mode, lr=0.03, momentum=0.0, weight_decay=0.1)
-    same_trajectory(trajectory(algo, np.zeros(data.n_features), 15), want)
+    same_trajectory(trajectory(algo, np.zeros(data.n_features), 15, seed=SEED), want)
     algo.close()
     alone.Free()
 
@@ -92,7 +94,7 @@ def test_sign_messages_are_exactly_d_bits_each_way(comm):
     data = dataset(comm.size, d=77)
     algo = signum(comm, data, lr=0.01)
     infos = []
-    run_steps(algo, np.zeros(77), 3, each=lambda before, state, info: infos.append(info))
+    run_steps(algo, np.zeros(77), 3, seed=SEED, each=lambda before, state, info: infos.append(info))
     assert [(i.bits_up, i.bits_down) for i in infos] == [(77, 77)] * 3  # 32× fewer than fp32
     stats = algo.comm.stats.by_op
     message = HEADER_BYTES + math.ceil(77 / 8)
@@ -106,7 +108,7 @@ def vote_run(comm, byzantine, iters=300):
     data = dataset(comm.size, n=100 * comm.size, d=12, h=0.0)
     algo = signum(comm, data, lr=0.01, byzantine=byzantine, attack="flip")
     x0 = np.zeros(12)
-    x = run_steps(algo, x0, iters).x
+    x = run_steps(algo, x0, iters, seed=SEED).x
     f_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.1)).f
     return global_loss(comm, algo, x0), global_loss(comm, algo, x), f_star
 
@@ -127,7 +129,7 @@ def test_vote_sign_error_falls_as_voters_are_added(comm, mpi_skip_unless):
     # P(vote_j ≠ sign ∇f(x⁰)_j) for minibatches of 16: one voter against three
     mpi_skip_unless(comm.size >= 3, "needs three voters")
     data = dataset(comm.size, n=100 * comm.size, d=24, h=0.0)
-    objective = local_objective(comm, data)
+    objective = local_objective(comm, data, l2=0.1)
     rate = vote_error_rates(comm, objective, np.zeros(24), [1, 3], 400, 16,
                             rank_generators(SEED, comm.size, comm.rank)[1])
     # each rate is a mean of 9600 indicators (standard error < 0.005); measured at 3 and 4
@@ -143,7 +145,8 @@ EF_CASES = [("scaled_sign:block=5", "server", None), ("topk:k=0.25", "allgather"
 @pytest.mark.parametrize("compressor,topology,downlink", EF_CASES)
 def test_efsgd_equals_serial_reference_and_keeps_the_error_feedback_invariant(comm, compressor, topology, downlink):
     data = dataset(comm.size)
-    algo = build(comm, EFSGD, data, compressor, topology, downlink=downlink, lr=0.3)
+    algo = make_algorithm(EFSGD, local_objective(comm, data, l2=0.1), comm, compressor, topology, downlink=downlink,
+                          lr=0.3)
     x0 = np.full(data.n_features, 0.1)
     want, errors = run_efsgd(Workers(data, comm.size, l2=0.1, seed=SEED), x0, compressor, topology, 0.3, 12,
                              downlink=downlink)
@@ -157,7 +160,7 @@ def test_efsgd_equals_serial_reference_and_keeps_the_error_feedback_invariant(co
         np.testing.assert_allclose(state.x - e_after, before["x"] - e_before - 0.3 * g, rtol=0, atol=1e-14)
         got.append((state.x.copy(), state.e.copy()))
 
-    run_steps(algo, x0, 12, each=check)
+    run_steps(algo, x0, 12, seed=SEED, each=check)
     for t, ((x, e), x_ref, e_ref) in enumerate(zip(got, want[1:], errors[1:])):
         np.testing.assert_array_equal(x, x_ref, err_msg=f"x at step {t + 1}")
         np.testing.assert_array_equal(e, e_ref[comm.rank], err_msg=f"e at step {t + 1}")
@@ -175,15 +178,17 @@ def test_error_feedback_removes_the_bias_of_top_k(comm, mpi_skip_unless):
     dist = {}
     for cls in (EFSGD, DCGD):
         for lr in (0.1, 0.3):
-            algo = build(comm, cls, data, "topk:k=0.25", "server", lr=lr)
-            dist[cls.name, lr] = float(np.sum((trajectory(algo, np.zeros(16), 600)[-1] - x_star) ** 2))
+            algo = make_algorithm(cls, local_objective(comm, data, l2=0.1), comm, "topk:k=0.25", "server", lr=lr)
+            x = trajectory(algo, np.zeros(16), 600, seed=SEED)[-1]
+            dist[cls.name, lr] = float(np.sum((x - x_star) ** 2))
     assert dist["efsgd", 0.1] < 0.5 * dist["efsgd", 0.3] < 0.05 * dist["dcgd", 0.3], dist
     assert dist["efsgd", 0.1] < 0.02 * dist["dcgd", 0.1], dist
 
 
 def test_efsgd_refuses_a_lossy_downlink(comm):
     with pytest.raises(ValueError, match="EF-SGD needs the exact mean"):
-        build(comm, EFSGD, dataset(comm.size), "topk:k=0.5", "server", downlink="natural", lr=0.1)
+        make_algorithm(EFSGD, local_objective(comm, dataset(comm.size), l2=0.1), comm, "topk:k=0.5", "server",
+                       downlink="natural", lr=0.1)
 
 
 # --------------------------------------------------------------------------- quantised Adam
@@ -196,7 +201,7 @@ def test_qadam_equals_serial_reference(comm, compressor, ef, weight_quant):
     x0 = np.full(data.n_features, 0.1)
     want = run_qadam(Workers(data, comm.size, l2=0.1, seed=SEED), x0, compressor, 0.05, 10,
                      error_feedback=ef, weight_quant=weight_quant, batch=6)
-    same_trajectory(trajectory(algo, x0, 10), want)
+    same_trajectory(trajectory(algo, x0, 10, seed=SEED), want)
 
 
 def test_qadam_with_one_worker_and_identity_is_adam(comm):
@@ -214,7 +219,7 @@ def test_qadam_with_one_worker_and_identity_is_adam(comm):
         x = x - 0.1 * m / (np.sqrt(v) + 1e-6)
         want.append(x)
     algo = qadam(alone, data, "identity", lr=0.1, beta1=0.8, beta2=0.99, eps=1e-6)
-    same_trajectory(trajectory(algo, np.zeros(data.n_features), 30), want)
+    same_trajectory(trajectory(algo, np.zeros(data.n_features), 30, seed=SEED), want)
     alone.Free()
 
 
@@ -232,7 +237,7 @@ def test_qadam_error_feedback_invariant_every_step(comm):
             assert np.array_equal(state.x, state.server_x)  # no weight quantisation: exact weights
         steps.append(info)
 
-    run_steps(algo, np.zeros(data.n_features), 15, each=check)
+    run_steps(algo, np.zeros(data.n_features), 15, seed=SEED, each=check)
     d = data.n_features
     assert all(i.bits_up == d + 64 * 3 and i.bits_down == 64 * d for i in steps)  # 3 blocks of 4
 
@@ -244,7 +249,7 @@ def qadam_excess_loss(comm, compressor, lr, **kwargs):
     f_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.1)).f
     algo = qadam(comm, data, compressor, lr=lr, beta2=0.99, batch=16, **kwargs)
     losses = []
-    run_steps(algo, np.zeros(16), 400,
+    run_steps(algo, np.zeros(16), 400, seed=SEED,
               each=lambda before, state, info: losses.append(global_loss(comm, algo, state.x))
               if state.step > 300 else None)
     return float(np.mean(losses)) - f_star
@@ -270,9 +275,10 @@ def test_qadam_loss_floor_grows_with_the_weight_grid_step(comm):
 # --------------------------------------------------------------------------- natural, both ways
 def test_bidirectional_natural_sends_9_bits_a_coordinate_each_way(comm):
     data = dataset(comm.size, d=21)
-    algo = build(comm, DCGD, data, "natural", "server", downlink="natural", lr=0.5)
+    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, "natural", "server", downlink="natural",
+                          lr=0.5)
     infos = []
-    run_steps(algo, np.zeros(21, np.float32), 4, each=lambda before, state, info: infos.append(info))
+    run_steps(algo, np.zeros(21, np.float32), 4, seed=SEED, each=lambda before, state, info: infos.append(info))
     assert [(i.bits_up, i.bits_down) for i in infos] == [(9 * 21, 9 * 21)] * 4
     message = HEADER_BYTES + math.ceil(9 * 21 / 8)  # 8-byte header + 24 bytes
     stats = algo.comm.stats.by_op
@@ -285,7 +291,8 @@ def bits_to_reach(comm, compressor, downlink, tol, lr=1.0, iters=80):
     """Bits (up + down, all ranks) until F(x) − F* < tol, float32 messages, full gradients."""
     data = dataset(comm.size, n=60 * comm.size, d=16, h=1.0)
     f_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.1)).f
-    algo = build(comm, DCGD, data, compressor, "server", downlink=downlink, lr=lr)
+    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, compressor, "server", downlink=downlink,
+                          lr=lr)
     spent = [0]
     reached = []
 
@@ -294,7 +301,7 @@ def bits_to_reach(comm, compressor, downlink, tol, lr=1.0, iters=80):
         if not reached and global_loss(comm, algo, state.x.astype(np.float64)) - f_star < tol:
             reached.append(spent[0])
 
-    run_steps(algo, np.zeros(16, np.float32), iters, each=count)
+    run_steps(algo, np.zeros(16, np.float32), iters, seed=SEED, each=count)
     return reached[0] if reached else math.inf
 
 

@@ -20,7 +20,7 @@ import apps.malcom
 import apps.qadam
 import apps.signsgd
 from mpicomp.algorithms import ALGORITHMS
-from mpicomp.compress import get
+from mpicomp.compress import make_compressor
 from mpicomp.problems import make_problem, solve_reference
 from mpicomp.problems.data import load
 from mpicomp.run import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, EXIT_DIVERGED, EXIT_FINISHED
@@ -59,7 +59,7 @@ def test_trace_follows_the_contract_and_equals_the_serial_reference(comm, mpi_sh
     assert t["bits_down"].tolist() == [s * n * 64 * d for s in t["step"]]  # the exact float64 mean
     assert (t.ranks["bits_up"].sum(axis=1) == t["bits_up"]).all()
     # wire bytes: the n − 1 other workers' payloads to the server, its mean to the n − 1 others
-    up, down = get("dither:p=inf,s=1").nbytes_max(d, np.float64), get("identity").nbytes_max(d, np.float64)
+    up, down = make_compressor("dither:p=inf,s=1").nbytes_max(d, np.float64), make_compressor("identity").nbytes_max(d, np.float64)
     assert t["wire_bytes"].tolist() == [s * (n - 1) * (up + down) for s in t["step"]]
     assert t["loss"][0] == pytest.approx(math.log(2), rel=1e-15)  # x⁰ = 0
     assert np.all(np.diff(t["wall_time"]) >= 0)
@@ -109,7 +109,8 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(comm, mpi_shared_tmp,
     assert rc == EXIT_FINISHED
 
     def signal_at_13(step):  # SIGUSR2 reaches one rank only; the flag is agreed by all
-        if step == 13 and comm.rank == comm.size - 1:
+        # sent after step 12, the request travels with step 13's data: the run stops after 13
+        if step == 12 and comm.rank == comm.size - 1:
             os.kill(os.getpid(), signal.SIGUSR2)
 
     import mpicomp.run as run_module
@@ -353,7 +354,7 @@ def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, 
 @pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("DIANA.build", -1)])
 def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp, capsys, monkeypatch,
                                                             where, rank):
-    import mpicomp.run as run_module
+    import mpicomp.setup as setup_module
 
     failing = comm.size - 1 if rank == -1 else rank
 
@@ -362,7 +363,7 @@ def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp
 
     if comm.rank == failing:
         owner, _, name = where.rpartition(".")
-        monkeypatch.setattr(ALGORITHMS[owner.lower()] if owner else run_module, name, boom)
+        monkeypatch.setattr(ALGORITHMS[owner.lower()] if owner else setup_module, name, boom)
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 3)
     assert rc == EXIT_BAD_INPUT  # run() checks every rank returned the same
     failed_with(comm, t, capsys, f"{where} cannot go on here")

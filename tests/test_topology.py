@@ -1,4 +1,4 @@
-"""Graphs, mixing matrices and spectral gaps of mpicomp.comm.topology (serial)."""
+"""Graphs, mixing matrices and spectral gaps of mpicomp.comm.graphs (serial)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mpicomp.comm import topology as topology_module
-from mpicomp.comm.topology import (BUILDERS, DENSE_GAP_MAX_NODES, Topology, build, get,
-                                   sparse_spectral_gap, spectral_gap)
+from mpicomp.comm import graphs as graphs_module
+from mpicomp.comm.graphs import (BUILDERS, DENSE_GAP_MAX_NODES, Topology, build, make_graph,
+                                 sparse_spectral_gap, spectral_gap)
 
 SIZES = [1, 2, 3, 4, 7, 8, 16]
 POW2 = [1, 2, 4, 8, 16]
@@ -38,7 +38,7 @@ def all_topologies():
     cases = [(k, n) for k in ("ring", "torus", "complete", "star") for n in SIZES]
     cases += [("hypercube", n) for n in POW2]
     cases += [("erdos_renyi:p=0.4,seed=7", n) for n in SIZES]
-    return [pytest.param(get(spec, n), id=f"{spec}-{n}") for spec, n in cases]
+    return [pytest.param(make_graph(spec, n), id=f"{spec}-{n}") for spec, n in cases]
 
 
 def second_magnitude(W):
@@ -93,10 +93,10 @@ def test_torus_default_shape_is_the_most_square(n, rows, cols):
 
 
 def test_torus_rows_and_cols_and_wraparound():
-    topo = get("torus:rows=2", 8)
+    topo = make_graph("torus:rows=2", 8)
     assert (topo.params["rows"], topo.params["cols"]) == (2, 4)
     assert topo.neighbors(0) == [1, 3, 4]  # left/right wrap in the row, one vertical (2 rows)
-    assert get("torus:cols=2", 8).params["rows"] == 4
+    assert make_graph("torus:cols=2", 8).params["rows"] == 4
     assert build("torus", 1).edges == () and build("torus", 2).edges == ((0, 1),)
     assert build("torus", 4, rows=2).edges == ((0, 1), (0, 2), (1, 3), (2, 3))  # 2×2 = 4-cycle
     assert build("torus", 5, rows=1).edges == build("ring", 5).edges
@@ -181,7 +181,7 @@ def test_spectral_gap_edge_cases():
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
 @pytest.mark.parametrize("spec", ["ring", "torus", "hypercube", "star", "erdos_renyi:p=0.3,seed=1"])
 def test_gossip_averaging_converges_at_the_spectral_rate(spec, weights):
-    topo = get(spec, 16)
+    topo = make_graph(spec, 16)
     W = topo.mixing_matrix(weights)
     gap = topo.spectral_gap(W)
     rate = 1 - gap
@@ -215,7 +215,7 @@ def large_topologies():
 
 
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
-@pytest.mark.parametrize("topo", all_topologies() + [pytest.param(get(spec, n), id=f"{spec}-{n}")
+@pytest.mark.parametrize("topo", all_topologies() + [pytest.param(make_graph(spec, n), id=f"{spec}-{n}")
                                                       for spec, n in [("ring", 65), ("star", 100),
                                                                       ("erdos_renyi", 128)]])
 def test_sparse_mixing_matrix_equals_the_dense_one_bit_for_bit(topo, weights):
@@ -243,7 +243,7 @@ def test_sparse_mixing_matrix_never_builds_the_dense_matrix(monkeypatch):
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
 @pytest.mark.parametrize("spec, n", large_topologies())
 def test_sparse_gap_equals_the_dense_gap(spec, n, weights):
-    topo = get(spec, n)
+    topo = make_graph(spec, n)
     dense = spectral_gap(topo.mixing_matrix(weights))
     sparse = topo.spectral_gap(weights=weights)
     assert sparse == sparse_spectral_gap(topo.mixing_matrix_sparse(weights))  # reproducible
@@ -319,7 +319,7 @@ def test_sparse_gap_falls_back_to_dense_or_raises_when_arpack_does_not_converge(
     dense = spectral_gap(topo.mixing_matrix())
     monkeypatch.setattr(linalg, "eigsh", no_convergence)
     assert topo.spectral_gap() == dense  # n ≤ DENSE_FALLBACK_MAX_NODES: the dense solver answers
-    monkeypatch.setattr(topology_module, "DENSE_FALLBACK_MAX_NODES", 99)
+    monkeypatch.setattr(graphs_module, "DENSE_FALLBACK_MAX_NODES", 99)
     with pytest.raises(RuntimeError, match=r"did not converge to \|λ₂\| of the 100-node mixing "
                                            r"matrix \(tol=1e-12, 1000 restarts\)"):
         topo.spectral_gap()
@@ -354,11 +354,11 @@ def test_erdos_renyi_is_seeded_and_connected(n):
 
 
 def test_erdos_renyi_seed_changes_the_graph_and_errors_are_clear():
-    graphs = {get(f"erdos_renyi:p=0.3,seed={s}", 16).edges for s in range(5)}
+    graphs = {make_graph(f"erdos_renyi:p=0.3,seed={s}", 16).edges for s in range(5)}
     assert len(graphs) == 5
-    assert get("erdos_renyi:p=0.3,seed=1", 16) == build("erdos_renyi", 16, p=0.3, seed=1)
+    assert make_graph("erdos_renyi:p=0.3,seed=1", 16) == build("erdos_renyi", 16, p=0.3, seed=1)
     with pytest.raises(ValueError, match=r"no connected G\(n=16, p=0.01\) in 3 draws"):
-        get("erdos_renyi:p=0.01,tries=3", 16)
+        make_graph("erdos_renyi:p=0.01,tries=3", 16)
     for p in (0, 1.5, -0.1):
         with pytest.raises(ValueError, match=r"p must be in \(0, 1\]"):
             build("erdos_renyi", 8, p=p)
@@ -368,22 +368,22 @@ def test_erdos_renyi_seed_changes_the_graph_and_errors_are_clear():
 
 
 def test_spec_strings_and_errors():
-    assert get(" ring ", 5).edges == build("ring", 5).edges
-    assert get("torus:rows=2", 8) == build("torus", 8, rows=2)
-    assert get(get("torus:rows=2", 8).spec, 8) == build("torus", 8, rows=2)
-    assert get(build("star", 4), 4).kind == "star"
+    assert make_graph(" ring ", 5).edges == build("ring", 5).edges
+    assert make_graph("torus:rows=2", 8) == build("torus", 8, rows=2)
+    assert make_graph(make_graph("torus:rows=2", 8).spec, 8) == build("torus", 8, rows=2)
+    assert make_graph(build("star", 4), 4).kind == "star"
     with pytest.raises(ValueError, match="has 4 nodes, expected 5"):
-        get(build("star", 4), 5)
+        make_graph(build("star", 4), 5)
     with pytest.raises(ValueError, match="choose one of " + ", ".join(BUILDERS)):
-        get("mesh", 4)
-    with pytest.raises(ValueError, match="unknown parameter.* seed; valid: rows, cols"):
-        get("torus:seed=1", 4)
-    with pytest.raises(ValueError, match="valid: none"):
+        make_graph("mesh", 4)
+    with pytest.raises(ValueError, match="unknown parameter 'seed'; valid parameters: rows, cols"):
+        make_graph("torus:seed=1", 4)
+    with pytest.raises(ValueError, match="valid parameters: none"):
         build("ring", 4, p=0.5)
     with pytest.raises(ValueError, match="expected key=value, got 'rows'"):
-        get("torus:rows", 4)
+        make_graph("torus:rows", 4)
     with pytest.raises(ValueError, match="edges:PATH"):
-        get("edges", 4)
+        make_graph("edges", 4)
     for n in (0, -3, 2.0):
         with pytest.raises(ValueError, match="n ≥ 1"):
             build("ring", n)
@@ -397,7 +397,7 @@ def test_hypercube_needs_a_power_of_two(n, lo, hi):
 
 def test_torus_bad_shape_names_n_and_valid_rows():
     with pytest.raises(ValueError, match="rows=3 does not divide n=8; valid rows: 1, 2, 4, 8"):
-        get("torus:rows=3", 8)
+        make_graph("torus:rows=3", 8)
     with pytest.raises(ValueError, match="cols=5 does not divide n=12; valid cols: 1, 2, 3, 4, 6, 12"):
         build("torus", 12, cols=5)
     with pytest.raises(ValueError, match="3 × 3 ≠ n = 12"):
@@ -416,11 +416,11 @@ def write(tmp_path, text, name="g.txt"):
 def test_edge_list_file_with_comments_blanks_and_duplicates(tmp_path):
     path = write(tmp_path, "# a 5-node graph\n\n0 1\n1 2   # trailing comment\n  2 3\n3 4\n4 0\n"
                            "1 0\n\t\n0 2\n")
-    topo = get(f"edges:{path}", 5)
+    topo = make_graph(f"edges:{path}", 5)
     assert topo.edges == ((0, 1), (0, 2), (0, 4), (1, 2), (2, 3), (3, 4))
     assert topo.neighbors(0) == [1, 2, 4] and topo.is_connected()
-    assert get(f"edges:path={path}", 5) == topo == build("edges", 5, path=path)
-    assert get(topo.spec, 5) == topo
+    assert make_graph(f"edges:path={path}", 5) == topo == build("edges", 5, path=path)
+    assert make_graph(topo.spec, 5) == topo
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -434,7 +434,7 @@ def test_edge_list_file_with_comments_blanks_and_duplicates(tmp_path):
 def test_edge_list_errors_name_file_and_line(tmp_path, text, line, message):
     path = write(tmp_path, text)
     with pytest.raises(ValueError, match=f"{path}:{line}: ") as info:
-        get(f"edges:{path}", 4)
+        make_graph(f"edges:{path}", 4)
     assert message in str(info.value)
 
 
@@ -442,10 +442,10 @@ def test_edge_list_disconnected_names_component_sizes(tmp_path):
     path = write(tmp_path, "0 1\n1 2\n3 4\n")
     with pytest.raises(ValueError, match=r"not connected: components of sizes \[3, 2, 1\]; "
                                          r"e.g. node\(s\) \[3, 4\] cannot reach node 0") as info:
-        get(f"edges:{path}", 6)
+        make_graph(f"edges:{path}", 6)
     assert str(path) in str(info.value)
     with pytest.raises(ValueError, match="cannot read the edge list .*missing.txt: No such file"):
-        get(f"edges:{tmp_path / 'missing.txt'}", 3)
+        make_graph(f"edges:{tmp_path / 'missing.txt'}", 3)
 
 
 def test_topology_constructor_validates_edges():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from mpicomp.comm.communicator import Communicator
-from mpicomp.comm.netmodel import NetworkModel
-from mpicomp.comm.topology import Gossip, build, get
+from mpicomp.comm.gossip import Gossip
+from mpicomp.comm.graphs import build, make_graph
+from mpicomp.comm.netmodel import make_network_model
 
 KINDS = ["ring", "torus", "hypercube", "complete", "star", "erdos_renyi:p=0.5,seed=3", "edges"]
 
@@ -23,8 +24,8 @@ def make_topology(kind, comm, shared_tmp, skip_unless):
         if comm.rank == 0:
             path.write_text("# path graph\n" + "".join(f"{i} {i + 1}\n" for i in range(n - 1)))
         comm.Barrier()
-        return get(f"edges:{path}", n)
-    return get(kind, n)
+        return make_graph(f"edges:{path}", n)
+    return make_graph(kind, n)
 
 
 def payload(rank: int, round_: int = 0) -> np.ndarray:
@@ -47,7 +48,7 @@ def rank_vector(rank: int, size: int, d: int = 6) -> np.ndarray:
 def test_exchange_delivers_each_neighbours_bytes_and_counts_them(comm, kind, mpi_shared_tmp,
                                                                  mpi_skip_unless):
     topo = make_topology(kind, comm, mpi_shared_tmp, mpi_skip_unless)
-    net = NetworkModel.get("1gbe")
+    net = make_network_model("1gbe")
     communicator = Communicator(comm, network=net)
     with Gossip(communicator, topo) as gossip:
         dist_neighbors = gossip.graph_comm.Get_dist_neighbors()[:2]
@@ -141,7 +142,7 @@ def test_hypercube_at_a_non_power_of_two_size_raises_on_every_rank(comm):
     n = comm.size
     if n & (n - 1):
         with pytest.raises(ValueError, match=f"got n={n}; nearest"):
-            get("hypercube", n)
+            make_graph("hypercube", n)
     with pytest.raises(ValueError, match="does not match"):
         Gossip(Communicator(comm), build("hypercube", 8 if n == 4 else 4))
     assert comm.allreduce(1) == n
@@ -164,7 +165,7 @@ def test_graphs_that_differ_between_ranks_raise_on_every_rank(comm):
 
 @pytest.mark.mpi(min_size=2)
 def test_disconnected_graph_raises_on_every_rank(comm):
-    from mpicomp.comm.topology import Topology
+    from mpicomp.comm.graphs import Topology
 
     topo = Topology("edges", comm.size, [(0, 1)])  # nodes 2… isolated (at 2 ranks: connected)
     if comm.size == 2:
@@ -177,7 +178,7 @@ def test_disconnected_graph_raises_on_every_rank(comm):
 
 def counting_spectral_gap(monkeypatch):
     """Patch `Topology.spectral_gap` on this rank to count its calls; returns the call list."""
-    from mpicomp.comm.topology import Topology
+    from mpicomp.comm.graphs import Topology
 
     calls, original = [], Topology.spectral_gap
 
@@ -193,9 +194,9 @@ def counting_spectral_gap(monkeypatch):
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
 @pytest.mark.parametrize("kind", ["ring", "star", "erdos_renyi:p=0.5,seed=3"])
 def test_spectral_gap_is_computed_on_one_rank_and_broadcast(comm, kind, weights, monkeypatch):
-    from mpicomp.comm.topology import spectral_gap
+    from mpicomp.comm.graphs import spectral_gap
 
-    topo = get(kind, comm.size)
+    topo = make_graph(kind, comm.size)
     roots = sorted({0, comm.size - 1})
     calls = counting_spectral_gap(monkeypatch)
     gaps, calls_per_rank = {}, {}
@@ -213,7 +214,7 @@ def test_spectral_gap_is_computed_on_one_rank_and_broadcast(comm, kind, weights,
 
 @pytest.mark.mpi
 def test_spectral_gap_failure_on_the_root_raises_on_every_rank(comm, monkeypatch):
-    from mpicomp.comm.topology import Topology
+    from mpicomp.comm.graphs import Topology
 
     def broken(self, *args, **kwargs):
         raise ValueError("no eigenvalues today")

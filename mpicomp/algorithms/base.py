@@ -5,17 +5,22 @@ An algorithm is built once per rank over that rank's `LocalObjective` and a `Com
 models, shifts, momenta, error memories and the random generators) and ``step(state)`` advances
 it by one iteration. ``step`` is collective: every rank calls it in lockstep. It updates the
 state's arrays in place and returns ``(state, StepInfo)``.
+
+Subclasses implement ``advance(state) -> StepInfo``, the iteration itself; `Algorithm.step`
+counts the step and turns NaN/Inf that the exchange found on any rank (NonFiniteInput, raised on
+every rank alike) into a DivergenceError naming the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
 from ..backend import get_xp, to_device, to_host
+from ..comm.agreement import NonFiniteInput
 from ..config import Setting
 
 
@@ -37,7 +42,8 @@ class StepInfo:
     bits_down: int = 0
 
 
-def rank_generators(seed: int, size: int, rank: int) -> tuple[np.random.Generator, np.random.Generator]:
+def rank_generators(seed: int, size: int,
+                    rank: int) -> tuple[np.random.Generator, np.random.Generator]:
     """``(compression, sampling)`` generators of ``rank``: the two children of
     ``SeedSequence(seed).spawn(size)[rank]``. A serial reference that replays rank r's draws
     uses the same two streams."""
@@ -89,7 +95,7 @@ class LocalObjective:
         g = to_host(self.problem.grad(to_device(x, self.device), batch))
         return g if self.weight == 1.0 else self.weight * g
 
-    def smoothness(self) -> Optional[float]:
+    def smoothness(self) -> float | None:
         L = self.problem.smoothness()
         return None if L is None else self.weight * L
 
@@ -101,7 +107,11 @@ class LocalObjective:
 
 
 class Algorithm:
-    """Base class: subclasses set the class attributes and implement `init`, `step`, `model`.
+    """What every method shares: the objective, the communicator, ``lr`` and ``batch``, the step
+    contract and the run's hooks. The two families build on it: `CentralisedAlgorithm`
+    (``mpicomp.algorithms.centralised``: an aggregator, theory steps) and
+    ``GossipAlgorithm`` (``mpicomp.algorithms.gossip``: a graph). Subclasses set the class
+    attributes and implement `build`, `init`, `advance` and `compressor_spec`.
 
     Attributes
     ----------
@@ -115,18 +125,16 @@ class Algorithm:
 
     name: ClassVar[str] = "algorithm"
     settings: ClassVar[tuple[Setting, ...]] = ()
-    topologies: ClassVar[tuple[str, ...]] = ("server", "allgather", "two-phase")
+    topologies: ClassVar[tuple[str, ...]] = ()
     state_type: ClassVar[type]
-    #: downlink compressor when ``--downlink none`` (None: the aggregator's own default)
-    default_downlink: ClassVar[Optional[str]] = None
-    #: ``c`` of the theory step ``1/(L(1 + c·ω/n))`` of compressed-gradient methods
-    step_factor: ClassVar[float]
     #: common settings this algorithm has no use for (its app has no such flag)
     unused_settings: ClassVar[tuple[str, ...]] = ()
     #: attributes listed in the trace's ``hyperparameters`` (``theory`` values resolved)
     reported: ClassVar[tuple[str, ...]] = ("lr", "batch")
     #: trace columns of this algorithm beyond the standard ones (values from `metrics`)
     columns: ClassVar[tuple[str, ...]] = ()
+    #: what a DivergenceError says had NaN or Inf (the vector whose finiteness is agreed)
+    diverging = "the gradient"
 
     def __init__(self, objective: LocalObjective, comm, *, lr: float, batch: int = 0):
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -142,8 +150,17 @@ class Algorithm:
         """The State at ``x0``; ``seeds`` are this rank's `rank_generators`."""
         raise NotImplementedError
 
-    def step(self, state):  # pragma: no cover
+    def step(self, state):
         """One collective iteration: ``(state, StepInfo)`` (arrays updated in place)."""
+        try:
+            info = self.advance(state)
+        except NonFiniteInput:
+            raise DivergenceError(state.step, self.diverging) from None
+        state.step += 1
+        return state, info
+
+    def advance(self, state) -> StepInfo:  # pragma: no cover
+        """The iteration: update ``state``'s arrays (not its step count) and say what it cost."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -167,55 +184,36 @@ class Algorithm:
 
     # -- building from a run config -----------------------------------------------------------
     @classmethod
-    def build(cls, cfg, objective: LocalObjective, comm, smoothness: Optional[float]) -> "Algorithm":
-        """The algorithm for a run `Config` on this rank (no communication): the aggregator of
-        ``cfg.topology`` with ``cfg.compressor`` and the downlink (their parameters checked
-        against the lengths they will compress), then `from_config`.
-        ``smoothness`` is ``max_i L_i`` over all ranks (None for non-convex problems)."""
-        from ..comm.aggregate import make_aggregator
-
-        downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
-        if downlink is None and cfg.topology != "allgather":
-            downlink = cls.default_downlink
-        aggregator = make_aggregator(cfg.topology, comm, cfg.compressor, downlink=downlink,
-                                     dim=objective.dim)
-        return cls.from_config(objective, comm, aggregator, cfg, smoothness)
-
-    @classmethod
-    def from_config(cls, objective, comm, aggregator, cfg, smoothness):  # pragma: no cover
+    def build(cls, cfg, objective: LocalObjective, comm,  # pragma: no cover
+              smoothness: float | None) -> Algorithm:
+        """The algorithm for a run `Config` on this rank (no communication; the one
+        construction hook). ``smoothness`` is ``max_i L_i`` over all ranks (None for
+        non-convex problems)."""
         raise NotImplementedError
 
-    def compressor_spec(self) -> str:
-        """The ``compressor`` attribute of traces: the uplink operator as the registry names it."""
-        return self.aggregator.op.spec()
+    def compressor_spec(self) -> str:  # pragma: no cover
+        """The ``compressor`` attribute of traces: the operator as the registry names it."""
+        raise NotImplementedError
 
     def hyperparameters(self) -> dict:
         """The values this run uses (the trace's ``hyperparameters`` attribute)."""
         return {name: getattr(self, name) for name in self.reported}
 
-    # -- theory step -----------------------------------------------------------------------
-    @classmethod
-    def theory_lr(cls, op, dim: int, n: int, smoothness, problem: str, down=None) -> float:
-        """``1/(L(1 + ω_M)(1 + c·ω/n))`` with ``c = step_factor``, ``ω`` the uplink operator's
-        and ``ω_M`` the downlink's (0 without one), or a ValueError saying which number to give
-        instead (no smoothness constant, or a biased operator).
-
-        The ``(1 + ω_M)`` factor is the bidirectional bound of Horváth et al. (natural
-        compression, Thm. 3); ``ω_M(d)`` also bounds a two-phase downlink's ω on chunks of
-        ``d/n`` coordinates, which is no larger for every operator here.
-        """
-        L = require_smoothness(smoothness, "lr", problem)
-        omega_down = 0.0 if down is None else omega_of(down, dim, "lr")
-        return 1.0 / (L * (1.0 + omega_down) * (1.0 + cls.step_factor * omega_of(op, dim, "lr") / n))
-
-    @classmethod
-    def resolved_lr(cls, cfg, aggregator, dim: int, n: int, smoothness) -> float:
-        """``cfg.lr``, or `theory_lr` for the aggregator's operators when it is ``"theory"``."""
-        if cfg.lr != "theory":
-            return cfg.lr
-        return cls.theory_lr(aggregator.op, dim, n, smoothness, cfg.problem, getattr(aggregator, "down", None))
-
     # -- helpers ---------------------------------------------------------------------------
+    def check_settings(self, **values) -> None:
+        """Check constructor arguments against this method's `Setting` of the same name (its
+        type, choices and bounds: one rule for flags, TOML files and Python callers); a
+        ValueError (ConfigError) names the argument, the value and the valid ones."""
+        settings = {s.name: s for s in self.settings}
+        for name, value in values.items():
+            settings[name].convert(value, source=f"{type(self).__name__}({name}=...)")
+
+    def new_state(self, seeds, **arrays):
+        """A fresh ``state_type`` at step 0 with this rank's `rank_generators` ``seeds``
+        (``(compression, sampling)``) and the given arrays."""
+        rng, sample_rng = seeds
+        return self.state_type(**arrays, step=0, rng=rng, sample_rng=sample_rng)
+
     def gradient(self, state):
         """``∇(w_i f_i)`` at ``state.x``: full, or over ``batch`` samples drawn with replacement
         from ``state.sample_rng``."""
@@ -224,47 +222,16 @@ class Algorithm:
         rows = state.sample_rng.integers(0, self.objective.n_samples, size=self.batch)
         return self.objective.grad(state.x, rows)
 
-    def check_finite(self, vector, state, what: str) -> None:
-        """Raise DivergenceError on every rank if ``vector`` has NaN/Inf on any rank (one
-        one-byte ``Allreduce``; compressors reject non-finite input, so this comes first)."""
-        from mpi4py import MPI
-
-        ok = bool(np.isfinite(vector).all())
-        if not self.comm.comm.allreduce(ok, op=MPI.LAND):
-            raise DivergenceError(state.step, what)
-
-
-def require_smoothness(smoothness: Optional[float], setting: str, problem_name: str) -> float:
-    """``L`` for a ``theory`` default, or a ValueError telling the user to give ``setting``."""
-    if smoothness is None or not math.isfinite(smoothness) or smoothness <= 0:
-        raise ValueError(
-            f"{setting}=theory needs a smoothness constant L, and the {problem_name} problem has "
-            f"none (it is non-convex); give a number, e.g. --{setting.replace('_', '-')} 0.05")
-    return float(smoothness)
-
-
-def omega_of(op, d: int, setting: str) -> float:
-    """``ω(d)`` of an unbiased operator, or a ValueError telling the user to give ``setting``."""
-    omega = op.omega(d) if op.unbiased else None
-    if omega is None:
-        raise ValueError(
-            f"{setting}=theory needs an unbiased compressor with a known ω; {op.spec()} is "
-            f"biased: give {setting} a number (--{setting.replace('_', '-')} VALUE)")
-    return float(omega)
+    def local_gradient(self, state):
+        """`gradient` in the dtype of ``state.x`` (its finiteness is agreed by the exchange
+        that sends what is computed from it)."""
+        return self.gradient(state).astype(state.x.dtype, copy=False)
 
 
 def require_number(value, setting: str, method: str, example: float):
     """``value``, or a ValueError when it is ``theory`` (a method without an analysed step)."""
     if value == "theory":
         flag = "--" + setting.replace("_", "-")
-        raise ValueError(f"{method} has no theory value of {setting}: give {flag} a number (e.g. {flag} {example:g})")
+        raise ValueError(f"{method} has no theory value of {setting}: give {flag} a number "
+                         f"(e.g. {flag} {example:g})")
     return value
-
-
-def require_exact_downlink(aggregator, method: str, reason: str) -> None:
-    """A ValueError unless every rank receives the exact aggregate (no lossy downlink)."""
-    down = getattr(aggregator, "down", None)
-    if down is not None and down.name != "identity":
-        raise ValueError(f"{method} needs the exact mean on every rank ({reason}); a lossy downlink "
-                         f"({down.spec()}) breaks that: use --downlink identity (the default for {method})")
-

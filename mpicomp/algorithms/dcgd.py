@@ -8,7 +8,8 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import Algorithm, LocalObjective, StepInfo
+from .base import LocalObjective, StepInfo
+from .centralised import CentralisedAlgorithm
 
 
 @dataclasses.dataclass
@@ -21,7 +22,7 @@ class DCGDState:
     sample_rng: np.random.Generator
 
 
-class DCGD(Algorithm):
+class DCGD(CentralisedAlgorithm):
     """Distributed compressed gradient descent, one- or two-way compressed.
 
     Every worker compresses its (minibatch) gradient; the aggregator forms the mean of the
@@ -72,19 +73,15 @@ class DCGD(Algorithm):
         self.aggregator = aggregator
 
     @classmethod
-    def from_config(cls, objective, comm, aggregator, cfg, smoothness):
-        """Build from a run `Config` (``smoothness``: ``max_i L_i`` over all ranks)."""
+    def build(cls, cfg, objective, comm, smoothness):
+        aggregator = cls.aggregator_for(cfg, objective.dim, comm)
         lr = cls.resolved_lr(cfg, aggregator, objective.dim, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, batch=cfg.batch)
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
-        return DCGDState(np.array(x0, copy=True), 0, rng, sample_rng)
+        return self.new_state(seeds, x=np.array(x0, copy=True))
 
-    def step(self, state: DCGDState):
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
-        agg = self.aggregator.reduce(g, state.rng)
+    def advance(self, state: DCGDState) -> StepInfo:
+        agg = self.aggregator.reduce(self.local_gradient(state), state.rng)
         state.x = self.objective.prox(state.x - self.lr * agg.mean, self.lr)
-        state.step += 1
-        return state, StepInfo(agg.bits_up, agg.bits_down)
+        return StepInfo(agg.bits_up, agg.bits_down)

@@ -8,7 +8,8 @@ import numpy as np
 
 from ..comm.aggregate import Aggregator
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, omega_of, require_exact_downlink
+from .base import LocalObjective, StepInfo
+from .centralised import CentralisedAlgorithm, omega_of, require_exact_downlink
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class DIANAState:
     sample_rng: np.random.Generator
 
 
-class DIANA(Algorithm):
+class DIANA(CentralisedAlgorithm):
     """DIANA: each worker compresses the difference between its gradient and a shift it learns.
 
     Parameters
@@ -71,8 +72,8 @@ class DIANA(Algorithm):
     default_downlink = "identity"  # two-phase sends the averaged chunks exactly (see __init__)
     reported = ("lr", "alpha", "momentum", "batch", "shift_init")
     settings = (
-        Setting("alpha", "theory", "theory", "shift step α: a number in [0, 1] or 'theory' (1/(ω+1))",
-                low=0.0, high=1.0),
+        Setting("alpha", "theory", "theory",
+                "shift step α: a number in [0, 1] or 'theory' (1/(ω+1))", low=0.0, high=1.0),
         Setting("momentum", "float", 0.0, "heavy-ball β of the aggregated estimate", low=0.0,
                 high=1.0, high_open=True),
         Setting("shift_init", "text", "zero", "initial shifts h_i: zero, or grad (∇f_i(x⁰))",
@@ -82,14 +83,9 @@ class DIANA(Algorithm):
     def __init__(self, objective: LocalObjective, comm, aggregator: Aggregator, *, lr: float,
                  alpha: float, momentum: float = 0.0, shift_init: str = "zero", batch: int = 0):
         super().__init__(objective, comm, lr=lr, batch=batch)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        if shift_init not in ("zero", "grad"):
-            raise ValueError(f"shift_init must be 'zero' or 'grad', got {shift_init!r}")
-        require_exact_downlink(aggregator, "DIANA", "h must stay (1/n)Σ h_i, else ĝ is biased for good "
-                               "and the exact optimum is lost")
+        self.check_settings(alpha=alpha, momentum=momentum, shift_init=shift_init)
+        require_exact_downlink(aggregator, "DIANA", "h must stay (1/n)Σ h_i, else ĝ is biased for "
+                               "good and the exact optimum is lost")
         self.aggregator = aggregator
         self.alpha = float(alpha)
         self.momentum = float(momentum)
@@ -101,16 +97,15 @@ class DIANA(Algorithm):
         return 1.0 / (omega_of(op, dim, "alpha") + 1.0)
 
     @classmethod
-    def from_config(cls, objective, comm, aggregator, cfg, smoothness):
-        """Build from a run `Config` (``smoothness``: ``max_i L_i`` over all ranks)."""
+    def build(cls, cfg, objective, comm, smoothness):
         d = objective.dim
-        alpha = cls.theory_alpha(aggregator.op, d) if cfg.alpha == "theory" else cfg.alpha
+        aggregator = cls.aggregator_for(cfg, d, comm)
+        alpha = cls.theory_alpha(aggregator.compressor, d) if cfg.alpha == "theory" else cfg.alpha
         lr = cls.resolved_lr(cfg, aggregator, d, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, alpha=alpha, momentum=cfg.momentum,
                    shift_init=cfg.shift_init, batch=cfg.batch)
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
         x = np.array(x0, copy=True)
         h_local = np.zeros_like(x)
         h_mean = np.zeros_like(x)
@@ -119,11 +114,10 @@ class DIANA(Algorithm):
             h_mean[...] = self.comm.allreduce(h_local) / self.comm.size
             bits = h_local.size * 8 * h_local.itemsize
             self.setup_info = StepInfo(bits, bits)
-        return DIANAState(x, h_local, h_mean, np.zeros_like(x), 0, rng, sample_rng)
+        return self.new_state(seeds, x=x, h_local=h_local, h_mean=h_mean, v=np.zeros_like(x))
 
-    def step(self, state: DIANAState):
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
+    def advance(self, state: DIANAState) -> StepInfo:
+        g = self.local_gradient(state)
         agg = self.aggregator.reduce(g - state.h_local, state.rng, own=self.alpha > 0)
         if self.alpha > 0:
             state.h_local += self.alpha * agg.own
@@ -134,5 +128,4 @@ class DIANA(Algorithm):
             state.v = self.momentum * state.v + estimate
             estimate = state.v
         state.x = self.objective.prox(state.x - self.lr * estimate, self.lr)
-        state.step += 1
-        return state, StepInfo(agg.bits_up, agg.bits_down)
+        return StepInfo(agg.bits_up, agg.bits_down)

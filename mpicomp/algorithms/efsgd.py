@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import Algorithm, LocalObjective, StepInfo, require_exact_downlink, require_number
+from .base import LocalObjective, StepInfo, require_number
+from .centralised import CentralisedAlgorithm, require_exact_downlink
 
 
 @dataclasses.dataclass
@@ -22,7 +23,7 @@ class EFSGDState:
     sample_rng: np.random.Generator
 
 
-class EFSGD(Algorithm):
+class EFSGD(CentralisedAlgorithm):
     """Error-feedback SGD: each worker compresses its step plus what compression dropped before.
 
     Parameters
@@ -62,27 +63,25 @@ class EFSGD(Algorithm):
     state_type = EFSGDState
     default_downlink = "identity"
 
-    def __init__(self, objective: LocalObjective, comm, aggregator: Aggregator, *, lr: float, batch: int = 0):
+    def __init__(self, objective: LocalObjective, comm, aggregator: Aggregator, *, lr: float,
+                 batch: int = 0):
         super().__init__(objective, comm, lr=lr, batch=batch)
-        require_exact_downlink(aggregator, "EF-SGD", "error feedback corrects the workers' compression, "
-                               "not the server's")
+        require_exact_downlink(aggregator, "EF-SGD",
+                               "error feedback corrects the workers' compression, not the server's")
         self.aggregator = aggregator
 
     @classmethod
-    def from_config(cls, objective, comm, aggregator, cfg, smoothness):
-        return cls(objective, comm, aggregator, lr=require_number(cfg.lr, "lr", "EF-SGD", 0.1), batch=cfg.batch)
+    def build(cls, cfg, objective, comm, smoothness):
+        return cls(objective, comm, cls.aggregator_for(cfg, objective.dim, comm),
+                   lr=require_number(cfg.lr, "lr", "EF-SGD", 0.1), batch=cfg.batch)
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
         x = np.array(x0, copy=True)
-        return EFSGDState(x, np.zeros_like(x), 0, rng, sample_rng)
+        return self.new_state(seeds, x=x, e=np.zeros_like(x))
 
-    def step(self, state: EFSGDState):
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
-        p = self.lr * g + state.e
+    def advance(self, state: EFSGDState) -> StepInfo:
+        p = self.lr * self.local_gradient(state) + state.e
         agg = self.aggregator.reduce(p, state.rng, own=True)
         state.e = p - agg.own
         state.x = self.objective.prox(state.x - agg.mean, self.lr)
-        state.step += 1
-        return state, StepInfo(agg.bits_up, agg.bits_down)
+        return StepInfo(agg.bits_up, agg.bits_down)

@@ -1,7 +1,7 @@
 """Decentralised (proximal) SGD over a gossip graph: D-PSGD, CHOCO-SGD, Malcom-PSGD (SPEC §3).
 
 No server: each rank holds its own model ``x_i`` and talks only to its neighbours in the graph
-(`mpicomp.comm.topology.Gossip`: an MPI distributed-graph communicator and this rank's row of
+(`mpicomp.comm.gossip.Gossip`: an MPI distributed-graph communicator and this rank's row of
 the mixing matrix ``W``). The model a run reports is the network average ``x̄`` (one uncounted
 ``Allreduce`` when a trace row is written), and the trace adds ``consensus_error``
 (``Σ_i ‖x_i − x̄‖²``) and ``sparsity`` (the share of exact zeros in ``x̄``).
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+
 import numpy as np
 
-from ..comm import topology as graphs
-from ..comm.topology import Gossip
-from ..compress import get as get_compressor
+from ..comm import graphs
+from ..comm.aggregate import buffer_of, encode_finite
+from ..comm.agreement import finite_bits
+from ..comm.gossip import Gossip
+from ..compress import make_compressor
 from ..compress.registry import check_lengths
 from ..config import Setting
 from .base import Algorithm, LocalObjective, StepInfo, require_number
@@ -66,17 +69,18 @@ class ChocoState:
 
 class GossipAlgorithm(Algorithm):
     """What the gossip methods share: the graph, the step-size schedule, the network average and
-    the consensus metrics. Subclasses implement `init` and `step`."""
+    the consensus metrics. Subclasses implement `build`, `init` and `advance`."""
 
-    topologies = ()  # any graph of `mpicomp.comm.topology` that fits the rank count
+    topologies = ()  # any graph of `mpicomp.comm.graphs` that fits the rank count
     unused_settings = ("downlink",)
+    settings = GRAPH_SETTINGS
     columns = ("consensus_error", "sparsity")
+    diverging = "the gradient step"
 
     def __init__(self, objective: LocalObjective, comm, gossip: Gossip, *, lr: float,
                  schedule: str = "constant", batch: int = 0):
         super().__init__(objective, comm, lr=lr, batch=batch)
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        self.check_settings(schedule=schedule)
         self.gossip = gossip
         self.schedule = schedule
         # only reported (`hyperparameters`): one rank computes it, sparse, and broadcasts it
@@ -84,11 +88,11 @@ class GossipAlgorithm(Algorithm):
 
     @classmethod
     def check_topology(cls, spec: str, size: int) -> None:
-        graphs.get(spec, size)  # a ValueError names what does not fit
+        graphs.make_graph(spec, size)  # a ValueError names what does not fit
 
     @classmethod
     def make_gossip(cls, cfg, comm) -> Gossip:
-        return Gossip(comm, graphs.get(cfg.topology, comm.size), cfg.mixing)
+        return Gossip(comm, graphs.make_graph(cfg.topology, comm.size), cfg.mixing)
 
     def close(self) -> None:
         self.gossip.close()
@@ -107,7 +111,7 @@ class GossipAlgorithm(Algorithm):
         from mpi4py import MPI
 
         total = np.empty(state.x.size, dtype=np.float64)
-        self.comm.comm.Allreduce(np.asarray(state.x, dtype=np.float64), total, op=MPI.SUM)
+        self.comm.mpi_comm.Allreduce(np.asarray(state.x, dtype=np.float64), total, op=MPI.SUM)
         return total / self.comm.size
 
     def metrics(self, state, model) -> dict:
@@ -115,16 +119,14 @@ class GossipAlgorithm(Algorithm):
         from mpi4py import MPI
 
         local = float(np.sum((np.asarray(state.x, dtype=np.float64) - model) ** 2))
-        return {"consensus_error": self.comm.comm.allreduce(local, op=MPI.SUM),
+        return {"consensus_error": self.comm.mpi_comm.allreduce(local, op=MPI.SUM),
                 "sparsity": float(np.mean(model == 0)) if model.size else math.nan}
 
     def half_step(self, state) -> tuple[np.ndarray, float]:
         """``(x_i − η_t g_i, η_t)``, ``g_i`` the (minibatch) gradient at ``x_i``; NaN/Inf in it
         on any rank is a DivergenceError on every rank (before a compressor sees it)."""
         eta = self.step_size(state.step)
-        half = state.x - eta * self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(half, state, "the gradient step")
-        return half, eta
+        return state.x - eta * self.local_gradient(state), eta
 
 
 class DPSGD(GossipAlgorithm):
@@ -177,8 +179,7 @@ class DPSGD(GossipAlgorithm):
     def __init__(self, objective: LocalObjective, comm, gossip: Gossip, *, lr: float,
                  order: str = "adapt-combine", schedule: str = "constant", batch: int = 0):
         super().__init__(objective, comm, gossip, lr=lr, schedule=schedule, batch=batch)
-        if order not in ORDERS:
-            raise ValueError(f"unknown order {order!r}: choose one of {', '.join(ORDERS)}")
+        self.check_settings(order=order)
         self.order = order
 
     @classmethod
@@ -191,21 +192,22 @@ class DPSGD(GossipAlgorithm):
         return "identity"
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
-        return DPSGDState(np.array(x0, copy=True), 0, rng, sample_rng)
+        return self.new_state(seeds, x=np.array(x0, copy=True))
 
-    def step(self, state: DPSGDState):
+    @property
+    def diverging(self) -> str:
+        return "the gradient step" if self.order == "adapt-combine" else "the gradient"
+
+    def advance(self, state: DPSGDState) -> StepInfo:
         if self.order == "adapt-combine":
             half, eta = self.half_step(state)
-            z = self.gossip.mix(half)
+            z = self.gossip.mix(half, finite_bits(half))
         else:
             eta = self.step_size(state.step)
-            g = self.gradient(state).astype(state.x.dtype, copy=False)
-            self.check_finite(g, state, "the gradient")
-            z = self.gossip.mix(state.x) - eta * g
+            g = self.local_gradient(state)
+            z = self.gossip.mix(state.x, finite_bits(g)) - eta * g
         state.x = self.objective.prox(z, eta)
-        state.step += 1
-        return state, StepInfo(bits_up=8 * state.x.nbytes * self.gossip.degree)
+        return StepInfo(bits_up=8 * state.x.nbytes * self.gossip.degree)
 
 
 class ChocoSGD(GossipAlgorithm):
@@ -257,7 +259,8 @@ class ChocoSGD(GossipAlgorithm):
     state_type = ChocoState
     reported = ("lr", "gamma", "tau", "schedule", "batch")
     settings = GRAPH_SETTINGS + (
-        Setting("gamma", "float", 0.5, "consensus step γ in (0, 1]", low=0.0, high=1.0, low_open=True),
+        Setting("gamma", "float", 0.5, "consensus step γ in (0, 1]", low=0.0, high=1.0,
+                low_open=True),
         Setting("tau", "theory", "theory",
                 "messages are Q(·)/τ: a number ≥ 1, or theory (1 + ω of an unbiased Q, 1 for a "
                 "biased one)", low=1.0),
@@ -267,11 +270,8 @@ class ChocoSGD(GossipAlgorithm):
     def __init__(self, objective: LocalObjective, comm, gossip: Gossip, op, *, lr: float,
                  gamma: float = 0.5, tau: float = 1.0, schedule: str = "constant", batch: int = 0):
         super().__init__(objective, comm, gossip, lr=lr, schedule=schedule, batch=batch)
-        if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
-            raise ValueError(f"gamma (the consensus step) must lie in (0, 1], got {gamma!r}")
-        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= 1):
-            raise ValueError(f"tau must be a number ≥ 1, got {tau!r}")
-        self.op = get_compressor(op)
+        self.check_settings(gamma=gamma, tau=tau)
+        self.compressor = make_compressor(op)
         self.gamma, self.tau = float(gamma), float(tau)
 
     @staticmethod
@@ -283,7 +283,7 @@ class ChocoSGD(GossipAlgorithm):
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
-        op = get_compressor(cfg.compressor)
+        op = make_compressor(cfg.compressor)
         check_lengths(op, [objective.dim])  # every message is a whole model's residual
         lr = require_number(cfg.lr, "lr", cls.title, cls.default_lr)
         tau = cls.theory_tau(op, objective.dim) if cfg.tau == "theory" else cfg.tau
@@ -291,23 +291,23 @@ class ChocoSGD(GossipAlgorithm):
                    tau=tau, schedule=cfg.schedule, batch=cfg.batch)
 
     def compressor_spec(self) -> str:
-        return self.op.spec()
+        return self.compressor.spec()
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
         x = np.array(x0, copy=True)
-        return ChocoState(x, np.zeros_like(x), np.zeros_like(x), 0, rng, sample_rng)
+        return self.new_state(seeds, x=x, x_hat=np.zeros_like(x), mixed=np.zeros_like(x))
 
     def received(self, buf, d: int, dtype) -> np.ndarray:
         """A message's ``q = Q(·)/τ`` from its bytes (the sender applies the same to its own)."""
-        q = self.op.decode(buf, d, dtype)
+        q = self.compressor.decode(buf, d, dtype)
         return q if self.tau == 1.0 else q / self.tau
 
-    def step(self, state: ChocoState):
+    def advance(self, state: ChocoState) -> StepInfo:
         half, eta = self.half_step(state)
-        payload = self.op.encode(half - state.x_hat, state.rng)
         d, dtype = half.size, half.dtype
-        got = self.gossip.exchange(payload.buffer)
+        payload, flags = encode_finite(self.compressor, half - state.x_hat, state.rng)
+        nbytes = self.compressor.nbytes_max(d, dtype) if self.compressor.fixed_size else None
+        got = self.gossip.exchange(buffer_of(payload), flags, nbytes)
         got[self.gossip.rank] = payload.buffer
         change = np.zeros(d, dtype=np.float64)
         for j in sorted(got):
@@ -317,8 +317,7 @@ class ChocoSGD(GossipAlgorithm):
                 state.x_hat += q
         state.mixed += change.astype(dtype, copy=False)
         state.x = self.objective.prox(half + self.gamma * (state.mixed - state.x_hat), eta)
-        state.step += 1
-        return state, StepInfo(bits_up=payload.nbits * self.gossip.degree)
+        return StepInfo(bits_up=payload.nbits * self.gossip.degree)
 
 
 class MalcomPSGD(ChocoSGD):

@@ -8,10 +8,11 @@ import math
 import numpy as np
 
 from ..comm.aggregate import ServerAggregator, make_aggregator
-from ..compress import get
+from ..compress import make_compressor
 from ..compress.registry import check_lengths
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, require_number
+from .base import LocalObjective, StepInfo, require_number
+from .centralised import CentralisedAlgorithm
 
 
 @dataclasses.dataclass
@@ -35,10 +36,10 @@ SCHEDULES = ("constant", "sqrt")
 
 def _valid_weight_quant(spec: str) -> None:
     if spec != "none":
-        get(spec)
+        make_compressor(spec)
 
 
-class QAdam(Algorithm):
+class QAdam(CentralisedAlgorithm):
     """Quantised Adam: workers run Adam locally and send quantised, error-compensated steps.
 
     Parameters
@@ -97,29 +98,24 @@ class QAdam(Algorithm):
     )
 
     def __init__(self, objective: LocalObjective, comm, aggregator: ServerAggregator, *, lr: float,
-                 schedule: str = "constant", beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 error_feedback: bool = True, weight_quant=None, batch: int = 0):
+                 schedule: str = "constant", beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, error_feedback: bool = True, weight_quant=None,
+                 batch: int = 0):
         super().__init__(objective, comm, lr=lr, batch=batch)
         if not isinstance(aggregator, ServerAggregator):
             raise ValueError("quantised Adam runs on a parameter server: use the server topology")
-        for name, value in (("beta1", beta1), ("beta2", beta2)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.check_settings(schedule=schedule, beta1=beta1, beta2=beta2, eps=eps)
         self.aggregator = aggregator
         self.schedule = schedule
         self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
         self.error_feedback = bool(error_feedback)
-        self.weight_quant = get(weight_quant or "identity")
+        self.weight_quant = make_compressor(weight_quant or "identity")
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         lr = require_number(cfg.lr, "lr", "quantised Adam", 0.01)
         aggregator = make_aggregator("server", comm, cfg.compressor, dim=objective.dim)
-        weight_quant = None if cfg.weight_quant == "none" else get(cfg.weight_quant)
+        weight_quant = None if cfg.weight_quant == "none" else make_compressor(cfg.weight_quant)
         if weight_quant is not None:  # the server sends the whole weight vector with it
             check_lengths(weight_quant, [objective.dim], setting="weight_quant")
         return cls(objective, comm, aggregator, lr=lr, schedule=cfg.schedule, beta1=cfg.beta1,
@@ -130,12 +126,14 @@ class QAdam(Algorithm):
         return {**super().hyperparameters(), "weight_quant": self.weight_quant.spec()}
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
-        server_x = np.array(x0, copy=True) if self.aggregator.is_root else np.empty(0, np.asarray(x0).dtype)
+        rng = seeds[0]
+        server_x = (np.array(x0, copy=True) if self.aggregator.is_root
+                    else np.empty(0, np.asarray(x0).dtype))
         x, bits = self.send_weights(server_x, rng, np.asarray(x0).size, np.asarray(x0).dtype)
         self.setup_info = StepInfo(0, bits)
         zeros = np.zeros_like(x)
-        return QAdamState(x, server_x, zeros, zeros.copy(), zeros.copy(), 0, rng, sample_rng)
+        return self.new_state(seeds, x=x, server_x=server_x, m=zeros, v=zeros.copy(),
+                              e=zeros.copy())
 
     def send_weights(self, server_x: np.ndarray, rng, d: int, dtype) -> tuple[np.ndarray, int]:
         """``(Q_x(x), bits received)``: the server's weights as every worker holds them
@@ -146,19 +144,18 @@ class QAdam(Algorithm):
         """``η_t`` at step ``t`` (counted from 0)."""
         return self.lr / math.sqrt(step + 1) if self.schedule == "sqrt" else self.lr
 
-    def step(self, state: QAdamState):
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
+    def advance(self, state: QAdamState) -> StepInfo:
+        g = self.local_gradient(state)
         state.m = self.beta1 * state.m + (1.0 - self.beta1) * g
         state.v = self.beta2 * state.v + (1.0 - self.beta2) * g * g
         delta = self.step_size(state.step) * state.m / (np.sqrt(state.v) + self.eps)
         if self.error_feedback:
             delta = delta + state.e
         up = self.aggregator.gather(delta, state.rng, own=self.error_feedback)
+        if self.aggregator.is_root and up.mean is not None:  # None: the broadcast raises
+            state.server_x = state.server_x - up.mean
+        state.x, bits_down = self.send_weights(state.server_x, state.rng, state.x.size,
+                                               state.x.dtype)
         if self.error_feedback:
             state.e = delta - up.own
-        if self.aggregator.is_root:
-            state.server_x = state.server_x - up.mean
-        state.x, bits_down = self.send_weights(state.server_x, state.rng, state.x.size, state.x.dtype)
-        state.step += 1
-        return state, StepInfo(up.bits_up, bits_down)
+        return StepInfo(up.bits_up, bits_down)

@@ -7,8 +7,10 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import VOTE_MODES, MajorityVote
+from ..comm.agreement import finite_bits
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, require_number
+from .base import LocalObjective, StepInfo, require_number
+from .centralised import CentralisedAlgorithm
 
 ATTACKS = ("flip", "random")
 
@@ -30,7 +32,7 @@ def signs(v: np.ndarray) -> np.ndarray:
     return np.where(v < 0, -1.0, 1.0).astype(v.dtype)
 
 
-class Signum(Algorithm):
+class Signum(CentralisedAlgorithm):
     """signSGD / Signum with majority vote: workers send the signs of their momenta, every rank
     steps along the sign of their sum.
 
@@ -80,10 +82,12 @@ class Signum(Algorithm):
     reported = ("lr", "momentum", "weight_decay", "byzantine", "attack", "batch")
     settings = (
         Setting("topology", "text", "server",
-                "how the vote is formed: server (1 bit up, 1 bit down), allgather (every rank counts "
-                "every sign), bitsliced (an Allreduce of ⌈log₂(n+1)⌉-bit counters)", choices=VOTE_MODES),
-        Setting("momentum", "float", 0.0, "β of the workers' momentum (0: signSGD; Signum: e.g. 0.9)",
-                low=0.0, high=1.0, high_open=True),
+                "how the vote is formed: server (1 bit up, 1 bit down), allgather (every rank "
+                "counts every sign), bitsliced (an Allreduce of ⌈log₂(n+1)⌉-bit counters)",
+                choices=VOTE_MODES),
+        Setting("momentum", "float", 0.0,
+                "β of the workers' momentum (0: signSGD; Signum: e.g. 0.9)", low=0.0, high=1.0,
+                high_open=True),
         Setting("weight_decay", "float", 0.0, "λ of the decay applied after the vote", low=0.0),
         Setting("byzantine", "int", 0, "number of adversarial workers (the last K ranks)", low=0),
         Setting("attack", "text", "flip", "what the adversaries send", choices=ATTACKS),
@@ -93,15 +97,10 @@ class Signum(Algorithm):
                  momentum: float = 0.0, weight_decay: float = 0.0, byzantine: int = 0,
                  attack: str = "flip", batch: int = 0):
         super().__init__(objective, comm, lr=lr, batch=batch)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be ≥ 0, got {weight_decay!r}")
+        self.check_settings(momentum=momentum, weight_decay=weight_decay, attack=attack)
         if not 0 <= byzantine <= comm.size:
             raise ValueError(f"byzantine={byzantine} adversaries do not fit {comm.size} workers: "
                              f"choose 0 … {comm.size}")
-        if attack not in ATTACKS:
-            raise ValueError(f"unknown attack {attack!r}: choose one of {', '.join(ATTACKS)}")
         self.vote = vote
         self.momentum, self.weight_decay = float(momentum), float(weight_decay)
         self.byzantine, self.attack = int(byzantine), attack
@@ -121,9 +120,8 @@ class Signum(Algorithm):
         self.vote.close()
 
     def init(self, x0, seeds):
-        rng, sample_rng = seeds
         x = np.array(x0, copy=True)
-        return SignumState(x, np.zeros_like(x), 0, rng, sample_rng)
+        return self.new_state(seeds, x=x, m=np.zeros_like(x))
 
     def message(self, state: SignumState) -> np.ndarray:
         """The vector whose signs this rank sends: its momentum, or an adversary's ±1."""
@@ -133,11 +131,11 @@ class Signum(Algorithm):
             return -signs(state.m)  # not −m: sign(−0) would still be +1
         return (2.0 * state.rng.integers(0, 2, size=state.m.size) - 1.0).astype(state.m.dtype)
 
-    def step(self, state: SignumState):
-        g = self.gradient(state).astype(state.x.dtype, copy=False)
-        self.check_finite(g, state, "the gradient")
+    def advance(self, state: SignumState) -> StepInfo:
+        g = self.local_gradient(state)
+        flags = finite_bits(g)  # an adversary's message would hide its gradient's NaN
         state.m = self.momentum * state.m + (1.0 - self.momentum) * g
-        agg = self.vote.vote(self.message(state))
-        state.x = self.objective.prox(state.x - self.lr * (agg.mean + self.weight_decay * state.x), self.lr)
-        state.step += 1
-        return state, StepInfo(agg.bits_up, agg.bits_down)
+        agg = self.vote.vote(self.message(state), flags)
+        state.x = self.objective.prox(state.x - self.lr * (agg.mean + self.weight_decay * state.x),
+                                      self.lr)
+        return StepInfo(agg.bits_up, agg.bits_down)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 #: Every app, by its module name.
 APPS = ("diana", "dcgd", "qsgd", "terngrad", "signsgd", "natural", "qadam", "efsgd", "dpsgd",
@@ -29,10 +29,11 @@ def command(app: str) -> str:
 
 
 def app_main(app: str, algorithm: str, defaults: dict) -> Callable[..., int]:
-    """The entry point of ``app``: ``main(argv=None, comm=None) -> exit status`` runs
+    """The entry point of ``app``: ``main(argv=None, comm=None) -> exit status`` (``comm``: an
+    mpi4py communicator, default COMM_WORLD; the apps' contract) runs
     ``algorithm`` through `mpicomp.run.main` with the app's ``defaults``."""
 
-    def main(argv: Optional[Sequence[str]] = None, comm=None) -> int:
+    def main(argv: Sequence[str] | None = None, comm=None) -> int:
         from mpicomp.run import main as run_main
 
         return run_main(algorithm, argv, comm, defaults=defaults, prog=command(app))

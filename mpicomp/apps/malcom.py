@@ -1,4 +1,5 @@
-"""Malcom-PSGD, proximal SGD with source-coded compressed gossip: ``mpiexec -n 4 python -m apps.malcom``.
+"""Malcom-PSGD, proximal SGD with source-coded compressed gossip:
+``mpiexec -n 4 python -m apps.malcom``.
 
 CHOCO-SGD's exchange of quantised model residuals, an ℓ1 proximal step that makes the models
 sparse, and the vector source coder on the wire (``coder=golomb``: the count of each signed level,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpicomp.bench compressors|collectives [options]`` (``--help``)."""
+"""Command line: ``python -m mpicomp.bench compressors|collectives|step [options]`` (``--help``)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,38 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpicomp.bench", description=__doc__)
-    sub = parser.add_subparsers(dest="what", required=True, metavar="{compressors,collectives}")
-    comp = sub.add_parser("compressors", help="encode/decode time of every operator vs a memory copy")
+    sub = parser.add_subparsers(dest="what", required=True,
+                                metavar="{compressors,collectives,step}")
+    comp = sub.add_parser("compressors",
+                          help="encode/decode time of every operator vs a memory copy")
     comp.add_argument("--d", type=int, default=2**24, help="vector length (default 2^24)")
     comp.add_argument("--repeat", type=int, default=7, help="timed repeats (median is reported)")
     comp.add_argument("--ops", nargs="*", help="operator specs (default: every operator)")
     comp.add_argument("--kernels", choices=("numba", "numpy"), help="force a kernel path")
     comp.add_argument("--json", help="also write the rows to this JSON file")
-    coll = sub.add_parser("collectives", help="compressed aggregation vs MPI.Allreduce (run under mpiexec)")
-    coll.add_argument("--log2d", type=int, nargs="+", default=[20, 24], help="log2 of the vector lengths")
+    coll = sub.add_parser("collectives",
+                          help="compressed aggregation vs MPI.Allreduce (run under mpiexec)")
+    coll.add_argument("--log2d", type=int, nargs="+", default=[20, 24],
+                      help="log2 of the vector lengths")
     coll.add_argument("--repeat", type=int, default=5, help="timed repeats (median is reported)")
     coll.add_argument("--ops", nargs="*", help="operator specs (default: sign natural qsgd:s=4)")
     coll.add_argument("--network", default="10gbe", help="network-model profile (default 10gbe)")
     coll.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
+    step = sub.add_parser("step", help="time per step of DCGD, DIANA, natural vs a hand-written "
+                          "mpi4py loop (run under mpiexec)")
+    step.add_argument("--dims", type=int, nargs="+", default=[64, 1024, 65536],
+                      help="model dimensions d (default 64 1024 65536)")
+    step.add_argument("--iters", type=int, default=100, help="steps per run (default 100)")
+    step.add_argument("--repeat", type=int, default=3,
+                      help="interleaved repeats (the median ratio is reported; default 3)")
+    step.add_argument("--warmup", type=int, default=5, help="steps not timed (default 5)")
+    step.add_argument("--n", type=int, default=256, help="samples in all (default 256)")
+    step.add_argument("--l2", type=float, default=1e-3, help="l2 weight (default 1e-3)")
+    step.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
+    step.add_argument("--lr", default="theory",
+                      help="step size, or theory: the smallest theory step of the methods")
+    step.add_argument("--methods", nargs="*", help="dcgd/identity, diana, natural (default all)")
+    step.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
     return parser
 
 
@@ -37,6 +56,10 @@ def main(argv=None) -> int:
             from .compressors import main as run_compressors
 
             return run_compressors(args)
+        if args.what == "step":
+            from .step import main as run_step
+
+            return run_step(args)
         from .collectives import main as run_collectives
 
         return run_collectives(args)

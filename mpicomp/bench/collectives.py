@@ -32,7 +32,8 @@ def make(name: str, comm: Communicator, spec: str):
     if name.startswith("vote-"):
         vote = MajorityVote(comm, name[5:])
         return lambda x, rng, out=None: vote.vote(x)
-    cls = {"twophase": TwoPhaseAggregator, "allgather": AllgatherAggregator, "server": ServerAggregator}[name]
+    cls = {"twophase": TwoPhaseAggregator, "allgather": AllgatherAggregator,
+           "server": ServerAggregator}[name]
     agg = cls(comm, spec, downlink=spec) if name == "server" else cls(comm, spec)
     return agg.reduce  # called with out= a reused array, as a training loop does
 
@@ -43,13 +44,15 @@ def _slowest(comm, seconds: float) -> float:
     return comm.allreduce(seconds, op=MPI.MAX)
 
 
-def run(mpi_comm, sizes=(2**20, 2**24), specs=DEFAULT_SPECS, repeat: int = 5, network: str = "10gbe") -> list:
+def run(mpi_comm, sizes=(2**20, 2**24), specs=DEFAULT_SPECS, repeat: int = 5,
+        network: str = "10gbe") -> list:
     """Measure every (d, operator, aggregator); rows are identical on every rank."""
     comm = Communicator(mpi_comm, network=network)
     n = comm.size
     if n < 2:
         raise ValueError("the collectives benchmark compares traffic between ranks: run it under "
-                         "mpiexec with at least 2 ranks, e.g. mpiexec -n 4 python -m mpicomp.bench collectives")
+                         "mpiexec with at least 2 ranks, e.g. mpiexec -n 4 python -m mpicomp.bench "
+                         "collectives")
     rows = []
     for d in sizes:
         x = np.random.default_rng(comm.rank).standard_normal(d).astype(np.float32)
@@ -97,16 +100,16 @@ def run(mpi_comm, sizes=(2**20, 2**24), specs=DEFAULT_SPECS, repeat: int = 5, ne
 def table(rows: list, network: str) -> str:
     n = rows[0]["ranks"] if rows else 0
     lines = [
-        f"{n} ranks; ratios are MPI.Allreduce(float32) / aggregation (> 1: the aggregation is better); "
-        f"model: {network}",
+        f"{n} ranks; ratios are MPI.Allreduce(float32) / aggregation (> 1: the aggregation is "
+        f"better); model: {network}",
         "",
         "| d | operator | aggregator | wall | bytes | model |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| 2^{int(np.log2(r['d']))} | `{r['operator']}` | {r['aggregator']} | {r['wall']:.2f} | "
-            f"{r['bytes']:.2f} | {r['model']:.2f} |"
+            f"| 2^{int(np.log2(r['d']))} | `{r['operator']}` | {r['aggregator']} | "
+            f"{r['wall']:.2f} | {r['bytes']:.2f} | {r['model']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -115,11 +118,12 @@ def main(args) -> int:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
-    rows = run(comm, sizes=[2**e for e in args.log2d], specs=args.ops or DEFAULT_SPECS, repeat=args.repeat,
-               network=args.network)
+    rows = run(comm, sizes=[2**e for e in args.log2d], specs=args.ops or DEFAULT_SPECS,
+               repeat=args.repeat, network=args.network)
     if comm.rank == 0:
         print(table(rows, args.network))
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump({"benchmark": "collectives", "network": args.network, "rows": rows}, fh, indent=1)
+                json.dump({"benchmark": "collectives", "network": args.network, "rows": rows}, fh,
+                          indent=1)
     return 0

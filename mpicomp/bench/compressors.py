@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..compress import get, kernels
+from ..compress import kernels, make_compressor
 
 #: operators and the issue's targets (median ratio to the copy): (encode, decode)
 DEFAULT_SPECS = {
@@ -38,10 +38,10 @@ DEFAULT_SPECS = {
 }
 
 
-def _time(fn):
-    """(seconds, result) of one call."""
+def _time(fn, *args, **kwargs):
+    """(seconds, result) of one call ``fn(*args, **kwargs)``."""
     t0 = time.perf_counter()
-    result = fn()
+    result = fn(*args, **kwargs)
     return time.perf_counter() - t0, result
 
 
@@ -52,15 +52,15 @@ def run(d: int = 2**24, repeat: int = 7, specs=None, dtype=np.float32, seed: int
     dst = np.empty_like(x)
     rows = []
     for spec in specs or DEFAULT_SPECS:
-        op = get(spec)
+        op = make_compressor(spec)
         small = x[:1000].copy()
         op.decode(op.encode(small, rng).buffer, small.size, dtype)  # compile / warm up
         enc, dec = [], []
         for _ in range(repeat):
-            before, _ = _time(lambda: np.copyto(dst, x))
-            t_enc, payload = _time(lambda: op.encode(x, rng))
-            t_dec, _ = _time(lambda: op.decode(payload.buffer, d, dtype, out=dst))
-            after, _ = _time(lambda: np.copyto(dst, x))
+            before, _ = _time(np.copyto, dst, x)
+            t_enc, payload = _time(op.encode, x, rng)
+            t_dec, _ = _time(op.decode, payload.buffer, d, dtype, out=dst)
+            after, _ = _time(np.copyto, dst, x)
             base = min(before, after)
             enc.append(t_enc / base)
             dec.append(t_dec / base)
@@ -84,10 +84,12 @@ def table(rows: list[dict], d: int, kernel_kind: str) -> str:
     """Markdown table of the rows."""
 
     def mark(value, target):
-        return f"{value:.2f}" + ("" if target is None else (" ✓" if value <= target else f" ✗ (≤ {target:g})"))
+        return f"{value:.2f}" + ("" if target is None
+                                 else (" ✓" if value <= target else f" ✗ (≤ {target:g})"))
 
     lines = [
-        f"d = {d}, float32, kernels = {kernel_kind}, one core; ratio = median(op time / np.copyto time)",
+        f"d = {d}, float32, kernels = {kernel_kind}, one core; "
+        "ratio = median(op time / np.copyto time)",
         "",
         "| operator | encode / copy | decode / copy | bits per coordinate | wire bytes |",
         "|---|---|---|---|---|",
@@ -95,7 +97,8 @@ def table(rows: list[dict], d: int, kernel_kind: str) -> str:
     for r in rows:
         lines.append(
             f"| `{r['operator']}` | {mark(r['encode_ratio'], r['encode_target'])} | "
-            f"{mark(r['decode_ratio'], r['decode_target'])} | {r['bits_per_coord']:.4g} | {r['wire_bytes']} |"
+            f"{mark(r['decode_ratio'], r['decode_target'])} | {r['bits_per_coord']:.4g} | "
+            f"{r['wire_bytes']} |"
         )
     return "\n".join(lines)
 
@@ -109,5 +112,6 @@ def main(args) -> int:
         import json
 
         with open(args.json, "w") as fh:
-            json.dump({"benchmark": "compressors", "d": args.d, "kernels": kind, "rows": rows}, fh, indent=1)
+            json.dump({"benchmark": "compressors", "d": args.d, "kernels": kind, "rows": rows}, fh,
+                      indent=1)
     return 0

@@ -13,29 +13,40 @@ decoded messages are summed in rank order in float64 and divided by the number o
 - `MajorityVote`: sign(Σ_i sign(x_i)) with 1 bit a coordinate each way, through a server, by
   allgather, or as a bit-sliced counter ``Allreduce`` with a user-defined MPI op.
 
-A failure on one rank (a payload of the wrong size, a corrupted buffer) is raised on every rank
-before anyone enters the next collective, so no rank hangs: sizes are exchanged before the data
-(`Communicator` checks them everywhere), buffers that every rank holds fail identically, and
-where one rank alone decodes (the server, a chunk owner) `collectively` shares its outcome.
+One step costs one collective where the messages have a known size (fixed-size operators:
+allgather, the bit-sliced vote) and one per direction through a server or a two-phase
+exchange, with no sizes exchanged: the `Communicator`'s ``*_fixed`` collectives carry each
+rank's control bits (a stop request, NaN/Inf in its vector, a failure) in a trailer of the same
+message. A failure on one rank (a payload of the wrong size, a corrupted buffer, NaN in a
+vector) is therefore raised on every rank before anyone enters the next collective, so no rank
+hangs: a rank whose vector is not finite sends zeros and the `NON_FINITE` bit (NonFiniteInput
+everywhere); where one rank alone decodes (the server, a chunk owner) its failure travels as
+the `FAILED` bit in the next collective and only then are the texts exchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
-from ..compress import Compressor, get
+from ..compress import Compressor, Payload, make_compressor
 from ..compress.base import check_dtype
 from ..compress.registry import check_lengths
+from .agreement import (
+    NON_FINITE,
+    STOP,
+    AggregationError,
+    NonFiniteInput,
+    collectively,  # noqa: F401  (re-exported: the aggregators' error agreement)
+    failure_text,
+    finite_bits,
+)
 from .communicator import Communicator
 
 VOTE_MODES = ("server", "allgather", "bitsliced")
-
-
-class AggregationError(RuntimeError):
-    """A rank failed inside an aggregation; raised identically on every rank."""
+__all__ = ["AggregationError", "NonFiniteInput", "Aggregate", "ServerAggregator",
+           "AllgatherAggregator", "TwoPhaseAggregator", "MajorityVote", "make_aggregator"]
 
 
 @dataclass
@@ -54,29 +65,21 @@ class Aggregate:
     """
 
     mean: np.ndarray
-    own: Optional[np.ndarray]
+    own: np.ndarray | None
     bits_up: int
     bits_down: int
 
 
-def collectively(comm, fn, *args, catch=(ValueError, TypeError), error=AggregationError):
-    """Run ``fn(*args)``; if it raises one of ``catch`` on any rank, raise ``error`` on every rank.
+def encode_finite(op: Compressor, x: np.ndarray, rng) -> tuple[Payload | None, int]:
+    """``(op.encode(x, rng), 0)``, or ``(None, NON_FINITE)`` when ``x`` has NaN or Inf (there is
+    nothing to encode; the exchange then tells every rank)."""
+    if finite_bits(x):
+        return None, NON_FINITE
+    return op.encode(x, rng), 0
 
-    ``comm`` is a `Communicator` or an mpi4py communicator. The message lists each failing
-    rank's exception; ``error.causes`` holds them as ``(rank, exception text)``. DecodeError and
-    PayloadSizeError are ValueErrors, so the default catches what aggregation can raise.
-    """
-    raw = getattr(comm, "comm", comm)
-    try:
-        result, failure = fn(*args), None
-    except catch as exc:
-        result, failure = None, f"{type(exc).__name__}: {exc}"
-    failures = [(r, f) for r, f in enumerate(raw.allgather(failure)) if f]
-    if failures:
-        exc = error("; ".join(f"rank {r}: {f}" for r, f in failures))
-        exc.causes = failures
-        raise exc
-    return result
+
+def buffer_of(payload: Payload | None) -> np.ndarray | None:
+    return None if payload is None else payload.buffer
 
 
 def payload_bits(op: Compressor, buf: np.ndarray, d: int, dtype) -> int:
@@ -87,7 +90,8 @@ def payload_bits(op: Compressor, buf: np.ndarray, d: int, dtype) -> int:
     return 8 * (buf.size - op.nbytes_max(0, dtype))
 
 
-def mean_of(op: Compressor, payloads, d: int, dtype, keep: Optional[int] = None, work=None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def mean_of(op: Compressor, payloads, d: int, dtype, keep: int | None = None,
+            work=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Rank-order float64 mean of decoded payloads, and the decoded payload number ``keep``.
 
     ``work`` (a `Workspace`) supplies reused float64 accumulator, decode and result buffers;
@@ -122,12 +126,13 @@ class Workspace:
         return arr
 
 
-def result_array(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
+def result_array(out: np.ndarray | None, d: int, dtype) -> np.ndarray:
     """``out`` (checked) or a new array for an aggregation's result."""
     if out is None:
         return np.empty(d, dtype=dtype)
     if out.shape != (d,) or out.dtype != dtype:
-        raise ValueError(f"out must be a {np.dtype(dtype)} vector of length {d}, got {out.dtype}{out.shape}")
+        raise ValueError(f"out must be a {np.dtype(dtype)} vector of length {d}, "
+                         f"got {out.dtype}{out.shape}")
     return out
 
 
@@ -136,7 +141,7 @@ class Aggregator:
 
     def __init__(self, comm: Communicator, compressor):
         self.comm = comm
-        self.op = get(compressor)
+        self.compressor = make_compressor(compressor)
         self.work = Workspace()
 
     def lengths(self, d: int) -> list[int]:
@@ -152,16 +157,17 @@ class Aggregator:
         vector this aggregator will hand it for ``d``-vectors (`registry.check_lengths`).
         No communication: every rank reaches the same verdict."""
         lengths, where = self.lengths(d), self.describe_shortest(d)
-        check_lengths(self.op, lengths, where)
-        down = getattr(self, "down", self.op)
-        if down is not self.op:
+        check_lengths(self.compressor, lengths, where)
+        down = getattr(self, "down", self.compressor)
+        if down is not self.compressor:
             check_lengths(down, lengths, where, setting="downlink")
 
-    def expected_nbytes(self, d: int, dtype) -> Optional[int]:
+    def expected_nbytes(self, d: int, dtype) -> int | None:
         """The size every message must have (fixed-size operators), else None."""
-        return self.op.nbytes_max(d, dtype) if self.op.fixed_size else None
+        return self.compressor.nbytes_max(d, dtype) if self.compressor.fixed_size else None
 
-    def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False, out=None) -> Aggregate:  # pragma: no cover
+    def reduce(self, x: np.ndarray, rng: np.random.Generator, own: bool = False,
+               out=None) -> Aggregate:  # pragma: no cover
         """Aggregate this rank's ``x`` (collective); ``own=True`` also decodes this rank's
         message; ``out`` receives the mean (a reused array saves page faults)."""
         raise NotImplementedError
@@ -186,8 +192,9 @@ class ServerAggregator(Aggregator):
         if dedicated and comm.size < 2:
             raise ValueError("a dedicated server needs at least 2 ranks (1 server + workers)")
         self.root = root
-        self.down = get(downlink or "identity")
+        self.down = make_compressor(downlink or "identity")
         self.dedicated = dedicated
+        self._pending = (0, None)  # the root's control bits and failure from `gather`
 
     @property
     def is_root(self) -> bool:
@@ -197,33 +204,55 @@ class ServerAggregator(Aggregator):
         """The uplink half (collective): every sender's compressed ``x`` is averaged on the root.
 
         Returns an `Aggregate` whose ``mean`` is the average on the root and None elsewhere,
-        ``own`` this rank's decoded message (when asked), ``bits_down`` 0.
+        ``own`` this rank's decoded message (when asked), ``bits_down`` 0. The root's failures
+        and every rank's control bits are settled by the `broadcast` that follows (``mean`` is
+        None on the root, and ``own`` may be None, only on that error path).
         """
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
         sends = not (self.dedicated and self.is_root)
-        payload = self.op.encode(x, rng) if sends else None
+        payload, flags = encode_finite(self.compressor, x, rng) if sends else (None, 0)
         want = self.expected_nbytes(d, dtype)
-        if want is not None:  # every rank checks every size before the data moves
-            want = [0 if (self.dedicated and r == self.root) else want for r in range(c.size)]
-        gathered = c.gatherv(payload.buffer if sends else np.empty(0, np.uint8), root=self.root, expected=want)
-
-        def average():
+        failure = None
+        if want is None:  # sizes vary: they and the control bits are exchanged first
+            buf = buffer_of(payload) if sends else np.empty(0, np.uint8)
+            gathered, flags = c.gatherv(buf, root=self.root, flags=flags), 0
+        else:
+            counts = [0 if (self.dedicated and r == self.root) else want for r in range(c.size)]
+            gathered, flags, failure = c.gather_fixed(buffer_of(payload), self.root, counts, flags)
+        mean = None
+        if self.is_root and failure is None and not flags & NON_FINITE:
             senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
-            return mean_of(self.op, [gathered[r] for r in senders], d, dtype, work=self.work)[0] if self.is_root else None
+            try:
+                mean = mean_of(self.compressor, [gathered[r] for r in senders], d, dtype,
+                               work=self.work)[0]
+            except (ValueError, TypeError) as exc:
+                failure = failure_text(exc)
+        self._pending = (flags, failure) if self.is_root else (0, None)
+        mine = (self.compressor.decode(payload.buffer, d, dtype)
+                if own and payload is not None else None)
+        return Aggregate(mean, mine, payload.nbits if payload is not None else 0, 0)
 
-        mean = collectively(c, average)
-        mine = self.op.decode(payload.buffer, d, dtype) if (own and sends) else None
-        return Aggregate(mean, mine, payload.nbits if sends else 0, 0)
-
-    def broadcast(self, vector: Optional[np.ndarray], rng, d: int, dtype, op=None, out=None) -> tuple[np.ndarray, int]:
+    def broadcast(self, vector: np.ndarray | None, rng, d: int, dtype, op=None,
+                  out=None) -> tuple[np.ndarray, int]:
         """The downlink half (collective): the root's ``vector`` compressed with ``op`` (default
-        the downlink operator), decoded on every rank. Returns ``(values, bits received)``."""
-        op = self.down if op is None else get(op)
+        the downlink operator), decoded on every rank. Returns ``(values, bits received)``.
+
+        One ``Bcast`` for a fixed-size ``op``; it carries the control bits of the `gather`
+        before it, so a failure or NaN anywhere in the step is raised here on every rank."""
+        op = self.down if op is None else make_compressor(op)
         dtype = check_dtype(dtype)
-        down = op.encode(vector, rng) if self.is_root else None
-        received = self.comm.bcast(down.buffer if self.is_root else None, root=self.root)
+        flags, failure = self._pending
+        self._pending = (0, None)
+        down = None
+        if self.is_root and failure is None and not flags & NON_FINITE:
+            try:
+                down = op.encode(vector, rng)
+            except (ValueError, TypeError) as exc:
+                failure = failure_text(exc)
+        nbytes = op.nbytes_max(d, dtype) if op.fixed_size else None
+        received = self.comm.bcast_fixed(buffer_of(down), self.root, nbytes, flags, failure)
         result = op.decode(received, d, dtype, out=result_array(out, d, dtype))
         return result, (down.nbits if self.is_root else payload_bits(op, received, d, dtype))
 
@@ -238,10 +267,15 @@ class AllgatherAggregator(Aggregator):
 
     def reduce(self, x, rng, own=False, out=None):
         dtype = check_dtype(x.dtype)
-        payload = self.op.encode(x, rng)
-        bufs = self.comm.allgatherv(payload.buffer, self.expected_nbytes(x.size, dtype))
+        payload, flags = encode_finite(self.compressor, x, rng)
+        want = self.expected_nbytes(x.size, dtype)
+        if want is None:  # sizes vary: they and the control bits are exchanged first
+            bufs = self.comm.allgatherv(buffer_of(payload), flags=flags)
+        else:
+            bufs = self.comm.allgather_fixed(buffer_of(payload), want, flags)
         # same buffers on every rank, so the same outcome (and the same error, if any) everywhere
-        mean, mine = mean_of(self.op, bufs, x.size, dtype, keep=self.comm.rank if own else None, work=self.work)
+        keep = self.comm.rank if own else None
+        mean, mine = mean_of(self.compressor, bufs, x.size, dtype, keep=keep, work=self.work)
         result = result_array(out, x.size, dtype)
         result[...] = mean
         return Aggregate(result, mine, payload.nbits, 0)
@@ -258,7 +292,7 @@ class TwoPhaseAggregator(Aggregator):
 
     def __init__(self, comm, compressor, downlink=None):
         super().__init__(comm, compressor)
-        self.down = get(downlink) if downlink is not None else self.op
+        self.down = make_compressor(downlink) if downlink is not None else self.compressor
 
     def bounds(self, d: int) -> np.ndarray:
         sizes = [len(c) for c in np.array_split(np.empty(d), self.comm.size)]
@@ -275,20 +309,35 @@ class TwoPhaseAggregator(Aggregator):
         c = self.comm
         dtype = check_dtype(x.dtype)
         b = self.bounds(x.size)
-        payloads = [self.op.encode(x[b[q] : b[q + 1]], rng) for q in range(c.size)]
-        received = c.alltoallv([p.buffer for p in payloads])
+        lengths = np.diff(b)
+        flags = finite_bits(x)
+        payloads = ([self.compressor.encode(x[b[q] : b[q + 1]], rng) for q in range(c.size)]
+                    if not flags else [None] * c.size)
         lo, hi = b[c.rank], b[c.rank + 1]
-
-        def reduce_chunk():
-            want = self.expected_nbytes(hi - lo, dtype)
-            bad = [r for r, buf in enumerate(received) if want is not None and buf.size != want]
-            if bad:
-                raise ValueError(f"chunk payload of {received[bad[0]].size} bytes from rank {bad[0]}, expected {want}")
-            return mean_of(self.op, received, hi - lo, dtype, work=self.work)[0]
-
-        chunk_mean = collectively(c, reduce_chunk)
-        down = self.down.encode(chunk_mean, rng)
-        bufs = c.allgatherv(down.buffer)
+        want = self.expected_nbytes(hi - lo, dtype)
+        if self.compressor.fixed_size:
+            counts = [self.compressor.nbytes_max(int(n), dtype) for n in lengths]
+            received, flags, sizes = c.alltoall_fixed([buffer_of(p) for p in payloads], counts,
+                                                      want, flags)
+        else:  # sizes vary: they and the control bits are exchanged first
+            received = c.alltoallv([buffer_of(p) for p in payloads], flags=flags)
+            sizes, flags = [buf.size for buf in received], 0
+        down, failure = None, None
+        if not flags & NON_FINITE:
+            try:  # this rank's chunk: the mean of its n copies, re-compressed
+                bad = [r for r, size in enumerate(sizes) if want is not None and size != want]
+                if bad:
+                    raise ValueError(f"chunk payload of {sizes[bad[0]]} bytes from rank {bad[0]}, "
+                                     f"expected {want}")
+                chunk_mean = mean_of(self.compressor, received, hi - lo, dtype, work=self.work)[0]
+                down = self.down.encode(chunk_mean, rng)
+            except (ValueError, TypeError) as exc:
+                failure = failure_text(exc)
+        if self.down.fixed_size:
+            counts = [self.down.nbytes_max(int(n), dtype) for n in lengths]
+            bufs = c.allgather_fixed(buffer_of(down), counts, flags, failure)
+        else:
+            bufs = c.allgatherv(buffer_of(down), flags=flags, failure=failure)
 
         def assemble():
             result = result_array(out, x.size, dtype)
@@ -298,8 +347,10 @@ class TwoPhaseAggregator(Aggregator):
 
         mine = None
         if own:
-            mine = np.concatenate([self.op.decode(p.buffer, int(b[q + 1] - b[q]), dtype) for q, p in enumerate(payloads)])
-        down_bits = sum(payload_bits(self.down, buf, int(b[q + 1] - b[q]), dtype) for q, buf in enumerate(bufs))
+            mine = np.concatenate([self.compressor.decode(p.buffer, int(b[q + 1] - b[q]), dtype)
+                                   for q, p in enumerate(payloads)])
+        down_bits = sum(payload_bits(self.down, buf, int(b[q + 1] - b[q]), dtype)
+                        for q, buf in enumerate(bufs))
         return Aggregate(assemble(), mine, sum(p.nbits for p in payloads), down_bits)
 
 
@@ -349,9 +400,9 @@ class MajorityVote:
         if mode not in VOTE_MODES:
             raise ValueError(f"unknown vote mode {mode!r}: choose one of {', '.join(VOTE_MODES)}")
         self.comm, self.mode, self.root = comm, mode, root
-        self.sign = get("sign")
+        self.sign = make_compressor("sign")
         self.planes = max(1, int(comm.size).bit_length())  # ⌈log₂(n+1)⌉
-        self._op = None
+        self._mpi_op = None
         self._type = None
 
     def _negatives(self, bufs, d, dtype):
@@ -361,56 +412,78 @@ class MajorityVote:
             count += np.unpackbits(self.sign.packed_bits(buf, d, dtype), count=d, bitorder="little")
         return count
 
-    def vote(self, x: np.ndarray) -> Aggregate:
+    def vote(self, x: np.ndarray, flags: int = 0) -> Aggregate:
+        """The vote on ``x``'s signs (collective): one ``Allgather`` or ``Allreduce``, or a
+        ``Gather`` and a ``Bcast`` through the server. ``flags``: control bits the caller adds
+        (`NON_FINITE` when the vector it derived ``x`` from has NaN/Inf)."""
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
-        mine = self.sign.encode(x)
+        mine, own_flags = encode_finite(self.sign, x, None)
+        flags |= own_flags
+        mine = None if flags & NON_FINITE else mine
         want = self.sign.nbytes_max(d)
         if self.mode == "allgather":
-            bufs = c.allgatherv(mine.buffer, want)
-            return Aggregate(vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype), None, d, 0)
+            bufs = c.allgather_fixed(buffer_of(mine), want, flags)
+            return Aggregate(vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype),
+                             None, d, 0)
         if self.mode == "server":
-            bufs = c.gatherv(mine.buffer, self.root, want)
-            is_root = c.rank == self.root
-            result = collectively(c, lambda: vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype) if is_root else None)
-            down = c.bcast(self.sign.encode(result).buffer if is_root else None, root=self.root)
-            return Aggregate(self.sign.decode(down, d, dtype), None, d, d)
-        return Aggregate(self._bit_sliced(mine.buffer, d, dtype), None, self.planes * d, 0)
+            bufs, flags, failure = c.gather_fixed(buffer_of(mine), self.root, want, flags)
+            down = None
+            if c.rank == self.root and failure is None and not flags & NON_FINITE:
+                try:
+                    counted = vote_from_counts(self._negatives(bufs, d, dtype), c.size, dtype)
+                    down = self.sign.encode(counted)
+                except (ValueError, TypeError) as exc:
+                    failure = failure_text(exc)
+            got = c.bcast_fixed(buffer_of(down), self.root, want, flags, failure)
+            return Aggregate(self.sign.decode(got, d, dtype), None, d, d)
+        return Aggregate(self._bit_sliced(buffer_of(mine), d, dtype, flags), None,
+                         self.planes * d, 0)
 
-    def _bit_sliced(self, sign_payload, d, dtype):
+    def _bit_sliced(self, sign_payload, d, dtype, flags: int):
+        """The ``Allreduce`` of bit-sliced counters; one more element carries the control bits
+        as counters of their own (a bit is set somewhere iff its count is not zero)."""
         from mpi4py import MPI
 
-        if self._op is None:
-            self._op = MPI.Op.Create(_add_bit_sliced, commute=True)
+        if self._mpi_op is None:
+            self._mpi_op = MPI.Op.Create(_add_bit_sliced, commute=True)
             self._type = MPI.UINT64_T.Create_contiguous(self.planes).Commit()
         words = -(-d // 64)
-        counters = np.zeros((words, self.planes), dtype=np.uint64)
-        bits = np.zeros(words * 8, dtype=np.uint8)
-        body = self.sign.packed_bits(sign_payload, d, dtype)
-        bits[: body.size] = body
-        counters[:, 0] = bits.view("<u8")
-        total = self.comm.allreduce(counters, op=self._op, datatype=self._type)
+        counters = np.zeros((words + 1, self.planes), dtype=np.uint64)
+        if sign_payload is not None:
+            bits = np.zeros(words * 8, dtype=np.uint8)
+            body = self.sign.packed_bits(sign_payload, d, dtype)
+            bits[: body.size] = body
+            counters[:words, 0] = bits.view("<u8")
+        counters[words, 0] = self.comm.control(flags)
+        total = self.comm.allreduce(counters, op=self._mpi_op, datatype=self._type,
+                                    counted=counters[:words].nbytes)
+        control = np.bitwise_or.reduce(total[words], initial=np.uint64(0))
+        self.comm.agree(int(control & np.uint64(STOP | NON_FINITE)))
+        total = total[:words]
         count = np.zeros(d, dtype=np.int64)
         for level in range(self.planes):
-            plane = np.unpackbits(total[:, level].astype("<u8").view(np.uint8), count=d, bitorder="little")
+            plane = np.unpackbits(total[:, level].astype("<u8").view(np.uint8), count=d,
+                                  bitorder="little")
             count += plane.astype(np.int64) << level
         return vote_from_counts(count, self.comm.size, dtype)
 
     def close(self) -> None:
         """Free the user-defined op and datatype (bit-sliced mode)."""
-        if self._op is not None:
-            self._op.Free()
+        if self._mpi_op is not None:
+            self._mpi_op.Free()
             self._type.Free()
-            self._op = self._type = None
+            self._mpi_op = self._type = None
 
 
 #: the ``topology`` values of the centralised methods and the aggregator each one builds
-AGGREGATORS = {"server": ServerAggregator, "allgather": AllgatherAggregator, "two-phase": TwoPhaseAggregator}
+AGGREGATORS = {"server": ServerAggregator, "allgather": AllgatherAggregator,
+               "two-phase": TwoPhaseAggregator}
 
 
 def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None,
-                    dim: Optional[int] = None) -> Aggregator:
+                    dim: int | None = None) -> Aggregator:
     """The aggregator called ``kind`` (one of `AGGREGATORS`) for ``compressor``.
 
     ``downlink`` re-compresses the mean (server: default exact; two-phase: default the uplink
@@ -420,7 +493,8 @@ def make_aggregator(kind: str, comm: Communicator, compressor, downlink=None,
     inside the first aggregation.
     """
     if kind not in AGGREGATORS:
-        raise ValueError(f"unknown aggregation topology {kind!r}: choose one of {', '.join(AGGREGATORS)}")
+        raise ValueError(f"unknown aggregation topology {kind!r}: choose one of "
+                         f"{', '.join(AGGREGATORS)}")
     if kind == "allgather":
         if downlink is not None:
             raise ValueError("the allgather topology has no downlink: every rank decodes every "

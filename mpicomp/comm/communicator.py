@@ -9,6 +9,9 @@ Counting convention (logical point-to-point traffic, independent of MPI's intern
 a rank's message counts once in ``bytes_sent`` per rank that receives it, and ``bytes_received``
 counts the bytes of the other ranks' messages that reach this rank. Summed over ranks, sent
 equals received. ``Allreduce`` is counted as a ring allreduce moves it: 2(n−1)/n·m each way.
+
+The fused collectives of the step path (`FusedCollectives`, `mpicomp.comm.fused`) are
+methods of `Communicator` too.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import dataclasses
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 
 from ..backend import get_xp, host_buffer
-from .netmodel import NetworkModel
+from .agreement import FAILED
+from .fused import FusedCollectives, PayloadSizeError
+from .netmodel import NetworkModel, make_network_model
 
 
 @dataclass
@@ -36,7 +41,7 @@ class CallStats:
     seconds: float = 0.0
     model_seconds: float = 0.0
 
-    def add(self, other: "CallStats") -> None:
+    def add(self, other: CallStats) -> None:
         self.calls += other.calls
         self.bytes_sent += other.bytes_sent
         self.bytes_received += other.bytes_received
@@ -71,16 +76,12 @@ class CommStats:
         self.by_op.clear()
 
 
-class PayloadSizeError(ValueError):
-    """A rank's message does not have the size the collective requires (raised on every rank)."""
-
-
-class Communicator:
+class Communicator(FusedCollectives):
     """Byte collectives with counters.
 
     Parameters
     ----------
-    comm : mpi4py.MPI.Intracomm
+    mpi_comm : mpi4py.MPI.Intracomm
         The communicator to use (never a module-level COMM_WORLD).
     network : str or NetworkModel, optional
         Profile for simulated time (``"1gbe"``, ``"10gbe"``, ``"100gib"``,
@@ -90,16 +91,21 @@ class Communicator:
         host memory after the stream is synchronised.
     """
 
-    def __init__(self, comm, network: "str | NetworkModel | None" = None, gpu_aware: bool = False):
+    def __init__(self, mpi_comm, network: str | NetworkModel | None = None,
+                 gpu_aware: bool = False):
         from mpi4py import MPI
 
         self.MPI = MPI
-        self.comm = comm
-        self.rank = comm.Get_rank()
-        self.size = comm.Get_size()
-        self.network = NetworkModel.get(network)
+        self.mpi_comm = mpi_comm
+        self.rank = mpi_comm.Get_rank()
+        self.size = mpi_comm.Get_size()
+        self.network = make_network_model(network)
         self.gpu_aware = gpu_aware
         self.stats = CommStats()
+        #: this rank was asked to stop (a signal); sent in the control bits of each exchange
+        self.stop_requested = False
+        #: some rank asked to stop, as learnt from an exchange (the run stops after the step)
+        self.stop_agreed = False
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(self, op: str, t0: float, sent: int, received: int, model: float) -> None:
@@ -123,11 +129,22 @@ class Communicator:
         xp = get_xp(like) if self.gpu_aware else np
         return xp.empty(n, dtype=np.uint8)
 
-    def sizes(self, nbytes: int) -> np.ndarray:
-        """Every rank's ``nbytes`` (an ``Allgather`` of one int64, not counted as traffic)."""
-        out = np.empty(self.size, dtype=np.int64)
-        self.comm.Allgather([np.array([nbytes], np.int64), self.MPI.INT64_T], [out, self.MPI.INT64_T])
-        return out
+    def sizes(self, nbytes: int, flags: int | None = None,
+              failure: str | None = None) -> np.ndarray:
+        """Every rank's ``nbytes`` (an ``Allgather`` of one int64, not counted as traffic).
+
+        With ``flags`` (control bits; `FAILED` added for a ``failure``) they travel in the same
+        ``Allgather`` and are agreed (`agree`, `settle`) before the sizes are returned."""
+        if flags is None:
+            out = np.empty(self.size, dtype=np.int64)
+            self.mpi_comm.Allgather([np.array([nbytes], np.int64), self.MPI.INT64_T],
+                                [out, self.MPI.INT64_T])
+            return out
+        both = np.empty((self.size, 2), dtype=np.int64)
+        mine = np.array([nbytes, self.control(flags | (FAILED if failure else 0))], np.int64)
+        self.mpi_comm.Allgather([mine, self.MPI.INT64_T], [both, self.MPI.INT64_T])
+        self.settle(self.agree(both[:, 1]), failure)
+        return both[:, 0].copy()
 
     def check_sizes(self, sizes: np.ndarray, expected, what: str) -> None:
         """Raise PayloadSizeError (on every rank: ``sizes`` is the same everywhere) on a mismatch.
@@ -136,37 +153,43 @@ class Communicator:
         """
         if expected is None:
             return
-        want = np.broadcast_to(np.asarray(expected, dtype=np.int64), sizes.shape)
+        want = expected if isinstance(expected, np.ndarray) else \
+            np.broadcast_to(np.asarray(expected, dtype=np.int64), sizes.shape)
         bad = np.flatnonzero(sizes != want)
         if bad.size:
             detail = ", ".join(f"rank {r}: {sizes[r]} bytes, expected {want[r]}" for r in bad[:8])
             raise PayloadSizeError(f"{what}: payload of the wrong size from {detail}")
 
     # -- collectives -----------------------------------------------------------------------
-    def allgatherv(self, buf, expected=None) -> list:
-        """Every rank's buffer, on every rank (``expected``: the size each must have)."""
+    def allgatherv(self, buf, expected=None, flags: int | None = None,
+                   failure: str | None = None) -> list:
+        """Every rank's buffer, on every rank (``expected``: the size each must have).
+
+        ``flags`` and ``failure``: control bits and this rank's failure, which travel with the
+        sizes and are settled (`sizes`) before the data moves; ``buf`` None sends nothing."""
         t0 = time.perf_counter()
-        buf = self._bytes(buf)
-        sizes = self.sizes(buf.size)
+        buf = np.empty(0, np.uint8) if buf is None else self._bytes(buf)
+        sizes = self.sizes(buf.size, flags, failure)
         self.check_sizes(sizes, expected, "allgatherv")
         displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         recv = self._empty(int(sizes.sum()), buf)
         if self.size == 1:
             recv[:] = buf
         elif (sizes == sizes[0]).all():
-            self.comm.Allgather([buf, self.MPI.BYTE], [recv, self.MPI.BYTE])
+            self.mpi_comm.Allgather([buf, self.MPI.BYTE], [recv, self.MPI.BYTE])
         else:
-            self.comm.Allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
+            self.mpi_comm.Allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
         others = int(sizes.sum() - sizes[self.rank])
         self._record("allgatherv", t0, buf.size * (self.size - 1), others,
                      self._model("allgather", self.size, int(sizes.max())))
         return [recv[o : o + c] for o, c in zip(displs, sizes)]
 
-    def gatherv(self, buf, root: int = 0, expected=None) -> Optional[list]:
-        """All buffers on ``root`` (a list there, None elsewhere)."""
+    def gatherv(self, buf, root: int = 0, expected=None,
+                flags: int | None = None) -> list | None:
+        """All buffers on ``root`` (a list there, None elsewhere); ``flags`` as `allgatherv`."""
         t0 = time.perf_counter()
-        buf = self._bytes(buf)
-        sizes = self.sizes(buf.size)
+        buf = np.empty(0, np.uint8) if buf is None else self._bytes(buf)
+        sizes = self.sizes(buf.size, flags)
         self.check_sizes(sizes, expected, "gatherv")
         displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         is_root = self.rank == root
@@ -175,10 +198,11 @@ class Communicator:
             recv[:] = buf
         else:
             spec = [recv, sizes, displs, self.MPI.BYTE] if is_root else None
-            self.comm.Gatherv([buf, self.MPI.BYTE], spec, root=root)
+            self.mpi_comm.Gatherv([buf, self.MPI.BYTE], spec, root=root)
         sent = 0 if is_root else buf.size
         received = int(sizes.sum() - sizes[root]) if is_root else 0
-        self._record("gatherv", t0, sent, received, self._model("gather", self.size, int(sizes.max())))
+        self._record("gatherv", t0, sent, received,
+                     self._model("gather", self.size, int(sizes.max())))
         return [recv[o : o + c] for o, c in zip(displs, sizes)] if is_root else None
 
     def bcast(self, buf, root: int = 0) -> np.ndarray:
@@ -188,63 +212,87 @@ class Communicator:
         if is_root:
             buf = self._bytes(buf)
         n = np.array([buf.size if is_root else 0], np.int64)
-        self.comm.Bcast([n, self.MPI.INT64_T], root=root)
+        self.mpi_comm.Bcast([n, self.MPI.INT64_T], root=root)
         out = buf if is_root else self._empty(int(n[0]), buf)
         if self.size > 1:
-            self.comm.Bcast([out, self.MPI.BYTE], root=root)
+            self.mpi_comm.Bcast([out, self.MPI.BYTE], root=root)
         m = int(n[0])
         self._record("bcast", t0, m * (self.size - 1) if is_root else 0, 0 if is_root else m,
                      self._model("bcast", self.size, m))
         return out
 
-    def alltoallv(self, bufs: Sequence) -> list:
-        """Personalised exchange: ``bufs[q]`` goes to rank q; returns what each rank sent here."""
+    def alltoallv(self, bufs: Sequence, flags: int | None = None) -> list:
+        """Personalised exchange: ``bufs[q]`` goes to rank q; returns what each rank sent here.
+
+        ``flags``: control bits sent with the sizes; every rank agrees on those it receives
+        (`agree`), so each rank learns every rank's bits (None entries of ``bufs`` send
+        nothing)."""
         t0 = time.perf_counter()
         if len(bufs) != self.size:
             raise ValueError(f"alltoallv needs one buffer per rank ({self.size}), got {len(bufs)}")
-        bufs = [self._bytes(b) for b in bufs]
+        bufs = [np.empty(0, np.uint8) if b is None else self._bytes(b) for b in bufs]
         send_sizes = np.array([b.size for b in bufs], dtype=np.int64)
         recv_sizes = np.empty(self.size, dtype=np.int64)
-        self.comm.Alltoall([send_sizes, self.MPI.INT64_T], [recv_sizes, self.MPI.INT64_T])
+        if flags is None:
+            self.mpi_comm.Alltoall([send_sizes, self.MPI.INT64_T], [recv_sizes, self.MPI.INT64_T])
+        else:
+            pairs = np.empty((self.size, 2), dtype=np.int64)
+            mine = np.column_stack([send_sizes, np.full(self.size, self.control(flags))])
+            self.mpi_comm.Alltoall([np.ascontiguousarray(mine), self.MPI.INT64_T],
+                               [pairs, self.MPI.INT64_T])
+            self.agree(pairs[:, 1])
+            recv_sizes[:] = pairs[:, 0]
         sdispl = np.concatenate([[0], np.cumsum(send_sizes)[:-1]])
         rdispl = np.concatenate([[0], np.cumsum(recv_sizes)[:-1]])
         send = np.concatenate(bufs) if bufs else np.empty(0, np.uint8)
         recv = self._empty(int(recv_sizes.sum()), send)
-        self.comm.Alltoallv([send, send_sizes, sdispl, self.MPI.BYTE], [recv, recv_sizes, rdispl, self.MPI.BYTE])
+        self.mpi_comm.Alltoallv([send, send_sizes, sdispl, self.MPI.BYTE],
+                                [recv, recv_sizes, rdispl, self.MPI.BYTE])
         me = self.rank
         biggest = max(int(send_sizes.max(initial=0)), int(recv_sizes.max(initial=0)))
-        self._record("alltoallv", t0, int(send_sizes.sum() - send_sizes[me]), int(recv_sizes.sum() - recv_sizes[me]),
+        self._record("alltoallv", t0, int(send_sizes.sum() - send_sizes[me]),
+                     int(recv_sizes.sum() - recv_sizes[me]),
                      self._model("alltoall", self.size, biggest))
         return [recv[o : o + c] for o, c in zip(rdispl, recv_sizes)]
 
-    def neighbor_allgatherv(self, graph_comm, buf) -> list:
+    def neighbor_allgatherv(self, graph_comm, buf, sizes=None) -> list:
         """This rank's buffer to every out-neighbour of the distributed-graph communicator
-        ``graph_comm``; returns one buffer per in-neighbour, in the graph's source order."""
+        ``graph_comm``; returns one buffer per in-neighbour, in the graph's source order.
+
+        ``sizes``: every rank's buffer size (indexed by rank), when the caller knows them; the
+        in-neighbours' sizes are otherwise exchanged first."""
         t0 = time.perf_counter()
         buf = self._bytes(buf)
         sources, destinations, _ = graph_comm.Get_dist_neighbors()
-        sizes = np.empty(len(sources), dtype=np.int64)
-        graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T], [sizes, self.MPI.INT64_T])
+        if sizes is not None:
+            sizes = np.asarray(sizes, dtype=np.int64)[np.asarray(sources, dtype=np.int64)]
+        else:
+            sizes = np.empty(len(sources), dtype=np.int64)
+            graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T],
+                                          [sizes, self.MPI.INT64_T])
         displs = np.cumsum(sizes) - sizes  # also right for a rank without in-neighbours
         recv = self._empty(int(sizes.sum()), buf)
         graph_comm.Neighbor_allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
         self._record("neighbor_allgatherv", t0, buf.size * len(destinations), int(sizes.sum()),
-                     self._model("neighbor", len(destinations), max(buf.size, int(sizes.max(initial=0)))))
+                     self._model("neighbor", len(destinations),
+                                 max(buf.size, int(sizes.max(initial=0)))))
         return [recv[o : o + c] for o, c in zip(displs, sizes)]
 
-    def allreduce(self, array: np.ndarray, op=None, datatype=None) -> np.ndarray:
+    def allreduce(self, array: np.ndarray, op=None, datatype=None,
+                  counted: int | None = None) -> np.ndarray:
         """``MPI.Allreduce`` of a numeric array (``op`` default SUM; a user-defined op needs
-        ``datatype``); counted as a ring allreduce moves it."""
+        ``datatype``); counted as a ring allreduce moves it (``counted``: the bytes that are
+        payload, when the array also carries control words)."""
         t0 = time.perf_counter()
         array = host_buffer(array, self.gpu_aware)
         out = get_xp(array).empty_like(array) if self.gpu_aware else np.empty_like(array)
         op = op or self.MPI.SUM
         if datatype is None:
-            self.comm.Allreduce(array, out, op=op)
+            self.mpi_comm.Allreduce(array, out, op=op)
         else:
             count = array.nbytes // datatype.Get_size()
-            self.comm.Allreduce([array, count, datatype], [out, count, datatype], op=op)
-        m = array.nbytes
+            self.mpi_comm.Allreduce([array, count, datatype], [out, count, datatype], op=op)
+        m = array.nbytes if counted is None else int(counted)
         moved = 2 * (self.size - 1) * m // self.size
         self._record("allreduce", t0, moved, moved, self._model("allreduce", self.size, m))
         return out

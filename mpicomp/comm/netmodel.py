@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..spec_strings import Form, parse_spec
+
 #: name → (α seconds, β bytes per second)
 PROFILES = {
     "1gbe": (50e-6, 125e6),
@@ -30,25 +32,8 @@ class NetworkModel:
 
     def __post_init__(self):
         if not (self.alpha >= 0 and self.beta > 0):
-            raise ValueError(f"network model needs α ≥ 0 and β > 0, got α={self.alpha}, β={self.beta}")
-
-    @classmethod
-    def get(cls, spec: "str | NetworkModel | None") -> "NetworkModel | None":
-        """``"10gbe"``, ``"custom:alpha=1e-5,beta=1e9"``, a model, or None (no model)."""
-        if spec is None or isinstance(spec, NetworkModel):
-            return spec
-        name, _, args = spec.partition(":")
-        if name in PROFILES:
-            return cls(*PROFILES[name], name=name)
-        if name == "custom":
-            values = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
-            try:
-                return cls(float(values["alpha"]), float(values["beta"]))
-            except (KeyError, ValueError) as exc:
-                raise ValueError(f"custom network {spec!r}: give custom:alpha=SECONDS,beta=BYTES_PER_S") from exc
-        raise ValueError(
-            f"unknown network profile {spec!r}: choose one of {', '.join(PROFILES)} or custom:alpha=…,beta=…"
-        )
+            raise ValueError(f"network model needs α ≥ 0 and β > 0, "
+                             f"got α={self.alpha}, β={self.beta}")
 
     def link(self, m: float) -> float:
         """Seconds to move ``m`` bytes over one link."""
@@ -72,3 +57,36 @@ class NetworkModel:
 
     def neighbor(self, degree: int, m: float) -> float:
         return degree * self.link(m) if degree else 0.0
+
+
+_CUSTOM_HINT = "write custom:alpha=SECONDS,beta=BYTES_PER_S"
+
+
+def make_network_model(spec: str | NetworkModel | None) -> NetworkModel | None:
+    """The network model named by ``spec``.
+
+    Parameters
+    ----------
+    spec : str, NetworkModel or None
+        A profile of `PROFILES` (``"10gbe"``), ``"custom:alpha=SECONDS,beta=BYTES_PER_S"``
+        (a spec of `mpicomp.spec_strings`), a model (returned as it is) or None (no model).
+
+    Raises
+    ------
+    ValueError
+        An unknown profile, a key other than ``alpha`` and ``beta`` (or either missing), a
+        malformed item, or values that are not numbers with α ≥ 0 and β > 0.
+    """
+    if spec is None or isinstance(spec, NetworkModel):
+        return spec
+    forms = {**{name: Form() for name in PROFILES},
+             "custom": Form(keys=("alpha", "beta"), required=("alpha", "beta"))}
+    name, params = parse_spec(spec, forms, "network profile", noun="key", hint=_CUSTOM_HINT)
+    if name in PROFILES:
+        return NetworkModel(*PROFILES[name], name=name)
+    try:
+        alpha, beta = float(params["alpha"]), float(params["beta"])
+    except ValueError:
+        raise ValueError(f"network profile spec {spec!r}: alpha and beta must be numbers; "
+                         f"{_CUSTOM_HINT}") from None
+    return NetworkModel(alpha, beta)

@@ -1,10 +1,10 @@
 """Compression operators (SPEC §1): bit-packed wire formats, exact bit counts, ω and δ.
 
->>> from mpicomp.compress import get
->>> op = get("qsgd:s=4,block=512")
+>>> from mpicomp.compress import make_compressor
+>>> op = make_compressor("qsgd:s=4,block=512")
 """
 
 from .base import Compressor, DecodeError, Payload
-from .registry import OPERATORS, get, parameters
+from .registry import OPERATORS, make_compressor, parameters
 
-__all__ = ["Compressor", "DecodeError", "Payload", "OPERATORS", "get", "parameters"]
+__all__ = ["Compressor", "DecodeError", "Payload", "OPERATORS", "make_compressor", "parameters"]

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Union
 
 import numpy as np
+
+from . import kernels
 
 MAGIC = 0xC5
 HEADER = struct.Struct("<BBBBI")
@@ -100,31 +102,58 @@ def check_vector(x, finite: bool = True) -> np.ndarray:
     if x.size > MAX_DIM:
         raise ValueError(f"dimension {x.size} exceeds the wire format's limit {MAX_DIM}")
     x = np.ascontiguousarray(x)
-    if finite and x.size:
-        from .kernels import active, all_finite
-
-        if not (all_finite(x) if active() else np.isfinite(x).all()):
-            raise_non_finite(x)
+    if finite and x.size and not kernels.backend().all_finite(x):
+        raise_non_finite(x)
     return x
+
+
+def output_array(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
+    """``out`` if the caller gave one, else a new array of ``d`` values of ``dtype``."""
+    return np.empty(d, dtype=dtype) if out is None else out
+
+
+def check_body_size(body: np.ndarray, nbits: int) -> None:
+    """Raise DecodeError unless ``body`` is exactly the ``ceil(nbits / 8)`` bytes of ``nbits``."""
+    want = -(-nbits // 8)
+    if body.size != want:
+        kind = "truncated" if body.size < want else "too long"
+        raise DecodeError(f"body is {kind}: {body.size} bytes, expected {want} ({nbits} bits)")
 
 
 class Compressor:
     """Base class of all compression operators (stateless).
 
-    Subclasses set ``name``, ``code``, ``unbiased`` and ``fixed_size`` and implement
-    `_encode_body`, `_decode_body` and `body_bits`.
+    Subclasses set ``name`` and ``code``, override the properties below that differ from the
+    defaults (with a class attribute, or a property where the value depends on the instance's
+    parameters) and implement `encode_body`, `decode_body` and `body_bits`.
     """
 
     name: ClassVar[str] = ""
     code: ClassVar[int] = 0
-    unbiased: ClassVar[bool] = False
-    fixed_size: ClassVar[bool] = True
-    #: bytes of operator-specific header fields after the common 8-byte header
-    extra_header: ClassVar[int] = 0
-    #: the compiled kernel reports NaN/Inf itself, so encode skips the separate scan
+    #: `encode_body` detects NaN/Inf itself (on either kernel path): encode skips the scan
     kernel_checks_finite: ClassVar[bool] = False
     #: header flag bits this operator defines (none do yet); `split` rejects any other bit
     header_flags: ClassVar[int] = 0
+
+    @property
+    def unbiased(self) -> bool:
+        """Whether E[C(x)] = x for every x."""
+        return False
+
+    @property
+    def randomised(self) -> bool:
+        """Whether encode draws random numbers (then its ``rng`` is required)."""
+        return False
+
+    @property
+    def fixed_size(self) -> bool:
+        """Whether every message of dimension d has ``body_bits(d)`` bits (`nbytes_max`)."""
+        return True
+
+    @property
+    def extra_header(self) -> int:
+        """Bytes of operator-specific header fields after the common 8-byte header."""
+        return 0
 
     # -- contract ------------------------------------------------------------------------------
     def encode(self, x, rng: Optional[np.random.Generator] = None) -> Payload:
@@ -139,12 +168,10 @@ class Compressor:
         """
         from ..backend import to_host
 
-        from .kernels import active
-
-        x = check_vector(to_host(x), finite=not (self.kernel_checks_finite and active()))
+        x = check_vector(to_host(x), finite=not self.kernel_checks_finite)
         if self.randomised and rng is None:
             raise ValueError(f"{self.spec()} is randomised: pass rng=np.random.Generator")
-        extra, body, nbits = self._encode_body(x, rng)
+        extra, body, nbits = self.encode_body(x, rng)
         header = HEADER.pack(MAGIC, self.code, DTYPE_CODES[x.dtype], 0, x.size)
         parts = [np.frombuffer(header + extra, np.uint8)]
         parts += list(body) if isinstance(body, (list, tuple)) else [body]
@@ -164,7 +191,7 @@ class Compressor:
         d = int(d)
         if out is not None and (out.shape != (d,) or out.dtype != dtype or not out.flags.c_contiguous):
             raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, got {out.dtype}{out.shape}")
-        result = self._decode_body(extra, body, d, dtype, out)
+        result = self.decode_body(extra, body, d, dtype, out)
         if out is not None and result is not out:
             out[...] = result
             return out
@@ -174,23 +201,18 @@ class Compressor:
         """``acc += decode(buf, d, dtype)`` with ``acc`` a float64 vector: the same values as
         decoding and then adding, fused into one pass where the operator's kernel allows it
         (`accumulates`); ``scratch`` is a reusable decode buffer for the others."""
-        from .kernels import active
-
         if acc.dtype != np.float64 or acc.shape != (int(d),):
             raise ValueError(f"acc must be a float64 vector of length {d}, got {acc.dtype}{acc.shape}")
-        if self.accumulates(dtype) and active():
+        if self.accumulates(dtype):
             extra, body = self.split(buf, d, dtype)
-            self._add_body(extra, body, int(d), check_dtype(dtype), acc)
+            self.add_body(extra, body, int(d), check_dtype(dtype), acc)
         else:
             acc += self.decode(buf, d, dtype, out=scratch)
         return acc
 
     def accumulates(self, dtype) -> bool:
-        """Whether `decode_add` runs fused for payloads of ``dtype`` (see `_add_body`)."""
+        """Whether `decode_add` runs fused for payloads of ``dtype`` (see `add_body`)."""
         return False
-
-    def _add_body(self, extra: bytes, body: np.ndarray, d: int, dtype, acc: np.ndarray) -> None:  # pragma: no cover
-        raise NotImplementedError
 
     def split(self, buf, d: int, dtype=np.float32) -> tuple[bytes, np.ndarray]:
         """Check the header against this operator, ``d`` and ``dtype``; return (operator header
@@ -249,9 +271,6 @@ class Compressor:
         return self.decode(self.encode(x, rng).buffer, x.size, x.dtype)
 
     # -- to implement ------------------------------------------------------------------------
-    #: whether encode draws random numbers (then rng is required)
-    randomised: ClassVar[bool] = False
-
     def spec(self) -> str:
         """The registry string that builds this operator, e.g. ``qsgd:s=4,block=512``."""
         return self.name
@@ -265,17 +284,41 @@ class Compressor:
         """Exact ``nbits`` for dimension ``d`` (fixed-size operators)."""
         raise NotImplementedError
 
-    def _encode_body(self, x: np.ndarray, rng) -> tuple[bytes, np.ndarray, int]:  # pragma: no cover
-        raise NotImplementedError
+    def encode_body(self, x: np.ndarray, rng) -> tuple[bytes, Union[np.ndarray, list], int]:
+        """The operator's part of the message of ``x``, which `encode` frames with the header.
 
-    def _decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype, out=None) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+        Parameters
+        ----------
+        x : numpy.ndarray
+            A vector `encode` has checked: C-contiguous float32/float64 on the host.
+        rng : numpy.random.Generator or None
+            Source of the random draws (not None when `randomised`).
+
+        Returns
+        -------
+        extra : bytes
+            The operator's header fields (`extra_header` bytes).
+        body : numpy.ndarray or list of numpy.ndarray
+            The bit-packed body as ``uint8`` arrays, concatenated in order.
+        nbits : int
+            Information bits of the body.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype,
+                    out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The ``d`` values of ``dtype`` (a checked NumPy dtype) from the header fields and body
+        that `split` returned, into ``out`` if given; raises DecodeError."""
+        raise NotImplementedError  # pragma: no cover
+
+    def add_body(self, extra: bytes, body: np.ndarray, d: int, dtype, acc: np.ndarray) -> None:
+        """``acc += decode_body(...)`` in one pass, for the dtypes where `accumulates` is True."""
+        raise NotImplementedError  # pragma: no cover
 
     # -- helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _output(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
-        """``out`` if the caller gave one, else a new array of ``d`` values."""
-        return np.empty(d, dtype=dtype) if out is None else out
+    def _named(self, exc: DecodeError) -> DecodeError:
+        """``exc`` with this operator's spec in front (for errors of the pieces it delegates to)."""
+        return DecodeError(f"{self.spec()}: {exc}")
 
     def _as_bytes(self, buf) -> np.ndarray:
         from ..backend import to_host
@@ -291,12 +334,10 @@ class Compressor:
         return buf
 
     def _check_body_size(self, body: np.ndarray, nbits: int) -> None:
-        want = -(-nbits // 8)
-        if body.size != want:
-            kind = "truncated" if body.size < want else "too long"
-            raise DecodeError(
-                f"{self.spec()}: body is {kind}: {body.size} bytes, expected {want} ({nbits} bits)"
-            )
+        try:
+            check_body_size(body, nbits)
+        except DecodeError as exc:
+            raise self._named(exc) from exc
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec()}>"

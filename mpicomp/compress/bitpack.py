@@ -2,14 +2,15 @@
 
 Field ``i`` of width ``w`` occupies stream bits ``[i·w, (i+1)·w)``, least significant bit first;
 stream bit ``p`` is bit ``p % 8`` of byte ``p // 8``. Padding bits of the last byte are zero.
-These NumPy functions are the reference; `mpicomp.compress.kernels` fuses the same layout into
-the operators' Numba kernels.
+`numpy_kernels.pack_fields` is the reference; the compiled kernels fuse the same layout into
+the operators' passes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .base import DecodeError
 
 
@@ -22,32 +23,7 @@ def pack_fields(values: np.ndarray, width: int) -> np.ndarray:
     """Pack unsigned integers (each ``< 2**width``) into a ``uint8`` array."""
     if not 1 <= width <= 32:
         raise ValueError(f"field width {width} not in 1..32")
-    v = np.asarray(values)
-    n = v.size
-    from . import kernels
-
-    if kernels.active() and width not in (8, 16, 32):
-        out = np.zeros(packed_nbytes(n, width), dtype=np.uint8)
-        kernels.pack_uint(v.astype(np.uint32), width, out)
-        return out
-    if width == 8:
-        return v.astype(np.uint8)
-    if width in (16, 32):
-        return v.astype(f"<u{width // 8}").view(np.uint8)
-    if width == 1:
-        return np.packbits(v.astype(bool), bitorder="little")
-    if width in (2, 4):
-        per = 8 // width
-        padded = np.zeros(-(-n // per) * per, dtype=np.uint8)
-        padded[:n] = v
-        lanes = padded.reshape(-1, per)
-        out = np.zeros(lanes.shape[0], dtype=np.uint8)
-        for k in range(per):
-            out |= lanes[:, k] << np.uint8(k * width)
-        return out
-    shifts = np.arange(width, dtype=np.uint32)
-    bits = ((v.astype(np.uint32)[:, None] >> shifts) & 1).astype(np.uint8)
-    return np.packbits(bits.ravel(), bitorder="little")
+    return kernels.backend().pack_fields(np.asarray(values), width)
 
 
 def unpack_fields(buf: np.ndarray, width: int, n: int) -> np.ndarray:
@@ -55,30 +31,7 @@ def unpack_fields(buf: np.ndarray, width: int, n: int) -> np.ndarray:
     need = packed_nbytes(n, width)
     if buf.size < need:
         raise DecodeError(f"bit-packed field area truncated: {buf.size} bytes, need {need}")
-    buf = buf[:need]
-    from . import kernels
-
-    if kernels.active() and width not in (8, 16, 32):
-        out = np.empty(n, dtype=np.uint32)
-        kernels.unpack_uint(buf, width, out)
-        return out if width > 8 else out.astype(np.uint8)
-    if width == 8:
-        return buf.copy()
-    if width in (16, 32):
-        return buf.view(f"<u{width // 8}").astype(np.uint32)
-    if width == 1:
-        return np.unpackbits(buf, count=n, bitorder="little")
-    if width in (2, 4):
-        per = 8 // width
-        mask = np.uint8((1 << width) - 1)
-        lanes = np.empty((buf.size, per), dtype=np.uint8)
-        for k in range(per):
-            lanes[:, k] = (buf >> np.uint8(k * width)) & mask
-        return lanes.ravel()[:n]
-    bits = np.unpackbits(buf, count=n * width, bitorder="little").reshape(n, width)
-    weights = (np.uint32(1) << np.arange(width, dtype=np.uint32))
-    out = bits.astype(np.uint32) @ weights if n else np.zeros(0, np.uint32)
-    return out.astype(np.uint32)
+    return kernels.backend().unpack_fields(buf[:need], width, n)
 
 
 def check_padding(buf: np.ndarray, nbits: int) -> None:

@@ -21,28 +21,11 @@ def per_element(values: np.ndarray, block: int, d: int) -> np.ndarray:
 def norms(x: np.ndarray, block: int, p: float) -> np.ndarray:
     """‖x_B‖_p per block in float64 (p ∈ {1, 2, inf}).
 
-    The compiled reduction is used whenever Numba is installed (also under
+    Computed by `kernels.shared`: compiled whenever Numba is installed (also under
     ``kernels.forced("numpy")``), so both kernel paths quantise with the very same norms; the
     summation order differs from NumPy's only in the last bits.
     """
-    pcode = 0 if np.isinf(p) else int(p)
-    if kernels.HAVE_NUMBA and pcode == 0:
-        if x.size == 0:
-            return np.zeros(0)
-        utype = np.uint32 if x.itemsize == 4 else np.uint64
-        mask = utype(np.iinfo(utype).max >> 1)
-        return kernels.block_absmax_bits(x.view(utype), block, mask).view(x.dtype).astype(np.float64)
-    if kernels.HAVE_NUMBA:
-        return kernels.block_norms(x, block, pcode)
-    nb = -(-x.size // block)
-    padded = np.zeros(nb * block, dtype=np.float64)
-    padded[: x.size] = np.abs(x)
-    rows = padded.reshape(nb, block)
-    if pcode == 2:
-        return np.sqrt(np.einsum("ij,ij->i", rows, rows))
-    if pcode == 1:
-        return rows.sum(axis=1)
-    return rows.max(axis=1)
+    return kernels.shared().norms(x, block, p)
 
 
 def finite_norms(x: np.ndarray, block: int, p: float) -> np.ndarray:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import Compressor, non_finite_decoded, value_bits
+from .base import Compressor, non_finite_decoded, output_array, value_bits
 
 FP16_MAX = float(np.finfo(np.float16).max)
-#: per float width: the unsigned view and the exponent mask (all ones = NaN/±Inf)
-BIT_VIEWS = {4: (np.dtype("<u4"), np.uint32(0x7F800000)), 8: (np.dtype("<u8"), np.uint64(0x7FF0000000000000))}
 BF16_EXPONENT = 0x7F80
 BF16_MAX = float(np.array(0x7F7F0000, np.uint32).view(np.float32))
 
@@ -33,19 +31,13 @@ class Identity(Compressor):
     def omega(self, d: int) -> float:
         return 0.0
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         return b"", x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy(), x.size * value_bits(x.dtype)
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, self.body_bits(d, dtype))
-        out = self._output(out, d, dtype)
-        if kernels.active():
-            bits, exponent = BIT_VIEWS[dtype.itemsize]
-            finite = kernels.copy_finite_bits(body.view(bits), out.view(bits), exponent)
-        else:
-            out[...] = body.view(dtype.newbyteorder("<"))
-            finite = np.isfinite(out).all()
-        if not finite:
+        out = output_array(out, d, dtype)
+        if not kernels.backend().copy_finite(body, out):
             raise non_finite_decoded(self.spec(), out)
         return out
 
@@ -68,13 +60,13 @@ class FP16(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 - 2.0**-22
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         if x.size and np.abs(x).max() > FP16_MAX:
             j = int(np.argmax(np.abs(x)))
             raise ValueError(f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}")
         return b"", x.astype("<f2").view(np.uint8), 16 * x.size
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
         half = body.view("<f2")
         if not np.isfinite(half).all():
@@ -100,7 +92,7 @@ class BF16(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 - 2.0**-16
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
             f32 = x.astype(np.float32)
         bits = f32.view(np.uint32).astype(np.uint64)
@@ -114,7 +106,7 @@ class BF16(Compressor):
             )
         return b"", rounded.astype("<u2").view(np.uint8), 16 * x.size
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
         values = (body.view("<u2").astype(np.uint32) << 16).view(np.float32)
         if not np.isfinite(values).all():

@@ -2,7 +2,7 @@
 
 Both write bits MSB first into a zero-filled ``uint8`` stream at a running bit position (stream
 bit ``p`` is bit ``p % 8`` of byte ``p // 8``, as everywhere in the wire format), and both are
-Numba kernels when Numba is installed (`kernels.njit`), plain Python otherwise.
+Numba kernels when Numba is installed (`jit.njit`), plain Python otherwise.
 
 **Elias stream** (SPEC §1.2, ``coder=elias``): for each non-zero level, the Elias-γ code of the
 gap since the previous one, a sign bit and γ(level).
@@ -49,21 +49,12 @@ import math
 
 import numpy as np
 
-from .kernels import CHUNK, _unpack_chunk, njit
+from .jit import CHUNK, njit, unpack_chunk
 
 LN2 = math.log(2.0)
 
 
 # --- Elias-γ ---------------------------------------------------------------------------------
-@njit
-def elias_gamma_bits(n):
-    """Length of the Elias-γ code of n ≥ 1: 2⌊log₂n⌋ + 1."""
-    nb = 0
-    while (n >> nb) > 1:
-        nb += 1
-    return 2 * nb + 1
-
-
 @njit
 def write_gamma(out, pos, n):
     """Write γ(n) MSB first at stream bit ``pos`` (``out`` zero-filled); return the new pos."""
@@ -106,42 +97,14 @@ def read_gamma(buf, pos, limit):
 
 
 @njit
-def elias_levels_encode(levels, negative, out):
-    """QSGD's Elias stream: per non-zero level γ(gap), sign bit, γ(level); returns bits."""
-    pos = 0
-    prev = -1
-    for j in range(levels.size):
-        lev = levels[j]
-        if lev != 0:
-            pos = write_gamma(out, pos, j - prev)
-            if negative[j]:
-                out[pos >> 3] |= np.uint8(1 << (pos & 7))
-            pos += 1
-            pos = write_gamma(out, pos, lev)
-            prev = j
-    return pos
-
-
-@njit
-def elias_levels_bits(levels):
-    """Exact bit length of `elias_levels_encode` for these levels."""
-    bits = 0
-    prev = -1
-    for j in range(levels.size):
-        if levels[j] != 0:
-            bits += elias_gamma_bits(j - prev) + 1 + elias_gamma_bits(levels[j])
-            prev = j
-    return bits
-
-
-@njit
 def elias_from_fields(buf, d, width, out):
-    """The Elias stream of `elias_levels_encode`, read from packed signed-level fields.
+    """QSGD's Elias stream of packed signed-level fields: per non-zero level γ(gap), its sign
+    bit and γ(level).
 
-    ``out`` must be zero-filled and large enough (see ``Dither.max_body_bits``); returns
-    (bits written, non-zero count). Encoder side: the fields come from `kernels.dither_levels`
-    (levels ≤ s), positions are ``j < d`` by construction and each code fits the bound that
-    sizes ``out``, so nothing here depends on received bytes.
+    ``out`` must be zero-filled and large enough (``level_coders.EliasCoder.max_bits``);
+    returns (bits written, non-zero count). Encoder side: the fields come from a level kernel
+    (``dither_levels``, levels ≤ s), positions are ``j < d`` by construction and each code
+    fits the bound that sizes ``out``, so nothing here depends on received bytes.
     """
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
@@ -150,7 +113,7 @@ def elias_from_fields(buf, d, width, out):
     nnz = 0
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * width, n, width, fields)
+        unpack_chunk(buf, c0 * width, n, width, fields)
         for i in range(n):
             f = fields[i]
             lev = f & mask
@@ -509,35 +472,14 @@ def golomb_max_bits(d: int, n_symbols: int) -> int:
 
 @njit
 def symbols_from_fields(buf, d, width, sym):
-    """Symbols of ``d`` packed signed-level fields (level, then the sign bit), as
-    `symbols_of_levels` gives them. Encoder side: the fields come from `kernels.dither_levels`
-    (levels ≤ s), so every symbol is below ``2s + 1``."""
+    """Symbols of ``d`` packed signed-level fields (level, then the sign bit): 0 for level 0,
+    ``2ℓ − 1`` for +ℓ, ``2ℓ`` for −ℓ. Encoder side: the fields come from a level kernel
+    (``dither_levels``, levels ≤ s), so every symbol is below ``2s + 1``."""
     fields = np.empty(CHUNK, dtype=np.uint32)
     mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
     for c0 in range(0, d, CHUNK):
         n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * width, n, width, fields)
+        unpack_chunk(buf, c0 * width, n, width, fields)
         for i in range(n):
             lev = np.int64(fields[i] & mask)
             sym[c0 + i] = 0 if lev == 0 else 2 * lev - 1 + np.int64(fields[i] >> np.uint32(width - 1))
-
-
-@njit
-def symbol_values(sym, unit, block, out):
-    """``out[j] = ±ℓ·unit[j // block]`` for the signed level of symbol ``sym[j]``."""
-    for j in range(sym.size):
-        s = sym[j]
-        val = np.float64((s + 1) // 2) * unit[j // block]
-        out[j] = -val if s > 0 and s % 2 == 0 else val
-
-
-def symbols_of_levels(levels: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Symbols of signed levels: 0 for level 0, ``2(ℓ−1) + 1`` for +ℓ, ``2(ℓ−1) + 2`` for −ℓ."""
-    lev = levels.astype(np.int64)
-    return np.where(lev == 0, 0, 2 * lev - 1 + negative.astype(np.int64))
-
-
-def levels_of_symbols(sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of `symbols_of_levels`: ``(levels, negative)``."""
-    sym = sym.astype(np.int64)
-    return (sym + 1) // 2, (sym > 0) & (sym % 2 == 0)

@@ -39,11 +39,23 @@ class Composition(Compressor):
         if isinstance(inner, (Sparsifier, Composition)):
             raise ValueError(f"in 'A+B' the second operator must be dense, got {inner.spec()!r}")
         self.outer, self.inner = outer, inner
-        self.unbiased = outer.unbiased and inner.unbiased
-        self.randomised = outer.randomised or inner.randomised
-        self.fixed_size = inner.fixed_size
         self._len_field = 0 if inner.fixed_size else INNER_BITS.size
-        self.extra_header = outer.extra_header + inner.extra_header + self._len_field
+
+    @property
+    def unbiased(self) -> bool:
+        return self.outer.unbiased and self.inner.unbiased
+
+    @property
+    def randomised(self) -> bool:
+        return self.outer.randomised or self.inner.randomised
+
+    @property
+    def fixed_size(self) -> bool:
+        return self.inner.fixed_size
+
+    @property
+    def extra_header(self) -> int:
+        return self.outer.extra_header + self.inner.extra_header + self._len_field
 
     def spec(self) -> str:
         return f"{self.outer.spec()}+{self.inner.spec()}"
@@ -74,9 +86,9 @@ class Composition(Compressor):
         wb = self.inner.omega(self.outer.k_of(d))
         return da * (1 - wb) if wb is not None and wb < 1 else None
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         idx, extra_a = self.outer.select(x, rng)
-        extra_b, body_b, bits_b = self.inner._encode_body(np.ascontiguousarray(x[idx]), rng)
+        extra_b, body_b, bits_b = self.inner.encode_body(np.ascontiguousarray(x[idx]), rng)
         if isinstance(body_b, (list, tuple)):
             body_b = np.concatenate(body_b)
         length = INNER_BITS.pack(bits_b) if self._len_field else b""
@@ -86,7 +98,7 @@ class Composition(Compressor):
         section, nib = pack_indices(idx, x.size)
         return extra, append_bits(section, nib, body_b, bits_b), nib + bits_b
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         k = self.outer.k_of(d)
         na = self.outer.extra_header
         extra_a, extra_b = extra[:na], extra[na : na + self.inner.extra_header]
@@ -100,7 +112,7 @@ class Composition(Compressor):
         idx = self.outer.indices_from(extra_a, body, d)
         inner_body = bits_from(body, nib)[: -(-bits_b // 8)]
         try:
-            values = self.inner._decode_body(extra_b, inner_body, k, dtype)
+            values = self.inner.decode_body(extra_b, inner_body, k, dtype)
         except DecodeError as exc:
-            raise DecodeError(f"{self.spec()}: {exc}") from exc
+            raise self._named(exc) from exc
         return self.outer.expand(idx, values, d, dtype, out)

@@ -1,39 +1,64 @@
-"""Fused Numba kernels for the hot operators (one pass: random word, level, bit packing).
+"""Which kernels run: the compiled ones (`numba_kernels`) or their NumPy twins (`numpy_kernels`).
 
-Numba is optional. `active()` says whether the compiled kernels are used; set the environment
-variable ``MPICOMP_KERNELS=numpy`` (or use `forced`) to take the NumPy fallbacks, which produce
-the same bytes — the tests check that. The sequential coders (`coding`: Elias, Golomb) have no vectorised form:
-without Numba they run as plain Python (correct, slow).
+This is the one place that chooses. `backend` returns the kernel set in use, and an operator
+calls its entry point whichever it is, e.g. ``kernels.backend().dither_levels(...)``. The two
+modules have the same entry points, with the same arguments, writing the same bytes (the tests
+check that):
 
-Bit layout and random words are those of `bitpack` and `counter_rng`.
+    all_finite, copy_finite, norms, pack_fields, unpack_fields, sign_pack, sign_unpack,
+    dither_levels, signed_level_values, natural_dither_levels, symbol_values, natural_pack,
+    natural_unpack, natural_add32, block_extremes, uniform_levels, uniform_values,
+    indices_at_least
+
+Numba is optional. The compiled kernels are used when it is installed, unless the environment
+variable ``MPICOMP_KERNELS=numpy`` (read on first use, not at import) or `forced` says
+otherwise. The sequential coders (`coding`: Elias, Golomb) have no vectorised form: they are
+compiled whenever Numba is installed, and plain Python (correct, slow) without it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from contextlib import contextmanager
+from types import ModuleType
+from typing import Optional
 
-import numpy as np
-
-try:  # pragma: no cover - exercised by whichever environment runs the tests
-    import numba
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    numba = None
-    HAVE_NUMBA = False
+from . import numba_kernels, numpy_kernels
+from .jit import HAVE_NUMBA
 
 KERNEL_CHOICES = ("numba", "numpy")
-_choice = os.environ.get("MPICOMP_KERNELS", "numba")
-if _choice not in KERNEL_CHOICES:
-    raise ValueError(f"MPICOMP_KERNELS={_choice!r}: choose one of {', '.join(KERNEL_CHOICES)}")
-_use_numba = HAVE_NUMBA and _choice == "numba"
+#: the environment variable that picks the kernels: "numba" (the default) or "numpy"
+ENV_VAR = "MPICOMP_KERNELS"
+
+_use_numba: Optional[bool] = None  # None: not decided yet (`active` reads ENV_VAR)
 
 
 def active() -> bool:
-    """True when the compiled Numba kernels are in use."""
+    """True when the compiled Numba kernels are in use.
+
+    Raises
+    ------
+    ValueError
+        ``MPICOMP_KERNELS`` holds something else than ``numba`` or ``numpy``.
+    """
+    global _use_numba
+    if _use_numba is None:
+        choice = os.environ.get(ENV_VAR, "numba")
+        if choice not in KERNEL_CHOICES:
+            raise ValueError(f"{ENV_VAR}={choice!r}: choose one of {', '.join(KERNEL_CHOICES)}")
+        _use_numba = HAVE_NUMBA and choice == "numba"
     return _use_numba
+
+
+def backend() -> ModuleType:
+    """The kernel set in use: `numba_kernels` when `active`, else `numpy_kernels`."""
+    return numba_kernels if active() else numpy_kernels
+
+
+def shared() -> ModuleType:
+    """The kernels whose results both paths share: `numba_kernels` whenever Numba is installed
+    (also under ``forced("numpy")``), so both paths quantise with the very same block norms."""
+    return numba_kernels if HAVE_NUMBA else numpy_kernels
 
 
 @contextmanager
@@ -49,595 +74,3 @@ def forced(kind: str):
         yield
     finally:
         _use_numba = old
-
-
-def njit(fn):
-    """``numba.njit(cache=True, nogil=True)`` when Numba is installed, else ``fn`` itself."""
-    if HAVE_NUMBA:
-        return numba.njit(cache=True, nogil=True)(fn)
-    return fn
-
-
-def njit_fast(fn):
-    """Like `njit`, allowing reassociation (for reductions whose order does not matter)."""
-    if HAVE_NUMBA:
-        return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})(fn)
-    return fn
-
-
-U1 = np.uint64(1)
-MANT52 = np.uint64((1 << 52) - 1)
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-MIX2 = np.uint64(0x94D049BB133111EB)
-LOW32 = np.uint64(0xFFFFFFFF)
-INV_2_32 = 2.0**-32
-
-
-@njit
-def splitmix(key, counter):
-    """SplitMix64 output for one counter (see `counter_rng.splitmix64`)."""
-    z = (np.uint64(counter) + U1) * GAMMA + key
-    z = (z ^ (z >> np.uint64(30))) * MIX1
-    z = (z ^ (z >> np.uint64(27))) * MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-CHUNK = 2048  # fields per chunk: 2048·w bits is a whole number of 32-bit words for any w
-
-EXP32 = np.uint32(0x7F800000)
-EXP64 = np.uint64(0x7FF0000000000000)
-
-
-@njit
-def all_finite(x):
-    """True if no entry of the float32/float64 vector is NaN or ±Inf (exponent bits all ones)."""
-    if x.itemsize == 4:
-        bits = x.view(np.uint32)
-        worst = np.uint32(0)
-        for j in range(bits.size):
-            worst = max(worst, bits[j] & EXP32)
-        return worst != EXP32
-    bits64 = x.view(np.uint64)
-    worst64 = np.uint64(0)
-    for j in range(bits64.size):
-        worst64 = max(worst64, bits64[j] & EXP64)
-    return worst64 != EXP64
-
-
-@njit
-def copy_finite_bits(src, dst, exponent):
-    """``dst[:] = src`` for float bit patterns (uint32 views of float32, uint64 of float64);
-    returns True if no value is NaN or ±Inf (``exponent``, the exponent mask, all ones),
-    checked in the same pass."""
-    worst = exponent ^ exponent
-    for j in range(src.size):
-        v = src[j]
-        dst[j] = v
-        worst = max(worst, v & exponent)
-    return worst != exponent
-
-
-# --- norms -----------------------------------------------------------------------------------
-@njit_fast
-def _norm2(x, lo, hi):
-    xs = x[lo:hi]  # loops from 0 vectorise: Numba adds no negative-index checks
-    acc = 0.0
-    for j in range(xs.size):
-        v = np.float64(xs[j])
-        acc += v * v
-    return math.sqrt(acc)
-
-
-@njit_fast
-def _norm1(x, lo, hi):
-    xs = x[lo:hi]
-    acc = 0.0
-    for j in range(xs.size):
-        acc += abs(np.float64(xs[j]))
-    return acc
-
-
-@njit
-def block_absmax_bits(bits, block, mask):
-    """Per block, the max of the sign-cleared bit patterns (``mask`` clears the sign bit).
-
-    For non-negative IEEE floats integer order is value order, and NaN/Inf patterns exceed every
-    finite one, so viewing the result as floats gives max|x_B| with NaN/Inf propagated.
-    """
-    d = bits.size
-    nb = (d + block - 1) // block
-    out = np.empty_like(bits[:nb])
-    for b in range(nb):
-        bs = bits[b * block : min(d, (b + 1) * block)]
-        worst = bs[0] & mask
-        for j in range(bs.size):
-            worst = max(worst, bs[j] & mask)
-        out[b] = worst
-    return out
-
-
-@njit
-def block_norms(x, block, p):
-    """‖x_B‖_p of each block (p = 1 or 2), accumulated in float64."""
-    d = x.size
-    nb = (d + block - 1) // block
-    out = np.empty(nb, dtype=np.float64)
-    for b in range(nb):
-        lo = b * block
-        hi = min(lo + block, d)
-        out[b] = _norm2(x, lo, hi) if p == 2 else _norm1(x, lo, hi)
-    return out
-# --- random words and field packing, one chunk at a time -------------------------------------
-@njit
-def _chunk_words(key, start, n, words64):
-    """Random words of coordinates start … start+n−1 (start even), as a uint32 view."""
-    base = start >> 1
-    for m in range((n + 1) >> 1):
-        words64[m] = splitmix(key, base + m)
-    return words64.view(np.uint32)
-
-
-@njit
-def _pack_chunk(fields, n, width, out, bit0):
-    """Pack n fields of ``width`` bits at stream bit ``bit0`` (a multiple of 8) of ``out``."""
-    pos = bit0 >> 3
-    if width == 1 or width == 2 or width == 4 or width == 8:
-        per = 8 // width
-        full = n // per
-        rows = fields[: full * per].reshape(full, per)
-        for i in range(full):
-            byte = np.uint32(0)
-            for k in range(per):
-                byte |= rows[i, k] << np.uint32(k * width)
-            out[pos + i] = np.uint8(byte)
-        if n > full * per:
-            byte = np.uint32(0)
-            for j in range(full * per, n):
-                byte |= fields[j] << np.uint32((j - full * per) * width)
-            out[pos + full] = np.uint8(byte)
-        return
-    start = 0
-    if width <= 16:  # 8 fields of w bits are exactly w bytes: pack them branch-free
-        groups = n >> 3
-        for g in range(groups):
-            lo = np.uint64(0)
-            hi = np.uint64(0)
-            for k in range(8):
-                f = np.uint64(fields[8 * g + k])
-                sh = k * width
-                if sh < 64:
-                    lo |= f << np.uint64(sh)
-                    if sh + width > 64:
-                        hi |= f >> np.uint64(64 - sh)
-                else:
-                    hi |= f << np.uint64(sh - 64)
-            base = pos + g * width
-            for b in range(min(8, width)):
-                out[base + b] = np.uint8((lo >> np.uint64(8 * b)) & np.uint64(0xFF))
-            for b in range(8, width):
-                out[base + b] = np.uint8((hi >> np.uint64(8 * (b - 8))) & np.uint64(0xFF))
-        start = groups * 8
-        pos += groups * width
-    acc = np.uint64(0)
-    nacc = 0
-    for i in range(start, n):
-        acc |= np.uint64(fields[i]) << np.uint64(nacc)
-        nacc += width
-        if nacc >= 32:
-            out[pos] = np.uint8(acc & np.uint64(0xFF))
-            out[pos + 1] = np.uint8((acc >> np.uint64(8)) & np.uint64(0xFF))
-            out[pos + 2] = np.uint8((acc >> np.uint64(16)) & np.uint64(0xFF))
-            out[pos + 3] = np.uint8((acc >> np.uint64(24)) & np.uint64(0xFF))
-            pos += 4
-            acc >>= np.uint64(32)
-            nacc -= 32
-    while nacc > 0:
-        out[pos] = np.uint8(acc & np.uint64(0xFF))
-        acc >>= np.uint64(8)
-        nacc -= 8
-        pos += 1
-
-
-@njit
-def _unpack_chunk(buf, bit0, n, width, fields):
-    """Read n fields of ``width`` bits starting at stream bit ``bit0`` (a multiple of 8)."""
-    pos = bit0 >> 3
-    if width == 1 or width == 2 or width == 4 or width == 8:
-        per = 8 // width
-        mask = np.uint32((1 << width) - 1)
-        full = n // per
-        rows = fields[: full * per].reshape(full, per)
-        for i in range(full):
-            byte = np.uint32(buf[pos + i])
-            for k in range(per):
-                rows[i, k] = (byte >> np.uint32(k * width)) & mask
-        for j in range(full * per, n):
-            fields[j] = (np.uint32(buf[pos + j // per]) >> np.uint32((j % per) * width)) & mask
-        return
-    mask = (np.uint64(1) << np.uint64(width)) - U1
-    start = 0
-    if width <= 16:  # whole groups of 8 fields = w bytes
-        groups = n >> 3
-        for g in range(groups):
-            base = pos + g * width
-            lo = np.uint64(0)
-            hi = np.uint64(0)
-            for b in range(min(8, width)):
-                lo |= np.uint64(buf[base + b]) << np.uint64(8 * b)
-            for b in range(8, width):
-                hi |= np.uint64(buf[base + b]) << np.uint64(8 * (b - 8))
-            for k in range(8):
-                sh = k * width
-                if sh + width <= 64:
-                    f = lo >> np.uint64(sh)
-                elif sh >= 64:
-                    f = hi >> np.uint64(sh - 64)
-                else:
-                    f = (lo >> np.uint64(sh)) | (hi << np.uint64(64 - sh))
-                fields[8 * g + k] = np.uint32(f & mask)
-        start = groups * 8
-        pos += groups * width
-    acc = np.uint64(0)
-    nacc = 0
-    for i in range(start, n):
-        while nacc < width:
-            acc |= np.uint64(buf[pos]) << np.uint64(nacc)
-            pos += 1
-            nacc += 8
-        fields[i] = np.uint32(acc & mask)
-        acc >>= np.uint64(width)
-        nacc -= width
-
-
-@njit
-def pack_uint(fields, width, out):
-    """`bitpack.pack_fields` compiled: all of ``fields`` (uint32) at bit 0 of ``out``."""
-    _pack_chunk(fields, fields.size, width, out, 0)
-
-
-@njit
-def unpack_uint(buf, width, fields):
-    """`bitpack.unpack_fields` compiled: ``fields.size`` fields from bit 0 of ``buf``."""
-    _unpack_chunk(buf, 0, fields.size, width, fields)
-
-
-# --- signs -----------------------------------------------------------------------------------
-@njit
-def sign_pack(x, out):
-    """Bit j of ``out`` = 1 where x[j] < 0 (sign(0) = +1); returns False if x has NaN/Inf."""
-    d = x.size
-    full = d // 8
-    for i in range(full):
-        j = 8 * i
-        out[i] = (
-            (x[j] < 0)
-            | ((x[j + 1] < 0) << 1)
-            | ((x[j + 2] < 0) << 2)
-            | ((x[j + 3] < 0) << 3)
-            | ((x[j + 4] < 0) << 4)
-            | ((x[j + 5] < 0) << 5)
-            | ((x[j + 6] < 0) << 6)
-            | ((x[j + 7] < 0) << 7)
-        )
-    if d % 8:
-        byte = 0
-        for j in range(8 * full, d):
-            byte |= (x[j] < 0) << (j - 8 * full)
-        out[full] = byte
-    return all_finite(x)
-
-
-@njit
-def sign_unpack(buf, scales, block, out, accumulate=False):
-    """out[j] = scales[block of j] · (−1 if bit j else +1) (``accumulate``: out[j] += …).
-
-    Whole 64-coordinate words expand from one uint64 (the inner loop over its bits vectorises:
-    the choice between s and −s is a select, never arithmetic such as s − 2s·bit, which would
-    overflow for |s| > max/2); the rest of each block goes coordinate by coordinate.
-    """
-    d = out.size
-    for b in range(scales.size):
-        lo = b * block
-        hi = min(d, lo + block)
-        s = scales[b]
-        neg_s = -s
-        if lo % 64 == 0:
-            nwords = (hi - lo) >> 6
-            rows = out[lo : lo + 64 * nwords].reshape(nwords, 64)
-            base = lo >> 3
-            for i in range(nwords):
-                w = np.uint64(0)
-                for k in range(8):
-                    w |= np.uint64(buf[base + 8 * i + k]) << np.uint64(8 * k)
-                row = rows[i]
-                if accumulate:
-                    for k in range(64):
-                        row[k] += neg_s if (w >> np.uint64(k)) & np.uint64(1) else s
-                else:
-                    for k in range(64):
-                        row[k] = neg_s if (w >> np.uint64(k)) & np.uint64(1) else s
-            lo += 64 * nwords
-        for j in range(lo, hi):
-            v = neg_s if (buf[j >> 3] >> (j & 7)) & 1 else s
-            out[j] = out[j] + v if accumulate else v
-
-
-# --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------
-@njit
-def dither_levels(x, scale, block, s, key, width, out):
-    """Signed-level fields ``level | sign << (width − 1)`` packed into ``out``.
-
-    ``level = ⌊t + u_j⌋`` with ``t = |x_j|·scale[block]``, ``u_j = word32_j·2⁻³²``, capped at s;
-    the sign bit is set only for non-zero levels.
-    """
-    d = x.size
-    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    sbit = np.uint32(1) << np.uint32(width - 1)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        words = _chunk_words(key, c0, n, words64)
-        j = c0
-        while j < c0 + n:  # runs of one block inside the chunk
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            sc = scale[b]
-            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
-            for i in range(xs.size):
-                v = np.float64(xs[i])
-                t = abs(v) * sc
-                lev = min(np.int64(t + np.float64(np.int64(ws[i])) * INV_2_32), s)
-                fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
-            j = stop
-        _pack_chunk(fields, n, width, out, c0 * width)
-
-
-# --- uniform grid (weight quantisation) -------------------------------------------------------
-@njit
-def block_extremes(x, block, lo, hi):
-    """Per block, the minimum and maximum of ``x`` (as float64) into ``lo`` and ``hi``."""
-    for b in range(lo.size):
-        xs = x[b * block : min(x.size, (b + 1) * block)]
-        low = high = np.float64(xs[0])
-        for i in range(1, xs.size):
-            v = np.float64(xs[i])
-            low = min(low, v)
-            high = max(high, v)
-        lo[b], hi[b] = low, high
-
-
-@njit
-def uniform_levels(x, lo, hi, block, top, key, stochastic, width, out):
-    """Grid levels ``min(⌊(x_j − lo)·(top/(hi − lo)) + u_j⌋, top)`` packed into ``out``
-    (``u_j`` the counter-based uniform when ``stochastic``, else 0.5; level 0 on a constant
-    block)."""
-    d = x.size
-    words64 = np.zeros(CHUNK // 2, dtype=np.uint64)
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    ceiling = np.float64(top)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        words = _chunk_words(key, c0, n, words64) if stochastic else words64.view(np.uint32)
-        j = c0
-        while j < c0 + n:  # runs of one block inside the chunk
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            low, span = lo[b], hi[b] - lo[b]
-            scale = ceiling / span if span > 0 else 0.0
-            if not math.isfinite(scale):  # a range below top/1.8e308: every level is lo
-                scale = 0.0
-            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
-            for i in range(xs.size):
-                shift = np.float64(np.int64(ws[i])) * INV_2_32 if stochastic else 0.5
-                t = math.floor((np.float64(xs[i]) - low) * scale + shift)
-                fs[i] = np.uint32(max(0.0, min(t, ceiling)))
-            j = stop
-        _pack_chunk(fields, n, width, out, c0 * width)
-
-
-@njit
-def uniform_values(buf, lo, hi, block, top, width, out):
-    """``out[j] = lo·(1 − f) + hi·f`` with ``f = level_j/top`` of the block of j."""
-    d = out.size
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    ceiling = np.float64(top)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * width, n, width, fields)
-        j = c0
-        while j < c0 + n:
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            low, high = lo[b], hi[b]
-            fs, os_ = fields[j - c0 : stop - c0], out[j:stop]
-            for i in range(fs.size):
-                f = np.float64(fs[i]) / ceiling
-                os_[i] = low * (1.0 - f) + high * f
-            j = stop
-
-
-@njit
-def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False, round32=False):
-    """Decode signed-level fields: out[j] = ±f(level)·norm[block of j].
-
-    f(ℓ) = ℓ (dithering, with norm ν/s) or, with ``pow2``, f(ℓ) = 2^(ℓ−s) and f(0) = 0
-    (natural dithering, norm ν), built from exponent bits so the loop vectorises. With
-    ``accumulate`` the values are added to ``out`` (float64), rounded to float32 first when
-    ``round32`` (the payload's dtype), i.e. exactly what decoding and then adding gives. Returns −1,
-    or the first coordinate whose field is impossible (a level above s, or a sign bit on
-    level 0). The sign is applied by a select (``−val`` or ``val``), so values up to the
-    largest finite float cannot overflow.
-    """
-    d = out.size
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    scale_bits = np.empty(CHUNK, dtype=np.uint64)
-    scales = scale_bits.view(np.float64)
-    mask = (np.uint32(1) << np.uint32(width - 1)) - np.uint32(1)
-    shift = np.uint32(width - 1)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        _unpack_chunk(buf, c0 * width, n, width, fields)
-        bad = False
-        for i in range(n):
-            f = fields[i]
-            lev = min(f & mask, np.uint32(s))
-            bad |= ((f & mask) > s) | ((lev == 0) & ((f >> shift) != 0))
-            if pow2:  # IEEE float64 2^(ℓ−s): biased exponent ℓ − s + 1023, zero for ℓ = 0
-                scale_bits[i] = np.uint64(lev + np.uint32(1023 - s)) << np.uint64(52) if lev > 0 else np.uint64(0)
-            else:
-                scales[i] = np.float64(lev)
-        j = c0
-        while j < c0 + n:
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            nu = norm[b]
-            fs, sc, os = fields[j - c0 : stop - c0], scales[j - c0 : stop - c0], out[j:stop]
-            if accumulate:
-                for i in range(fs.size):
-                    val = sc[i] * nu
-                    val = -val if fs[i] >> shift else val
-                    os[i] += np.float64(np.float32(val)) if round32 else val
-            else:
-                for i in range(fs.size):
-                    val = sc[i] * nu
-                    os[i] = -val if fs[i] >> shift else val
-            j = stop
-        if bad:
-            for i in range(n):
-                f = fields[i]
-                if (f & mask) > s or ((f & mask) == 0 and (f >> shift) != 0):
-                    return c0 + i
-    return -1
-
-
-# --- natural compression ---------------------------------------------------------------------
-@njit
-def natural_pack32(bits, key, out):
-    """C_nat of float32 bit patterns: fields ``sign << 8 | exponent'`` (9 bits).
-
-    Rounds the exponent up with probability mantissa/2²³ (the top 23 bits of the word decide,
-    so the probability is exact). Returns the first index whose input is NaN/Inf or whose
-    exponent would round up to 255, or −1.
-    """
-    d = bits.size
-    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        words = _chunk_words(key, c0, n, words64)
-        worst = np.uint32(0)
-        bc = bits[c0 : c0 + n]
-        for i in range(n):
-            b = bc[i]
-            e = (b >> np.uint32(23)) & np.uint32(0xFF)
-            e += np.uint32((words[i] >> np.uint32(9)) < (b & np.uint32(0x7FFFFF)))
-            worst = max(worst, e)
-            fields[i] = ((b >> np.uint32(31)) << np.uint32(8)) | e
-        if worst >= 0xFF:  # NaN/Inf input (exponent 255) or rounding up to 255
-            for i in range(n):
-                b = bc[i]
-                e = (b >> np.uint32(23)) & np.uint32(0xFF)
-                if e == 0xFF or (e == 0xFE and (words[i] >> np.uint32(9)) < (b & np.uint32(0x7FFFFF))):
-                    return c0 + i
-        _pack_chunk(fields, n, 9, out, c0 * 9)
-    return -1
-
-
-@njit
-def _natural_bits_chunk(buf, c0, n, fields, out_bits):
-    """float32 bit patterns of C_nat fields c0 … c0+n−1 into out_bits[:n]; −1 or a bad index."""
-    _unpack_chunk(buf, c0 * 9, n, 9, fields)
-    worst = np.uint32(0)
-    for i in range(n):
-        f = fields[i]
-        e = f & np.uint32(0xFF)
-        worst = max(worst, e)
-        out_bits[i] = ((f >> np.uint32(8)) << np.uint32(31)) | (e << np.uint32(23))
-    if worst == 0xFF:  # exponent field of all ones: no value of C_nat, a corrupted buffer
-        for i in range(n):
-            if (fields[i] & np.uint32(0xFF)) == 0xFF:
-                return c0 + i
-    return -1
-
-
-@njit
-def natural_unpack32(buf, out_bits):
-    """Inverse of `natural_pack32` into float32 bit patterns; returns −1 or the first bad j."""
-    d = out_bits.size
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        bad = _natural_bits_chunk(buf, c0, n, fields, out_bits[c0 : c0 + n])
-        if bad >= 0:
-            return bad
-    return -1
-
-
-@njit
-def natural_add32(buf, acc):
-    """acc[j] += the C_nat value of coordinate j (float32 payload); returns −1 or a bad j."""
-    d = acc.size
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    bits = np.empty(CHUNK, dtype=np.uint32)
-    values = bits.view(np.float32)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        bad = _natural_bits_chunk(buf, c0, n, fields, bits)
-        if bad >= 0:
-            return bad
-        ac = acc[c0 : c0 + n]
-        for i in range(n):
-            ac[i] += values[i]
-    return -1
-
-
-# --- natural dithering -----------------------------------------------------------------------
-@njit
-def natural_dither_levels(x, inv_norm, block, s, key, width, out):
-    """Level index L ∈ {0…s} (value 2^(L−s), 0 for L = 0) with unbiased rounding, plus sign."""
-    d = x.size
-    words64 = np.empty(CHUNK // 2, dtype=np.uint64)
-    fields = np.empty(CHUNK, dtype=np.uint32)
-    sbit = np.uint32(1) << np.uint32(width - 1)
-    bottom = 2.0 ** (s - 1)  # 1 / 2^(1−s)
-    ybuf = np.empty(CHUNK, dtype=np.float64)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
-        words = _chunk_words(key, c0, n, words64)
-        j = c0
-        while j < c0 + n:
-            b = j // block
-            stop = min(c0 + n, (b + 1) * block)
-            inv = inv_norm[b]
-            xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
-            ys = ybuf[: xs.size]
-            for i in range(xs.size):
-                ys[i] = min(abs(np.float64(xs[i])) * inv, 1.0)
-            ybits = ys.view(np.uint64)
-            for i in range(xs.size):
-                y = ys[i]
-                yb = ybits[i]
-                lev = np.int64(yb >> np.uint64(52)) - 1023 + s  # ⌊log₂ y⌋ + s for normal y
-                w = np.uint64(ws[i])
-                if lev >= 1:  # between 2^(L−s) and 2^(L+1−s): P(up) = mantissa / 2⁵²
-                    lev += (w << np.uint64(20)) < (yb & MANT52)
-                else:  # between 0 and 2^(1−s): P(up) = y·2^(s−1)
-                    lev = np.int64(np.float64(np.int64(w)) * INV_2_32 < y * bottom)
-                fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (xs[i] < 0)))
-            j = stop
-        _pack_chunk(fields, n, width, out, c0 * width)
-
-
-# --- top-k candidate filter ------------------------------------------------------------------
-@njit
-def indices_at_least(x, threshold, out):
-    """Write the indices j with |x_j| ≥ threshold into ``out``; return their count (capped)."""
-    n = 0
-    cap = out.size
-    for j in range(x.size):
-        if abs(x[j]) >= threshold:
-            if n < cap:
-                out[n] = j
-            n += 1
-    return n

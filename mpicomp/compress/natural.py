@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import Compressor, DecodeError, raise_non_finite
-from .bitpack import check_padding, pack_fields, unpack_fields
-from .counter_rng import draw_key, words32, words64
+from .base import Compressor, DecodeError, output_array, raise_non_finite
+from .bitpack import check_padding, packed_nbytes
+from .counter_rng import draw_key
 
-#: per dtype: (unsigned view, exponent bits, mantissa bits)
-LAYOUT = {np.dtype(np.float32): (np.uint32, 8, 23), np.dtype(np.float64): (np.uint64, 11, 52)}
+#: bits of one C_nat field, per dtype: the sign and the exponent
+FIELD_BITS = {np.dtype(np.float32): 1 + 8, np.dtype(np.float64): 1 + 11}
 
 
 class Natural(Compressor):
@@ -41,31 +41,16 @@ class Natural(Compressor):
     kernel_checks_finite = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
-        return d * (1 + LAYOUT[np.dtype(dtype)][1])
+        return d * FIELD_BITS[np.dtype(dtype)]
 
     def omega(self, d: int) -> float:
         return 1 / 8
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         key = draw_key(rng)
-        utype, ebits, mbits = LAYOUT[x.dtype]
-        bits = x.view(utype)
-        width = 1 + ebits
-        if kernels.active() and x.dtype == np.float32:
-            out = np.zeros(-(-x.size * width // 8), dtype=np.uint8)
-            bad = kernels.natural_pack32(bits, np.uint64(key), out)
-        else:
-            top = (1 << ebits) - 1
-            e = (bits >> utype(mbits)) & utype(top)
-            m = bits & utype((1 << mbits) - 1)
-            if x.dtype == np.float32:
-                up = (words32(key, x.size) >> np.uint32(32 - mbits)) < m
-            else:
-                up = (words64(key, x.size) >> np.uint64(64 - mbits)) < m
-            e = e + up.astype(utype)
-            over = e >= top
-            bad = int(np.argmax(over)) if over.any() else -1
-            out = pack_fields((((bits >> utype(8 * x.itemsize - 1)) << utype(ebits)) | e).astype(np.uint32), width)
+        width = FIELD_BITS[x.dtype]
+        out = np.zeros(packed_nbytes(x.size, width), dtype=np.uint8)
+        bad = kernels.backend().natural_pack(x, np.uint64(key), out)
         if bad >= 0:
             raise_non_finite(x)
             raise ValueError(
@@ -74,30 +59,25 @@ class Natural(Compressor):
             )
         return b"", out, x.size * width
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
-        utype, ebits, mbits = LAYOUT[dtype]
-        width = 1 + ebits
-        self._check_body_size(body, d * width)
-        check_padding(body, d * width)
-        if kernels.active() and dtype == np.float32:
-            out = self._output(out, d, dtype).view(np.uint32)
-            bad = kernels.natural_unpack32(body, out)
-        else:
-            f = unpack_fields(body, width, d).astype(utype)
-            e = f & utype((1 << ebits) - 1)
-            over = e == (1 << ebits) - 1
-            bad = int(np.argmax(over)) if over.any() else -1
-            out = ((f >> utype(ebits)) << utype(8 * dtype.itemsize - 1)) | (e << utype(mbits))
-        if bad >= 0:
-            raise DecodeError(f"natural: exponent field of all ones at coordinate {bad}: corrupted")
-        return out.view(dtype)
+    def decode_body(self, extra, body, d, dtype, out=None):
+        self._check_fields(body, d, dtype)
+        out = output_array(out, d, dtype)
+        self._raise_if_bad(kernels.backend().natural_unpack(body, out))
+        return out
 
     def accumulates(self, dtype) -> bool:
         return np.dtype(dtype) == np.float32
 
-    def _add_body(self, extra, body, d, dtype, acc):
-        self._check_body_size(body, d * 9)
-        check_padding(body, d * 9)
-        bad = kernels.natural_add32(body, acc)
+    def add_body(self, extra, body, d, dtype, acc):
+        self._check_fields(body, d, dtype)
+        self._raise_if_bad(kernels.backend().natural_add32(body, acc))
+
+    def _check_fields(self, body, d, dtype) -> None:
+        nbits = d * FIELD_BITS[dtype]
+        self._check_body_size(body, nbits)
+        check_padding(body, nbits)
+
+    @staticmethod
+    def _raise_if_bad(bad: int) -> None:
         if bad >= 0:
             raise DecodeError(f"natural: exponent field of all ones at coordinate {bad}: corrupted")

@@ -1,8 +1,9 @@
 """Build operators from spec strings: ``"qsgd:s=4,block=512"``, ``"topk:k=0.01+natural"``, and
 check an operator's parameters against the lengths of the vectors it will compress.
 
-Grammar: ``spec := part ("+" part)?``, ``part := name [":" key "=" value ("," key "=" value)*]``.
-Values are read as int, then float, then left as text (``p=inf``, ``coder=elias``).
+Grammar: ``spec := part ["+" part]``, each part a spec of `mpicomp.spec_strings` whose keys are
+the operator's parameters. Values are read as int, then float, then left as text (``p=inf``,
+``coder=elias``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .compose import Composition
 from .dithering import QSGD, Dither, NaturalDither, TernGrad
 from .natural import Natural
 from .sign import ScaledSign, Sign
-from ..spec_strings import parse_value, spec_items
+from ..spec_strings import parse_spec
 from .sparse import RandK, TopK
 from .uniform import Uniform
 
@@ -32,25 +33,29 @@ def parameters(name: str) -> list[str]:
 
 
 def _part(text: str) -> Compressor:
-    name, _, args = text.strip().partition(":")
-    name = name.strip()
-    if name not in OPERATORS:
-        raise ValueError(f"unknown compressor {name!r}: choose one of {', '.join(sorted(OPERATORS))}")
-    valid = parameters(name)
-    kwargs = {}
-    for key, val in spec_items(name, args):
-        if key not in valid:
-            choices = ", ".join(valid) if valid else "none"
-            raise ValueError(f"{name}: unknown parameter {key!r}; valid parameters: {choices}")
-        kwargs[key] = parse_value(val)
+    forms = {name: parameters(name) for name in sorted(OPERATORS)}
+    name, kwargs = parse_spec(text, forms, "compressor")
     try:
         return OPERATORS[name](**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{text.strip()!r}: {exc}") from exc
 
 
-def get(spec: str | Compressor) -> Compressor:
-    """The operator described by ``spec`` (an operator is returned as it is)."""
+def make_compressor(spec: str | Compressor) -> Compressor:
+    """The operator described by ``spec`` (an operator is returned as it is).
+
+    Parameters
+    ----------
+    spec : str or Compressor
+        ``"name"``, ``"name:key=value,..."`` or a composition ``"A+B"``
+        (``"topk:k=0.01+natural"``).
+
+    Raises
+    ------
+    ValueError
+        An unknown operator or parameter, a malformed item, more than two parts, or parameters
+        the operator rejects; the message names what was wrong and the valid choices.
+    """
     if isinstance(spec, Compressor):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -60,6 +65,8 @@ def get(spec: str | Compressor) -> Compressor:
         raise ValueError(f"{spec!r}: a composition has two parts, 'A+B' (e.g. topk:k=0.01+natural)")
     ops = [_part(p) for p in parts]
     return ops[0] if len(ops) == 1 else Composition(ops[0], ops[1])
+
+
 
 
 def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the model", setting: str = "") -> None:

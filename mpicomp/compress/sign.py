@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import blockwise, kernels
-from .base import Compressor, n_blocks, raise_non_finite, value_bits
+from .base import Compressor, n_blocks, output_array, raise_non_finite, value_bits
 from .bitpack import check_padding
 
 
@@ -40,29 +40,22 @@ def block_mean_abs(x: np.ndarray, block: int) -> np.ndarray:
 
 
 def _pack_signs(x: np.ndarray) -> np.ndarray:
-    if kernels.active():
-        out = np.empty(-(-x.size // 8), dtype=np.uint8)
-        if not kernels.sign_pack(x, out):
-            raise_non_finite(x)
-        return out
-    return np.packbits(x < 0, bitorder="little")
+    out = np.empty(-(-x.size // 8), dtype=np.uint8)
+    if not kernels.backend().sign_pack(x, out):
+        raise_non_finite(x)
+    return out
 
 
 def _add_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, acc) -> None:
     check_padding(bits, d)
-    kernels.sign_unpack(bits, scales.astype(dtype), block, acc, True)
+    kernels.backend().sign_unpack(bits, scales.astype(dtype), block, acc, True)
 
 
 def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, out=None) -> np.ndarray:
     check_padding(bits, d)
-    scales = scales.astype(dtype)
-    if kernels.active():
-        out = Compressor._output(out, d, dtype)
-        kernels.sign_unpack(bits, scales, block, out)
-        return out
-    negative = np.unpackbits(bits, count=d, bitorder="little").astype(bool)
-    mag = blockwise.per_element(scales, block, d)
-    return np.where(negative, -mag, mag).astype(dtype)
+    out = output_array(out, d, dtype)
+    kernels.backend().sign_unpack(bits, scales.astype(dtype), block, out)
+    return out
 
 
 class Sign(Compressor):
@@ -75,17 +68,17 @@ class Sign(Compressor):
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return d
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         return b"", _pack_signs(x), x.size
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, d)
         return _unpack_signs(body, np.ones(1), max(d, 1), d, dtype, out)
 
     def accumulates(self, dtype) -> bool:
         return True
 
-    def _add_body(self, extra, body, d, dtype, acc):
+    def add_body(self, extra, body, d, dtype, acc):
         self._check_body_size(body, d)
         _add_signs(body, np.ones(1), max(d, 1), d, dtype, acc)
 
@@ -126,7 +119,7 @@ class ScaledSign(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 / max(1, d if self.block <= 0 else min(self.block, d))
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         block = blockwise.effective_block(x.size, self.block)
         scales = block_mean_abs(x, block).astype(x.dtype)
         head = blockwise.scalar_bytes(scales)
@@ -137,13 +130,13 @@ class ScaledSign(Compressor):
         self._check_body_size(bits, d)
         return bits, scales, block
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         bits, scales, block = self._split_body(body, d, dtype)
         return _unpack_signs(bits, scales, block, d, dtype, out)
 
     def accumulates(self, dtype) -> bool:
         return True
 
-    def _add_body(self, extra, body, d, dtype, acc):
+    def add_body(self, extra, body, d, dtype, acc):
         bits, scales, block = self._split_body(body, d, dtype)
         _add_signs(bits, scales, block, d, dtype, acc)

@@ -81,9 +81,9 @@ def unpack_indices(section: np.ndarray, k: int, d: int) -> np.ndarray:
 def top_indices(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest |x_j|, ascending; ties at the threshold go to the lowest indices.
 
-    With Numba, a strided sample of |x| bounds the threshold from below, one pass collects the
-    candidates above it and the exact selection runs on those; the result is the same set as
-    the exact selection over the whole vector.
+    For long vectors a strided sample of |x| bounds the threshold from below, one pass collects
+    the candidates above it and the exact selection runs on those; the result is the same set
+    as the exact selection over the whole vector.
     """
     d = x.size
     if k == 0:
@@ -91,7 +91,7 @@ def top_indices(x: np.ndarray, k: int) -> np.ndarray:
     if k == d:
         return np.arange(d, dtype=np.int64)
     cand = None
-    if kernels.active() and d > 8 * SAMPLE:
+    if d > 8 * SAMPLE:
         step = d // SAMPLE
         sample = np.abs(x[::step])
         expect = sample.size * k / d
@@ -99,7 +99,7 @@ def top_indices(x: np.ndarray, k: int) -> np.ndarray:
         if above < sample.size:
             t0 = np.partition(sample, sample.size - above)[sample.size - above]
             buf = np.empty(min(d, 8 * k + 4096), dtype=np.int64)
-            n = kernels.indices_at_least(x, t0, buf)
+            n = kernels.backend().indices_at_least(x, t0, buf)
             if k <= n <= buf.size:
                 cand = buf[:n]
     if cand is None:
@@ -116,7 +116,8 @@ def top_indices(x: np.ndarray, k: int) -> np.ndarray:
 class Sparsifier(Compressor):
     """Keeps ``k`` coordinates; ``k`` ≥ 1 is a count, 0 < k < 1 a fraction of d (rounded, ≥ 1)."""
 
-    shared = False
+    #: whether the indices come from a key in the header instead of the body (`RandK`)
+    shared: bool = False
 
     def __init__(self, k: float = 0.01):
         if not k > 0:
@@ -124,7 +125,10 @@ class Sparsifier(Compressor):
         if k >= 1 and int(k) != k:
             raise ValueError(f"k={k!r}: a count must be an integer (or give a fraction < 1)")
         self.k = float(k)
-        self.extra_header = KEY.size if self.shared else 0
+
+    @property
+    def extra_header(self) -> int:
+        return KEY.size if self.shared else 0
 
     def k_of(self, d: int) -> int:
         """Number of kept coordinates for dimension d (ValueError if k > d)."""
@@ -165,7 +169,7 @@ class Sparsifier(Compressor):
         out[idx] = values
         return out
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         idx, extra = self.select(x, rng)
         vals = x[idx].astype(x.dtype.newbyteorder("<")).view(np.uint8)
         nvb = idx.size * value_bits(x.dtype)
@@ -174,7 +178,7 @@ class Sparsifier(Compressor):
         section, nib = pack_indices(idx, x.size)
         return extra, append_bits(vals, nvb, section, nib), nvb + nib
 
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         try:
             k = self.k_of(d)
         except ValueError as exc:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import blockwise, kernels
-from .base import Compressor, DecodeError, n_blocks, value_bits
-from .bitpack import check_padding, pack_fields, packed_nbytes, unpack_fields
-from .counter_rng import draw_key, uniforms
+from .base import Compressor, DecodeError, n_blocks, output_array, value_bits
+from .bitpack import check_padding, packed_nbytes
+from .counter_rng import draw_key
 
 ROUNDINGS = ("nearest", "stochastic")
 MAX_BITS = 16
@@ -60,11 +60,11 @@ class Uniform(Compressor):
         self.top = (1 << self.bits) - 1  # the largest level
 
     @property
-    def unbiased(self) -> bool:  # type: ignore[override]
+    def unbiased(self) -> bool:
         return self.rounding == "stochastic"
 
     @property
-    def randomised(self) -> bool:  # type: ignore[override]
+    def randomised(self) -> bool:
         return self.rounding == "stochastic"
 
     def spec(self) -> str:
@@ -92,37 +92,20 @@ class Uniform(Compressor):
         """``(block, lo, hi)`` of ``x``: the block length and each block's extremes (float64)."""
         block = blockwise.effective_block(x.size, self.block)
         nb = n_blocks(x.size, self.block)
-        if kernels.active():
-            lo, hi = np.empty(nb), np.empty(nb)
-            kernels.block_extremes(x, block, lo, hi)
-            return block, lo, hi
-        padded = np.empty(nb * block, dtype=np.float64)
-        padded[: x.size] = x
-        padded[x.size :] = x[-1] if x.size else 0.0  # a repeated value moves no minimum or maximum
-        rows = padded.reshape(nb, block)
-        return block, rows.min(axis=1), rows.max(axis=1)
+        lo, hi = np.empty(nb), np.empty(nb)
+        kernels.backend().block_extremes(x, block, lo, hi)
+        return block, lo, hi
 
-    def _encode_body(self, x, rng):
+    def encode_body(self, x, rng):
         key = draw_key(rng) if self.randomised else 0
         block, lo, hi = self.grid(x)
-        if kernels.active():
-            fields = np.zeros(packed_nbytes(x.size, self.bits), dtype=np.uint8)
-            kernels.uniform_levels(x, lo, hi, block, self.top, np.uint64(key), self.randomised, self.bits, fields)
-        else:
-            fields = pack_fields(self._levels(x, block, lo, hi, key), self.bits)
+        fields = np.zeros(packed_nbytes(x.size, self.bits), dtype=np.uint8)
+        kernels.backend().uniform_levels(x, lo, hi, block, self.top, np.uint64(key),
+                                         self.randomised, self.bits, fields)
         ends = np.stack([lo, hi], axis=1).ravel().astype(x.dtype)
         return b"", [blockwise.scalar_bytes(ends), fields], self.body_bits(x.size, x.dtype)
 
-    def _levels(self, x, block, lo, hi, key):
-        """Grid levels, vectorised (the reference of `kernels.uniform_levels`)."""
-        with np.errstate(divide="ignore", over="ignore"):  # constant blocks: scale 0, level 0
-            scale = self.top / (hi - lo)
-        scale[~np.isfinite(scale)] = 0.0  # also a range below top/1.8e308: every level is lo
-        t = (x - blockwise.per_element(lo, block, x.size)) * blockwise.per_element(scale, block, x.size)
-        shift = uniforms(key, x.size) if self.randomised else 0.5
-        return np.clip(np.floor(t + shift), 0, self.top).astype(np.uint32)
-
-    def _decode_body(self, extra, body, d, dtype, out=None):
+    def decode_body(self, extra, body, d, dtype, out=None):
         nb = n_blocks(d, self.block)
         size = 2 * nb * dtype.itemsize
         if body.size < size:
@@ -136,11 +119,6 @@ class Uniform(Compressor):
         self._check_body_size(fields, nbits)
         check_padding(fields, nbits)
         block = blockwise.effective_block(d, self.block)
-        out = self._output(out, d, dtype)
-        if kernels.active():
-            kernels.uniform_values(fields, lo, hi, block, self.top, self.bits, out)
-            return out
-        fraction = unpack_fields(fields, self.bits, d) / self.top  # k-bit fields: at most 1
-        # lo·(1 − f) + hi·f: both ends come back exactly, also in float64
-        out[:] = blockwise.per_element(lo, block, d) * (1.0 - fraction) + blockwise.per_element(hi, block, d) * fraction
+        out = output_array(out, d, dtype)
+        kernels.backend().uniform_values(fields, lo, hi, block, self.top, self.bits, out)
         return out

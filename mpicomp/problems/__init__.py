@@ -40,5 +40,6 @@ def make_problem(name: str, A, b, **kwargs) -> Problem:
 
 __all__ = [
     "Problem", "LogisticRegression", "LeastSquares", "SoftmaxRegression", "MLP", "PROBLEMS",
-    "make_problem", "ReferenceInterrupted", "ReferenceResult", "reference_optimum", "solve_reference",
+    "make_problem", "ReferenceInterrupted", "ReferenceResult", "reference_optimum",
+    "solve_reference",
 ]

@@ -33,7 +33,8 @@ def _is_sparse(A) -> bool:
 
 
 def check_matrix(A, name: str = "A"):
-    """Validate a data matrix: 2-D, numeric, finite; SciPy sparse becomes CSR, ints become float64."""
+    """Validate a data matrix: 2-D, numeric, finite; SciPy sparse becomes CSR, ints become
+    float64."""
     if _is_sparse(A):
         A = A.tocsr()
         values = A.data
@@ -170,7 +171,7 @@ class Problem(abc.ABC):
     def n_features(self) -> int:
         return int(self.A.shape[1])
 
-    def with_data(self, A, b) -> "Problem":
+    def with_data(self, A, b) -> Problem:
         """The same problem (kind and hyper-parameters) over other data, e.g. all shards."""
         return type(self)(A, b, **self.hyperparameters())
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..spec_strings import parse_value
+from ..spec_strings import Form, parse_spec
 from .libsvm import read_libsvm
 
 TASKS = ("binary", "multiclass", "regression")
@@ -110,7 +110,7 @@ class Dataset:
         return int(self.A.shape[1])
 
     @property
-    def n_classes(self) -> Optional[int]:
+    def n_classes(self) -> int | None:
         """``C`` for multiclass (``max label + 1``), 2 for binary, None for regression."""
         if self.task == "binary":
             return 2
@@ -122,7 +122,7 @@ class Dataset:
     def sparse(self) -> bool:
         return sp.issparse(self.A)
 
-    def take(self, rows, name: Optional[str] = None) -> "Dataset":
+    def take(self, rows, name: str | None = None) -> Dataset:
         """The rows ``rows`` (an index array) as a new Dataset; ``meta['indices']`` records them."""
         rows = np.asarray(rows, dtype=np.int64)
         meta = dict(self.meta)
@@ -149,7 +149,7 @@ def block_bounds(n: int, parts: int, index: int) -> tuple[int, int]:
 
 
 def shard_indices(n: int, rank: int, size: int, how: str = "contiguous", seed: int = 0,
-                  y: Optional[np.ndarray] = None) -> np.ndarray:
+                  y: np.ndarray | None = None) -> np.ndarray:
     """The rows of an ``n``-sample data set that rank ``rank`` of ``size`` holds (sorted).
 
     ``contiguous``: block ``rank`` of the rows in order. ``shuffled``: block ``rank`` of
@@ -235,14 +235,14 @@ def standardize(train: Dataset, *others: Dataset) -> tuple[Dataset, ...]:
 # --------------------------------------------------------------------------------------------
 # LIBSVM files
 # --------------------------------------------------------------------------------------------
-def _apply_density_rule(A: sp.csr_matrix, dense: Optional[bool]):
+def _apply_density_rule(A: sp.csr_matrix, dense: bool | None):
     if dense is None:
         m, d = A.shape
         dense = A.nnz >= DENSE_THRESHOLD * m * d
     return A.toarray() if dense else A
 
 
-def _labels_for_task(y: np.ndarray, task: Optional[str], where: str):
+def _labels_for_task(y: np.ndarray, task: str | None, where: str):
     """``(labels, task, classes)``; see `load_libsvm`."""
     values = np.unique(y)
     if task is None:
@@ -267,9 +267,9 @@ def _labels_for_task(y: np.ndarray, task: Optional[str], where: str):
     raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)} or None")
 
 
-def load_libsvm(path: Union[str, "os.PathLike[str]"], *, n_features: Optional[int] = None,
-                zero_based: bool = False, task: Optional[str] = None,
-                dense: Optional[bool] = None) -> Dataset:
+def load_libsvm(path: str | os.PathLike[str], *, n_features: int | None = None,
+                zero_based: bool = False, task: str | None = None,
+                dense: bool | None = None) -> Dataset:
     """A LIBSVM / svmlight file as a `Dataset`.
 
     Parameters
@@ -452,62 +452,58 @@ _SYNTH_KEYS = {
 }
 
 
-def _parse_synthetic(rest: str) -> tuple[str, dict]:
-    kind = "logistic"
-    params: dict = {}
-    items = [item.strip() for item in rest.split(",")] if rest else []
-    for pos, item in enumerate(items):
-        if not item:
-            continue
-        if "=" not in item:
-            if pos != 0:
-                raise ValueError(f"synthetic spec item {item!r} is not key=value; {_SPEC_HELP}")
-            kind = item
-            if kind not in SYNTHETIC_KINDS:
-                raise ValueError(f"unknown synthetic kind {kind!r}: choose one of "
-                                 f"{', '.join(SYNTHETIC_KINDS)}")
-            continue
-        key, _, value = item.partition("=")
-        key = key.strip()
-        if key not in _SYNTH_KEYS:
-            raise ValueError(f"unknown synthetic key {key!r}: valid keys are "
-                             f"{', '.join(sorted(_SYNTH_KEYS))}")
-        params[_SYNTH_KEYS[key]] = parse_value(value.strip())
-    return kind, params
+DATA_FORMS: dict[str, Form] = {
+    "synthetic": Form(keys=tuple(_SYNTH_KEYS), head="kind", head_choices=SYNTHETIC_KINDS),
+    "breast_cancer": Form(),
+    "digits": Form(head="variant", head_choices=("binary",)),
+    "libsvm": Form(rest="path", required=("path",)),
+}
+"""The data spec grammar (`mpicomp.spec_strings`): ``synthetic[:KIND][,key=value...]`` (the
+kind is a bare first item), ``breast_cancer``, ``digits[:binary]``, ``libsvm:PATH``."""
+
+
+def _parse_synthetic(params: dict) -> tuple[str, dict]:
+    """``(kind, make_synthetic keywords)`` from the parameters of a ``synthetic`` spec."""
+    params = dict(params)
+    kind = params.pop("kind", "logistic")
+    keywords: dict = {}
+    given: dict = {}
+    for key, value in params.items():
+        full = _SYNTH_KEYS[key]
+        if full in keywords:
+            raise ValueError(f"synthetic spec gives {full} twice: as {given[full]!r} and {key!r}")
+        keywords[full], given[full] = value, key
+    return kind, keywords
 
 
 # --------------------------------------------------------------------------------------------
 # The spec front door
 # --------------------------------------------------------------------------------------------
-def _load_raw(spec: str, seed: Optional[int], groups: Optional[int],
+def _load_raw(spec: str, seed: int | None, groups: int | None,
               libsvm_options: dict) -> tuple[Dataset, bool]:
     """The data set named by ``spec`` and whether it is standardised by default."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"data spec must be a non-empty string, got {spec!r}; {_SPEC_HELP}")
     spec = spec.strip()
-    head, _, rest = spec.partition(":")
-    if libsvm_options and head != "libsvm":
+    name, params = parse_spec(spec, DATA_FORMS, "data set", noun="key", hint=_SPEC_HELP)
+    if libsvm_options and name != "libsvm":
         raise TypeError(f"options {sorted(libsvm_options)} apply to libsvm:PATH only, not {spec!r}")
-    if head == "libsvm":
-        if not rest:
-            raise ValueError("libsvm:PATH needs a path after 'libsvm:'")
-        return load_libsvm(rest, **libsvm_options), False
-    if spec in BUNDLED:
-        return load_bundled(spec), True
-    if head == "synthetic":
-        kind, params = _parse_synthetic(rest)
+    if name == "libsvm":
+        return load_libsvm(params["path"], **libsvm_options), False
+    if name == "synthetic":
+        kind, keywords = _parse_synthetic(params)
         if seed is not None:
-            params.setdefault("seed", seed)
+            keywords.setdefault("seed", seed)
         if groups is not None:
-            params.setdefault("groups", groups)
-        ds = make_synthetic(kind, **params)
-        ds.name = spec if rest else f"synthetic:{kind}"
+            keywords.setdefault("groups", groups)
+        ds = make_synthetic(kind, **keywords)
+        ds.name = spec if params else f"synthetic:{kind}"
         return ds, False
-    raise ValueError(f"unknown data set {spec!r}; {_SPEC_HELP}")
+    return load_bundled(f"{name}:{params['variant']}" if params else name), True
 
 
-def load(spec: str, *, seed: Optional[int] = None, groups: Optional[int] = None,
-         standardize_features: Optional[bool] = None, **libsvm_options) -> Dataset:
+def load(spec: str, *, seed: int | None = None, groups: int | None = None,
+         standardize_features: bool | None = None, **libsvm_options) -> Dataset:
     """The data set named by ``spec`` (the ``--data`` flag), whole.
 
     Parameters
@@ -531,8 +527,8 @@ def load(spec: str, *, seed: Optional[int] = None, groups: Optional[int] = None,
 
 
 def load_split(spec: str, test_fraction: float, *, split_seed: int = 0,
-               seed: Optional[int] = None, groups: Optional[int] = None,
-               standardize_features: Optional[bool] = None,
+               seed: int | None = None, groups: int | None = None,
+               standardize_features: bool | None = None,
                **libsvm_options) -> tuple[Dataset, Dataset]:
     """``(train, test)`` for ``spec``: `train_test_split` with ``split_seed``, then (where
     standardised) statistics from the training part applied to both."""

@@ -30,7 +30,7 @@ import gzip
 import lzma
 import math
 import os
-from typing import IO, Optional, Union
+from typing import IO, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,7 +46,7 @@ def _open_text(path: PathLike) -> IO[str]:
     check_regular_file(path, "LIBSVM file")
     opener = _OPENERS.get(os.path.splitext(os.fspath(path))[1].lower())
     if opener is None:
-        return open(path, "r", encoding="utf-8")
+        return open(path, encoding="utf-8")
     return opener(path, "rt", encoding="utf-8")
 
 
@@ -54,7 +54,7 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _number(text: str) -> Optional[float]:
+def _number(text: str) -> float | None:
     """``float(text)`` if it is a finite number, else None."""
     try:
         value = float(text)
@@ -63,7 +63,7 @@ def _number(text: str) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def _diagnose(where: str, line: str, zero_based: bool, n_features: Optional[int]) -> None:
+def _diagnose(where: str, line: str, zero_based: bool, n_features: int | None) -> None:
     """Raise the precise error for one data line (comment already removed); return if it is fine."""
     tokens = line.split()
     if _number(tokens[0]) is None:
@@ -97,8 +97,8 @@ def _diagnose(where: str, line: str, zero_based: bool, n_features: Optional[int]
                 f"{where}: value {value_text!r} in token {token!r} is not a finite number"
             )
         if index < base:
-            hint = "; indices are 1-based here, pass zero_based=True (the apps' --zero-based) for 0-based files" if (
-                index == 0 and not zero_based) else ""
+            hint = ("; indices are 1-based here, pass zero_based=True (the apps' --zero-based) "
+                    "for 0-based files" if index == 0 and not zero_based else "")
             raise ValueError(
                 f"{where}: feature index {index} in token {token!r} is below {base}{hint}"
             )
@@ -127,7 +127,7 @@ def _line_text(path: PathLike, lineno: int) -> str:
 
 def read_libsvm(
     path: PathLike,
-    n_features: Optional[int] = None,
+    n_features: int | None = None,
     zero_based: bool = False,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Read a LIBSVM / svmlight file into a CSR matrix and a float64 label vector.
@@ -191,10 +191,10 @@ def read_libsvm(
                         raise ValueError
                     if tokens[1:2] and tokens[1].startswith("qid:"):
                         int(tokens[1][4:])
-                except (ValueError, IndexError):
+                except (ValueError, IndexError) as err:
                     _diagnose(f"{name}:{lineno}", line, zero_based, n_features)
                     raise AssertionError(  # pragma: no cover - _diagnose must have raised
-                        f"{name}:{lineno}: unparsable line {_short(line)!r}")
+                        f"{name}:{lineno}: unparsable line {_short(line)!r}") from err
                 labels.append(label)
                 linenos.append(lineno)
                 counts.append(len(idx))

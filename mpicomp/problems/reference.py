@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 import scipy.optimize as so
@@ -73,7 +73,7 @@ def reference_optimum(problem: Problem, **kwargs) -> tuple[np.ndarray, float]:
 
 def solve_reference(problem: Problem, x0=None, tol: float = 1e-12, max_iter: int = 100_000,
                     warn: bool = True,
-                    should_stop: Optional[Callable[[], bool]] = None) -> ReferenceResult:
+                    should_stop: Callable[[], bool] | None = None) -> ReferenceResult:
     """Minimise ``F = f + λ1‖·‖₁`` of a convex `Problem` (L-BFGS-B if λ1 = 0, else FISTA).
 
     Parameters
@@ -197,7 +197,7 @@ def _fista(problem: Problem, xp, x0: np.ndarray, tol: float, max_iter: int) -> R
     x = problem.prox(xp.asarray(x0), step)
     y, t = x, 1.0
     resid, k = math.inf, 0
-    for k in range(1, max_iter + 1):
+    for k in range(1, max_iter + 1):  # noqa: B007 - k, the iterations taken, is returned below
         gy = problem.grad(y)
         x_new = problem.prox(y - step * gy, step)
         # ‖G(y)‖ = L‖y − x_new‖; stop when the mapping at the extrapolated point is tiny.

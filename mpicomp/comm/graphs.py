@@ -1,16 +1,12 @@
-"""Communication graphs, mixing matrices and neighbour exchange for gossip (SPEC §3.1).
+"""Communication graphs and their mixing matrices (SPEC §3.1): pure graph maths, no MPI.
 
 A `Topology` is an undirected graph on nodes ``0 … n−1`` (one node per MPI rank). It gives the
 symmetric doubly-stochastic mixing matrix ``W`` (Metropolis–Hastings or uniform weights), dense
 or sparse, and its spectral gap ``δ_W = 1 − |λ₂(W)|`` (exact dense eigenvalues up to 64 nodes,
 ARPACK on the sparse ``W`` above: `sparse_spectral_gap`). Graphs come from `build`
-(``build("torus", 16, rows=2)``) or from a spec string with `get`
-(``get("erdos_renyi:p=0.3,seed=1", n)``, ``get("edges:g.txt", n)``).
-
-`Gossip` puts a topology on a `Communicator`: an MPI distributed-graph communicator, this rank's
-row of ``W``, `Gossip.exchange` (bytes to and from the neighbours), `Gossip.mix` (one exact
-gossip averaging step ``x_i ← Σ_j w_ij x_j``) and `Gossip.spectral_gap` (computed on one rank,
-broadcast to the others).
+(``build("torus", 16, rows=2)``) or from a spec string with `make_graph`
+(``make_graph("erdos_renyi:p=0.3,seed=1", n)``, ``make_graph("edges:g.txt", n)``).
+`mpicomp.comm.gossip.Gossip` puts a topology on a communicator.
 """
 
 from __future__ import annotations
@@ -18,17 +14,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import Any
 
 import numpy as np
 
-from ..backend import get_xp
-from ..spec_strings import parse_value
-
-if TYPE_CHECKING:
-    from .communicator import Communicator
+from ..spec_strings import Form, check_keys, parse_spec, unknown_name
 
 WEIGHTS = ("metropolis", "uniform")
 
@@ -119,7 +112,7 @@ class Topology:
 
     @property
     def spec(self) -> str:
-        """The spec string `get` turns back into this graph, e.g. ``"torus:rows=2,cols=4"``."""
+        """The spec string `make_graph` turns back into this graph (``"torus:rows=2,cols=4"``)."""
         args = ",".join(f"{k}={v}" for k, v in self.params.items())
         return f"{self.kind}:{args}" if args else self.kind
 
@@ -237,7 +230,7 @@ class Topology:
         rows, cols, values = self._mixing_entries(weights)
         return sparse.csr_array((values, (rows, cols)), shape=(self.n, self.n))
 
-    def spectral_gap(self, W: Optional[np.ndarray] = None, weights: str = "metropolis") -> float:
+    def spectral_gap(self, W: np.ndarray | None = None, weights: str = "metropolis") -> float:
         """``δ_W = 1 − |λ₂(W)|``.
 
         Parameters
@@ -325,9 +318,9 @@ def sparse_spectral_gap(W, tol: float = SPARSE_GAP_TOLERANCE) -> float:
         if n <= DENSE_FALLBACK_MAX_NODES:
             return spectral_gap(W.toarray())
         raise RuntimeError(f"ARPACK did not converge to |λ₂| of the {n}-node mixing matrix "
-                           f"(tol={tol}, {ARPACK_RESTARTS} restarts): its eigenvalues next to 1 lie too close "
-                           "together, i.e. the gap is tiny (a long ring or path); call "
-                           "sparse_spectral_gap(W, tol=...) with a looser tol") from None
+                           f"(tol={tol}, {ARPACK_RESTARTS} restarts): its eigenvalues next to 1 "
+                           "lie too close together, i.e. the gap is tiny (a long ring or path); "
+                           "call sparse_spectral_gap(W, tol=...) with a looser tol") from None
     return max(0.0, 1.0 - abs(float(lam)))
 
 
@@ -344,7 +337,7 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def torus(n: int, rows: Optional[int] = None, cols: Optional[int] = None) -> Topology:
+def torus(n: int, rows: int | None = None, cols: int | None = None) -> Topology:
     """2-D torus ``rows × cols = n``; node ``r·cols + c`` links to its four wrap-around neighbours.
 
     Default shape: the most square factorisation with ``rows ≤ cols``. Duplicate wrap-around
@@ -395,7 +388,7 @@ def star(n: int) -> Topology:
     return Topology("star", n, [(0, j) for j in range(1, n)])
 
 
-def erdos_renyi(n: int, p: Optional[float] = None, seed: int = 0, tries: int = 1000) -> Topology:
+def erdos_renyi(n: int, p: float | None = None, seed: int = 0, tries: int = 1000) -> Topology:
     """Seeded Erdős–Rényi graph G(n, p), conditioned on being connected.
 
     Each pair ``i < j`` (in `numpy.triu_indices` order) is an edge with probability ``p``,
@@ -433,7 +426,7 @@ def erdos_renyi(n: int, p: Optional[float] = None, seed: int = 0, tries: int = 1
                      "or tries")
 
 
-def edge_list(n: int, path: "str | Path") -> Topology:
+def edge_list(n: int, path: str | Path) -> Topology:
     """Graph from a text file with one ``i j`` pair (0-based node indices) per line.
 
     ``#`` starts a comment; blank lines are skipped; a pair given twice (either way round) is one
@@ -459,10 +452,11 @@ def edge_list(n: int, path: "str | Path") -> Topology:
                     raise ValueError
                 i, j = int(fields[0]), int(fields[1])
             except ValueError:
-                raise ValueError(f"{where}: expected two node indices 'i j', got {text!r}") from None
+                raise ValueError(f"{where}: expected two node indices 'i j', "
+                                 f"got {text!r}") from None
             if not (0 <= i < n and 0 <= j < n):
-                raise ValueError(f"{where}: node index out of range in {text!r}: nodes are 0…{n - 1} "
-                                 f"for n={n}")
+                raise ValueError(f"{where}: node index out of range in {text!r}: nodes are "
+                                 f"0…{n - 1} for n={n}")
             if i == j:
                 raise ValueError(f"{where}: self-loop {i} {j} is not allowed")
             edges.append((i, j))
@@ -488,177 +482,45 @@ def build(kind: str, n: int, **params: Any) -> Topology:
     Unknown kinds and parameters are ValueErrors that list the valid choices.
     """
     if kind not in BUILDERS:
-        raise ValueError(f"unknown topology {kind!r}: choose one of {', '.join(BUILDERS)}")
-    fn = BUILDERS[kind]
-    valid = [p for p in inspect.signature(fn).parameters if p != "n"]
-    bad = sorted(set(params) - set(valid))
-    if bad:
-        raise ValueError(f"{kind}: unknown parameter(s) {', '.join(bad)}; valid: "
-                         f"{', '.join(valid) or 'none'}")
+        raise unknown_name("topology", kind, BUILDERS)
+    check_keys("topology", kind, params, _parameters(kind))
     if kind == "edges" and "path" not in params:
         raise ValueError("edges needs a file: edges:PATH or build('edges', n, path=PATH)")
-    return fn(n, **params)
+    return BUILDERS[kind](n, **params)
 
 
-def get(spec: "str | Topology", n: int) -> Topology:
-    """Parse ``"kind"`` or ``"kind:key=value,…"`` and build it on ``n`` nodes.
+def _parameters(kind: str) -> list[str]:
+    """The keyword parameters of builder ``kind`` (all but ``n``)."""
+    return [p for p in inspect.signature(BUILDERS[kind]).parameters if p != "n"]
 
-    ``"edges:PATH"`` (or ``"edges:path=PATH"``) reads an edge list. A `Topology` is returned as
-    it is after checking its size.
+
+def graph_forms() -> dict[str, Form]:
+    """Every graph name of the spec grammar (`mpicomp.spec_strings`) → what it accepts:
+    the builder's parameters; ``edges`` takes its file as ``edges:PATH``."""
+    return {kind: Form(rest="path", required=("path",)) if kind == "edges"
+            else Form(keys=tuple(_parameters(kind))) for kind in BUILDERS}
+
+
+def make_graph(spec: str | Topology, n: int) -> Topology:
+    """The graph ``spec`` on ``n`` nodes: ``"kind"`` or ``"kind:key=value,…"``.
+
+    Parameters
+    ----------
+    spec : str or Topology
+        A spec of `mpicomp.spec_strings` over `BUILDERS` (``"torus:rows=2"``); ``"edges:PATH"``
+        (or ``"edges:path=PATH"``) reads an edge list. A `Topology` is returned as it is after
+        checking its size.
+    n : int
+        Number of nodes.
+
+    Raises
+    ------
+    ValueError
+        An unknown kind or parameter, a malformed item, or parameters the builder rejects.
     """
     if isinstance(spec, Topology):
         if spec.n != n:
             raise ValueError(f"topology {spec.spec!r} has {spec.n} nodes, expected {n}")
         return spec
-    kind, _, args = spec.strip().partition(":")
-    kind = kind.strip()
-    if kind == "edges":
-        args = args.strip()
-        return build(kind, n, **({"path": args[len("path="):] if args.startswith("path=") else args}
-                                 if args else {}))
-    params = {}
-    for item in filter(None, (a.strip() for a in args.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"topology spec {spec!r}: expected key=value, got {item!r}")
-        params[key.strip()] = parse_value(value.strip())
+    kind, params = parse_spec(spec, graph_forms(), "topology")
     return build(kind, n, **params)
-
-
-# ------------------------------------------------------------------------------ MPI gossip
-
-
-class Gossip:
-    """A topology on a `Communicator`: neighbour exchange and exact gossip averaging.
-
-    Collective: every rank of ``communicator`` constructs it with the same topology. The ranks
-    first compare their topologies' sizes and digests (one small allgather), so a wrong size or a
-    graph that differs between ranks is a ValueError on every rank rather than a hang; a
-    disconnected graph is a ValueError too (SPEC §3.1).
-
-    Parameters
-    ----------
-    communicator : mpicomp.comm.communicator.Communicator
-        Its ``comm`` is the parent of the distributed-graph communicator (``reorder=False``, so
-        node ``i`` is rank ``i``).
-    topology : Topology
-        A graph with ``topology.n == communicator.size``.
-    weights : {"metropolis", "uniform"}
-        Mixing weights (see `Topology.mixing_matrix`).
-
-    Attributes
-    ----------
-    neighbors : list of int
-        This rank's neighbours, sorted (in- and out-neighbours: the graph is undirected).
-    mixing : str
-        The name of the weights (``weights`` above).
-    weights : dict
-        This rank's row of ``W`` off the diagonal: neighbour → ``w_ij``.
-    self_weight : float
-        ``w_ii``.
-    row : dict
-        This rank's whole row of ``W``: ``weights`` and ``{rank: self_weight}``.
-    graph_comm : mpi4py.MPI.Distgraphcomm
-    """
-
-    def __init__(self, communicator: "Communicator", topology: Topology,
-                 weights: str = "metropolis") -> None:
-        size, rank = communicator.size, communicator.rank
-        views = communicator.comm.allgather((topology.n, topology.digest()))
-        if any(m != size for m, _ in views):
-            bad = sorted({m for m, _ in views if m != size})
-            raise ValueError(f"topology {topology.spec!r}: node count {', '.join(map(str, bad))} "
-                             f"does not match the communicator's {size} ranks; build it with "
-                             f"n={size}")
-        differ = [r for r, (_, d) in enumerate(views) if d != views[0][1]]
-        if differ:
-            raise ValueError(f"topology {topology.spec!r} differs between ranks (ranks {differ} "
-                             "have another graph than rank 0); build it the same way on every rank")
-        comps = topology.components()
-        if len(comps) > 1:
-            raise ValueError(f"topology {topology.spec!r} is not connected (components of sizes "
-                             f"{[len(c) for c in comps]}): gossip would never reach consensus")
-        row = topology.weight_row(rank, weights)
-        self.communicator = communicator
-        self.topology = topology
-        self.mixing = weights
-        self.rank = rank
-        self.neighbors = topology.neighbors(rank)
-        self.row = dict(row)
-        self.self_weight = row.pop(rank)
-        self.weights = row
-        self.graph_comm = communicator.comm.Create_dist_graph_adjacent(
-            self.neighbors, self.neighbors, reorder=False)
-
-    @property
-    def degree(self) -> int:
-        return len(self.neighbors)
-
-    def exchange(self, buf: np.ndarray) -> dict[int, np.ndarray]:
-        """Send ``buf`` (flat ``uint8``; sizes may differ between ranks) to every neighbour.
-
-        Returns
-        -------
-        dict
-            Neighbour rank → the buffer it sent (counted under ``"neighbor_allgatherv"``; with no
-            neighbours, i.e. one rank, nothing is sent and nothing counted).
-        """
-        if not self.neighbors:
-            if buf.dtype != np.uint8 or buf.ndim != 1:
-                raise TypeError(f"exchange takes a flat uint8 buffer, got {buf.dtype}{buf.shape}")
-            return {}  # one rank (the graph is connected): nothing to exchange, nothing counted
-        sources = self.graph_comm.Get_dist_neighbors()[0]
-        return dict(zip(sources, self.communicator.neighbor_allgatherv(self.graph_comm, buf)))
-
-    def mix(self, x: np.ndarray) -> np.ndarray:
-        """One exact gossip step ``Σ_j w_ij x_j`` over this rank and its neighbours.
-
-        ``x`` (NumPy or CuPy) has the same shape and dtype on every rank; its raw bytes are
-        exchanged. The sum runs in
-        ascending node order with Python-float weights, in ``x``'s dtype, so it equals the serial ``sum(float(W[i, j]) * X[j] for j in sorted support)`` bit for bit.
-        """
-        xp = get_xp(x)
-        x = xp.ascontiguousarray(x)
-        got = self.exchange(x.reshape(-1).view(np.uint8))
-        terms = {j: xp.asarray(b).view(x.dtype).reshape(x.shape) for j, b in got.items()}
-        terms[self.rank] = x
-        out = None
-        for j in sorted(terms):
-            t = self.row[j] * terms[j]
-            out = t if out is None else out + t
-        return out
-
-    def spectral_gap(self, root: int = 0) -> float:
-        """``δ_W`` of this graph and weights, computed on rank ``root`` only and broadcast.
-
-        Collective (one ``bcast`` on the parent communicator, not counted as traffic): every rank
-        gets the same float, and the other ranks spend no time on eigenvalues
-        (`Topology.spectral_gap`: ARPACK on the sparse ``W`` above `DENSE_GAP_MAX_NODES`
-        nodes). An error on ``root`` is a RuntimeError on every rank, not a hang.
-        """
-        comm = self.communicator.comm
-        result = None
-        if comm.rank == root:
-            try:
-                result = (self.topology.spectral_gap(weights=self.mixing), None)
-            except Exception as exc:  # sent to every rank: nobody is left waiting in the bcast
-                result = (None, f"{type(exc).__name__}: {exc}")
-        gap, error = comm.bcast(result, root=root)
-        if error is not None:
-            raise RuntimeError(f"rank {root} could not compute the spectral gap of topology "
-                               f"{self.topology.spec!r}: {error}")
-        return gap
-
-    def close(self) -> None:
-        """Free the graph communicator (collective; safe to call twice)."""
-        from mpi4py import MPI
-
-        if self.graph_comm is not None and self.graph_comm != MPI.COMM_NULL:
-            self.graph_comm.Free()
-        self.graph_comm = None
-
-    def __enter__(self) -> "Gossip":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

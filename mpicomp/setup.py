@@ -1,0 +1,176 @@
+"""Building a run on one rank: data → shard → problem → x* → communicator → algorithm.
+
+`build_run` is what every rank calls once its configuration is agreed: each local phase (data,
+problem, algorithm) runs under the caller's failure agreement (``agree``), so a failure on any
+rank fails every rank alike before the next collective, and rank 0 alone solves for ``x*``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .algorithms import ALGORITHMS, LocalObjective
+from .backend import to_device
+from .comm.communicator import Communicator
+from .config import Config
+from .limits import check_dimension, check_fits
+
+SYNTHETIC_KIND = {"logistic": "logistic", "least_squares": "least_squares",
+                  "lasso": "least_squares", "softmax": "multiclass", "mlp": "multiclass"}
+LIBSVM_TASK = {"logistic": "binary", "least_squares": "regression", "lasso": "regression",
+               "softmax": "multiclass", "mlp": "multiclass"}
+
+
+def data_spec(cfg: Config) -> str:
+    """``--data``, with the synthetic kind chosen by the problem when the spec leaves it out."""
+    spec = cfg.data.strip()
+    if spec != "synthetic" and not spec.startswith(("synthetic:", "synthetic,")):
+        return spec
+    rest = spec[len("synthetic") + 1:]
+    if rest and "=" not in rest.split(",")[0]:
+        return spec  # the kind is given
+    return f"synthetic:{SYNTHETIC_KIND[cfg.problem]}" + (f",{rest}" if rest else "")
+
+
+def load_data(cfg: Config, size: int):
+    """``(train, test or None)``: the whole data set, every rank alike.
+
+    LIBSVM labels are mapped for the problem: two classes to ±1 for logistic regression,
+    integer classes to ``0..C−1`` for softmax and the MLP, kept as read for least squares.
+    """
+    from .problems.data import load, load_split
+
+    spec = data_spec(cfg)
+    options = {}
+    if spec.startswith("libsvm:"):
+        options = {"n_features": cfg.features or None, "zero_based": cfg.zero_based,
+                   "task": LIBSVM_TASK[cfg.problem]}
+    try:
+        if cfg.test_fraction > 0:
+            return load_split(spec, cfg.test_fraction, split_seed=cfg.seed, seed=cfg.seed,
+                              groups=size, **options)
+        return load(spec, seed=cfg.seed, groups=size, **options), None
+    except ValueError as exc:
+        if options and "task=" in str(exc):
+            raise ValueError(f"the {cfg.problem} problem cannot use these labels: {exc}") from None
+        raise
+
+
+def problem_options(cfg: Config, train) -> dict:
+    options = {"l1": cfg.l1, "l2": cfg.l2}
+    if cfg.problem in ("softmax", "mlp"):
+        options["n_classes"] = train.n_classes
+    if cfg.problem == "mlp":
+        options["hidden"] = cfg.hidden
+    return options
+
+
+def _as_dtype(A, dtype):
+    return A.astype(dtype) if A.dtype != dtype else A
+
+
+def _on_device(A, device: str):
+    if device == "cpu":
+        return A
+    import scipy.sparse as sp
+
+    if sp.issparse(A):
+        from cupyx.scipy.sparse import csr_matrix
+
+        return csr_matrix(A)
+    return to_device(A, device)
+
+
+def _row_bytes(A) -> float:
+    """Bytes of one sample of ``A`` (its values and, when sparse, their column indices)."""
+    import scipy.sparse as sp
+
+    if sp.issparse(A):
+        return (A.data.nbytes + A.indices.nbytes) / max(A.shape[0], 1)
+    return A.dtype.itemsize * A.shape[1]
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything one rank built for a run."""
+
+    objective: LocalObjective
+    algorithm: Any
+    communicator: Communicator
+    x_star: np.ndarray | None
+    f_star: float
+    smoothness: float | None
+    test: Any
+    attrs: dict  # trace attributes known once built
+
+
+def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
+    """``(train, test problem or None, objective, its smoothness)``: the data set, the held-out
+    problem, this rank's weighted problem and its smoothness bound (no communication, so a
+    failure here can be agreed on). Sizes that cannot fit fail before they are allocated."""
+    from .problems import make_problem
+    from .problems.data import shard
+
+    ALGORITHMS[algorithm].check_topology(cfg.topology, size)
+    train, test = load_data(cfg, size)
+    dim = train.A.shape[1]
+    check_dimension(f"the data set {train.name}", dim)
+    check_fits(f"--batch {cfg.batch}", cfg.batch * (_row_bytes(train.A) + 16))  # + index, loss
+    mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
+    A = _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device)
+    local = make_problem(cfg.problem, A,
+                         _on_device(mine.y, cfg.device), **problem_options(cfg, train))
+    if test is not None:  # the held-out problem, on the host, in float64
+        test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, train))
+    objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
+    return train, test, objective, objective.smoothness()
+
+
+def reference_point(cfg: Config, train, should_stop: Callable[[], bool]) -> tuple:
+    """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only): also when
+    ``should_stop()`` turns true during the solve (a stop request; the resumed run solves)."""
+    from .problems import ReferenceInterrupted, make_problem, reference_optimum
+
+    whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
+    if not (cfg.reference and whole.convex):
+        return None, math.nan
+    try:
+        return reference_optimum(whole, warn=False, should_stop=should_stop)
+    except ReferenceInterrupted:
+        return None, math.nan
+
+def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
+              stop_requested: Callable[[], bool], stop_agreed: Callable[[], bool]) -> Setup:
+    """Data → problem → x* → communicator → algorithm on this rank (collective).
+
+    ``agree(fn, *args)`` runs a local phase under failure agreement; ``stop_requested()`` says
+    whether this rank was asked to stop (it interrupts the solve for x*), ``stop_agreed()``
+    whether any rank was (collective; the solve is then skipped, and the resumed run solves).
+    """
+    rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
+    train, test, objective, L_mine = agree(local_objective, cfg, algorithm, rank, size)
+    L_all = mpi_comm.allgather(L_mine)
+    smoothness = None if any(v is None for v in L_all) else max(L_all)
+    x_star, f_star = None, math.nan
+    if not stop_agreed():
+        solved = agree(lambda: reference_point(cfg, train, stop_requested) if rank == 0 else None)
+        x_star, f_star = mpi_comm.bcast(solved, root=0)
+    network = None if cfg.network == "none" else cfg.network
+    communicator = Communicator(mpi_comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
+    try:
+        algo = agree(ALGORITHMS[algorithm].build, cfg, objective, communicator, smoothness)
+    except BaseException:
+        communicator.mpi_comm.Free()
+        raise
+    attrs = {
+        "compressor": algo.compressor_spec(), "dim": objective.dim, "n_samples": train.n_samples,
+        "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
+        "f_star": f_star, "hyperparameters": json.dumps(algo.hyperparameters()),
+    }
+    return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)
