@@ -388,6 +388,37 @@ def _panel_points(curves: Sequence[tuple[np.ndarray, np.ndarray]], log_x: bool, 
     return curves, log_x, log_y
 
 
+def _legend_width(labels: Sequence[str], columns: int) -> float:
+    """Inches beside the panels for a figure legend of ``labels`` in ``columns`` columns: the
+    line sample and about 0.07 in a character, per column."""
+    return columns * (0.7 + 0.07 * max(len(label) for label in labels))
+
+
+def _draw_panel(ax, axis: str, y: str, curves: Sequence[tuple[np.ndarray, np.ndarray]],
+                labels: Sequence[str], styles: Sequence[dict], *, log_x: bool,
+                log_y: bool) -> None:
+    """Draw one panel of `figure`: the runs' ``curves`` of ``y`` against the x axis ``axis``,
+    on log axes where asked and possible (`_panel_points`)."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    points, log_x_here, log_y_here = _panel_points(curves, log_x, log_y)
+    for label, style, (xs, ys) in zip(labels, styles, points):
+        ax.plot(xs, ys, label=label, linewidth=1.4, **style)
+    ax.set_xlabel(X_AXES[axis][1])
+    ax.set_ylabel(Y_AXES.get(y, y))
+    if log_y_here:
+        ax.set_yscale("log")
+    if log_x_here:
+        ax.set_xscale("log")
+        # label ticks between powers of ten only when the axis shows no power of ten; the
+        # default labels some beside one, and they overlap on a narrow panel
+        ax.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
+                                                             minor_thresholds=(0.5, 0.4)))
+    elif axis != "step":
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+    ax.grid(True, which="major", alpha=0.3)
+
+
 def figure(traces: Sequence[Trace], *, y: str | None = None, x: Sequence[str] = DEFAULT_X,
            labels: Sequence[str] | None = None, log_y: bool = True, log_x: bool = True,
            title: str | None = None):
@@ -427,32 +458,13 @@ def figure(traces: Sequence[Trace], *, y: str | None = None, x: Sequence[str] = 
     y = y or default_y(traces)
     curves = [[curve(t, y, axis) for axis in x] for t in traces]  # bad names fail before drawing
     plt = pyplot()
-    from matplotlib.ticker import LogFormatterSciNotation
-
     legend_columns = math.ceil(len(traces) / 24)
-    # room for the legend beside the panels: the line sample and about 0.07 in a character
-    legend_width = legend_columns * (0.7 + 0.07 * max(len(label) for label in labels))
-    fig, axes = plt.subplots(1, len(x), figsize=(3.8 * len(x) + legend_width, 3.4),
-                             squeeze=False, layout="constrained")
+    width = 3.8 * len(x) + _legend_width(labels, legend_columns)
+    fig, axes = plt.subplots(1, len(x), figsize=(width, 3.4), squeeze=False, layout="constrained")
     styles = run_styles(len(traces))
     for panel, (ax, axis) in enumerate(zip(axes[0], x)):
-        points, log_x_here, log_y_here = _panel_points(
-            [run_curves[panel] for run_curves in curves], log_x and axis in LOG_X_AXES, log_y)
-        for label, style, (xs, ys) in zip(labels, styles, points):
-            ax.plot(xs, ys, label=label, linewidth=1.4, **style)
-        ax.set_xlabel(X_AXES[axis][1])
-        ax.set_ylabel(Y_AXES.get(y, y))
-        if log_y_here:
-            ax.set_yscale("log")
-        if log_x_here:
-            ax.set_xscale("log")
-            # label ticks between powers of ten only when the axis shows no power of ten; the
-            # default labels some beside one, and they overlap on a narrow panel
-            ax.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
-                                                                 minor_thresholds=(0.5, 0.4)))
-        elif axis != "step":
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        ax.grid(True, which="major", alpha=0.3)
+        _draw_panel(ax, axis, y, [run_curves[panel] for run_curves in curves], labels, styles,
+                    log_x=log_x and axis in LOG_X_AXES, log_y=log_y)
     fig.legend(handles=axes[0][0].get_lines(), loc="outside right upper", fontsize="small",
                ncols=legend_columns)
     if title:

@@ -111,6 +111,109 @@ def check_keys(what: str, name: str, given: Iterable[str], valid: Sequence[str],
                                         f"{choices}{closest(key, valid)}", hint))
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """A spec split at its name, with what `parse_spec` needs to read its items and word its
+    errors.
+
+    Attributes
+    ----------
+    text : str
+        The whole spec, stripped (quoted in messages).
+    name : str
+    form : Form
+    sep : str
+        ``":"``, ``","`` (a name whose ``head`` is left out) or ``""`` (no arguments).
+    args : str
+        The text after ``sep``, stripped.
+    what, noun, hint : str
+        As `parse_spec` got them.
+    """
+
+    text: str
+    name: str
+    form: Form
+    sep: str
+    args: str
+    what: str
+    noun: str
+    hint: str
+
+    def error(self, message: str) -> ValueError:
+        """ValueError with ``message`` and the hint."""
+        return ValueError(_with_hint(message, self.hint))
+
+
+def _split_name(spec: str, forms: Mapping[str, Form | Sequence[str]], what: str, noun: str,
+                hint: str) -> _Spec:
+    """``spec`` split at its name, which must be one of ``forms`` (see `parse_spec`)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(_with_hint(f"{what} spec must be a non-empty string, got {spec!r}",
+                                    hint))
+    text = spec.strip()
+    name, sep, args = text.partition(":")
+    head, comma, items = name.partition(",")
+    if comma and head.strip() in forms:  # ``synthetic,n=100``: a name whose head is left out
+        name, sep, args = head, comma, f"{items}{sep}{args}"
+    name = name.strip()
+    if name not in forms:
+        raise unknown_name(what, name, forms, hint)
+    form = forms[name]
+    if not isinstance(form, Form):
+        form = Form(keys=tuple(form))
+    if sep == "," and form.head is None:
+        raise ValueError(_with_hint(f"{what} spec {text!r}: write {name}:{args.strip()}", hint))
+    return _Spec(text, name, form, sep, args.strip(), what, noun, hint)
+
+
+def _item(spec: _Spec, pos: int, item: str, valid: Sequence[str]) -> tuple[str, Any]:
+    """``(key, value)`` of the non-empty item at position ``pos`` of ``spec``'s arguments: a
+    bare first word after ``:`` is the ``head``; a ``key=value`` item's key must be valid."""
+    form = spec.form
+    key, eq, value = item.partition("=")
+    key, value = key.strip(), value.strip()
+    if not eq and pos == 0 and form.head is not None and spec.sep == ":":
+        return form.head, item
+    if not eq or not key or not value:
+        raise spec.error(f"{spec.what} spec {spec.text!r}: expected key=value, got {item!r}")
+    check_keys(spec.what, spec.name, [key], valid, noun=spec.noun, hint=spec.hint)
+    return key, value if key in (form.head, form.rest) else parse_value(value)
+
+
+def _params(spec: _Spec) -> dict[str, Any]:
+    """The parameters of ``spec`` in the order given: its ``rest`` (all the text), else its
+    items; a key given twice raises ValueError."""
+    form, args = spec.form, spec.args
+    params: dict[str, Any] = {}
+    if form.rest is not None and args:
+        prefix = f"{form.rest}="
+        params[form.rest] = args[len(prefix):].strip() if args.startswith(prefix) else args
+        args = ""
+    valid = form.valid_keys()
+    for pos, item in enumerate(filter(None, (a.strip() for a in args.split(",")))):
+        key, value = _item(spec, pos, item, valid)
+        if key in params:
+            raise spec.error(f"{spec.what} spec {spec.text!r}: {spec.noun} {key!r} is given twice")
+        params[key] = value
+    return params
+
+
+def _check_params(spec: _Spec, params: Mapping[str, Any]) -> None:
+    """ValueError when the ``head`` value is not one of its choices or a required key is
+    missing."""
+    form, name = spec.form, spec.name
+    if form.head is not None and form.head_choices and form.head in params:
+        if params[form.head] not in form.head_choices:
+            raise spec.error(
+                f"unknown {name} {form.head} {params[form.head]!r}: choose one of "
+                f"{', '.join(form.head_choices)}{closest(params[form.head], form.head_choices)}")
+    missing = [k for k in form.required if k not in params]
+    if missing:
+        if form.rest in missing:
+            raise spec.error(f"{name}:{form.rest.upper()} needs a {form.rest} after '{name}:'")
+        raise spec.error(f"{spec.what} spec {spec.text!r} needs {' and '.join(missing)}")
+
+
 def parse_spec(spec: str, forms: Mapping[str, Form | Sequence[str]], what: str, *,
                noun: str = "parameter", hint: str = "") -> tuple[str, dict[str, Any]]:
     """Split ``spec`` into its name and parameters, checked against ``forms``.
@@ -143,55 +246,7 @@ def parse_spec(spec: str, forms: Mapping[str, Form | Sequence[str]], what: str, 
         key or value), a key is unknown or given twice, a ``head`` value is not one of its
         choices, or a required key is missing.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(_with_hint(f"{what} spec must be a non-empty string, got {spec!r}",
-                                    hint))
-    text = spec.strip()
-    name, sep, args = text.partition(":")
-    head, comma, items = name.partition(",")
-    if comma and head.strip() in forms:  # ``synthetic,n=100``: a name whose head is left out
-        name, sep, args = head, comma, f"{items}{sep}{args}"
-    name = name.strip()
-    if name not in forms:
-        raise unknown_name(what, name, forms, hint)
-    form = forms[name]
-    if not isinstance(form, Form):
-        form = Form(keys=tuple(form))
-    if sep == "," and form.head is None:
-        raise ValueError(_with_hint(f"{what} spec {text!r}: write {name}:{args.strip()}", hint))
-    args = args.strip()
-    params: dict[str, Any] = {}
-    if form.rest is not None and args:
-        prefix = f"{form.rest}="
-        params[form.rest] = args[len(prefix):].strip() if args.startswith(prefix) else args
-        args = ""
-    valid = form.valid_keys()
-    for pos, item in enumerate(filter(None, (a.strip() for a in args.split(",")))):
-        key, eq, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq and pos == 0 and form.head is not None and sep == ":":
-            key, value = form.head, item
-        elif not eq or not key or not value:
-            raise ValueError(_with_hint(f"{what} spec {text!r}: expected key=value, got "
-                                        f"{item!r}", hint))
-        else:
-            check_keys(what, name, [key], valid, noun=noun, hint=hint)
-            value = value if key in (form.head, form.rest) else parse_value(value)
-        if key in params:
-            raise ValueError(_with_hint(f"{what} spec {text!r}: {noun} {key!r} is given twice",
-                                        hint))
-        params[key] = value
-    if form.head is not None and form.head_choices and form.head in params:
-        if params[form.head] not in form.head_choices:
-            raise ValueError(_with_hint(
-                f"unknown {name} {form.head} {params[form.head]!r}: choose one of "
-                f"{', '.join(form.head_choices)}{closest(params[form.head], form.head_choices)}",
-                hint))
-    missing = [k for k in form.required if k not in params]
-    if missing:
-        if form.rest in missing:
-            upper = form.rest.upper()
-            raise ValueError(_with_hint(f"{name}:{upper} needs a {form.rest} after '{name}:'",
-                                        hint))
-        raise ValueError(_with_hint(f"{what} spec {text!r} needs {' and '.join(missing)}", hint))
-    return name, params
+    parsed = _split_name(spec, forms, what, noun, hint)
+    params = _params(parsed)
+    _check_params(parsed, params)
+    return parsed.name, params

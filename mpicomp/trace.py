@@ -262,6 +262,173 @@ def _open(path: str, mode: str, unlocked: bool = False) -> h5py.File:
     raise TraceError(f"{path}: not a readable HDF5 file (truncated or another format?): {error}")
 
 
+# -- creating and reopening a trace file: the writer's HDF5 layout ----------------------------
+def _rank_chunk(world_size: int) -> tuple:
+    """Chunk shape of a ``ranks/`` dataset: up to 512 rows, at most 64 Ki values."""
+    return (max(1, min(512, 65536 // world_size)), world_size)
+
+
+def _row_margin(columns: Sequence[str], rank_columns: Sequence[str], world_size: int) -> int:
+    """Free bytes a row needs at most: a new chunk of every dataset, twice, and 1 MiB of
+    metadata (the check stops a run while HDF5 still has room to close cleanly)."""
+    chunks = 512 * 8 * len(columns) + 8 * int(np.prod(_rank_chunk(world_size))) * len(
+        rank_columns)
+    return 2 * chunks + (1 << 20)
+
+
+def _held_datasets(f: h5py.File) -> dict:
+    """Every ``trace/`` and ``ranks/`` dataset of ``f`` by ``(group, name)``: a writer holds
+    them open, so that no release writes behind a flush."""
+    return {(group, name): f[group][name] for group in ("trace", "ranks")
+            for name in f.get(group, {})}
+
+
+def _new_root_attrs(path: str, attrs: Mapping[str, Any], columns: Sequence[str],
+                    rank_columns: Sequence[str], world_size: int, given_world_size: Any) -> dict:
+    """The root attributes of a new trace (status "running"), as `_attr_values` stores them;
+    TraceError listing every problem of the writer's arguments."""
+    attrs = {"mpicomp_version": __version__, "world_size": world_size, **attrs}
+    problems = [f"duplicate names in {what}: {list(names)}" for what, names in
+                (("columns", columns), ("rank_columns", rank_columns))
+                if len(set(names)) != len(names)]
+    problems += [f"columns lack the standard {c!r}" for c in STANDARD_COLUMNS if c not in columns]
+    problems += [f"attrs lack {a!r}" for a in ROOT_ATTRS if a not in attrs and a != "status"]
+    if "status" in attrs:
+        problems.append("attrs must not set 'status' (the writer does)")
+    if world_size < 1 or attrs["world_size"] != world_size:
+        problems.append(f"world_size must be a positive int equal to attrs['world_size'], got "
+                        f"{given_world_size} and {attrs['world_size']}")
+    if problems:
+        raise TraceError(f"{path}: " + "; ".join(problems))
+    return _attr_values(path, {**attrs, "status": "running"})
+
+
+def _create_datasets(f: h5py.File, columns: Sequence[str], rank_columns: Sequence[str],
+                     world_size: int) -> None:
+    """The empty, resizable ``trace/`` columns and ``ranks/`` datasets of a new trace."""
+    for name in columns:
+        f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
+                         dtype=_dtype(name))
+    f.require_group("ranks")
+    for name in rank_columns:
+        f.create_dataset(f"ranks/{name}", shape=(0, world_size), chunks=_rank_chunk(world_size),
+                         maxshape=(None, world_size), dtype=_dtype(name))
+
+
+def _create_trace_file(path: str, values: Mapping[str, Any], columns: Sequence[str],
+                       rank_columns: Sequence[str], world_size: int) -> tuple[h5py.File, dict]:
+    """Create (overwrite) the trace file ``path`` with root attributes ``values`` and empty
+    datasets, flushed; missing parent directories are created.
+
+    Returns
+    -------
+    f : h5py.File
+        The open file.
+    held : dict
+        `_held_datasets` of ``f``.
+
+    Raises
+    ------
+    TraceError
+        The file cannot be created or written; no damaged file is left behind.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        check_free_space(path, _row_margin(columns, rank_columns, world_size),
+                         f"cannot create trace file {path}")
+        f = h5py.File(path, "w")
+    except OSError as exc:
+        raise TraceError(f"cannot create trace file {path}: {exc}") from None
+    held: dict = {}
+    try:
+        f.attrs.update(values)
+        _create_datasets(f, columns, rank_columns, world_size)
+        _annotate(f, path)
+        held = _held_datasets(f)
+        f.flush()
+    except (OSError, RuntimeError) as exc:  # no damaged file is left behind
+        abandon(f, held)
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise TraceError(f"cannot create trace file {path}: {failure_text(exc)}") from None
+    return f, held
+
+
+def _reopen_truncated(path: str, rows: int) -> h5py.File:
+    """Open the trace ``path`` to resume it: keep its first ``rows`` rows, drop ``final/`` and
+    the ``error`` attribute, set status "running", flush. TraceError if it has fewer rows, is
+    no trace, or a write fails (the file then keeps what it had)."""
+    try:
+        check_free_space(path, 1 << 20, f"{path}: reopening to resume")
+    except OSError as exc:
+        raise TraceError(str(exc)) from None
+    f = _open(path, "r+")
+    try:
+        _check(f, path)
+        if not 0 <= rows <= f["trace/step"].shape[0]:
+            raise TraceError(f"{path}: cannot keep {rows} rows, the trace has "
+                             f"{f['trace/step'].shape[0]}")
+        for ds in [*f["trace"].values(), *f.get("ranks", {}).values()]:
+            ds.resize(rows, axis=0)
+        if "final" in f:
+            del f["final"]
+        if "error" in f.attrs:
+            del f.attrs["error"]
+        f.attrs.update(_attr_values(path, {"status": "running"}))
+        _annotate(f, path)
+        f.flush()
+    except (OSError, RuntimeError) as exc:  # a write failed: keep what the file had
+        abandon(f)
+        raise TraceError(f"{path}: reopening to resume failed: {failure_text(exc)}") from None
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+# -- checking a row against the writer's columns ----------------------------------------------
+def _exact_items(path: str, given: Mapping, names: Sequence[str], what: str) -> list:
+    """``[(name, given[name]) for name in names]``; TraceError unless ``given`` has exactly the
+    keys ``names``."""
+    missing = [c for c in names if c not in given]
+    unknown = [c for c in given if c not in names]
+    if missing or unknown:
+        raise TraceError(f"{path}: {what} must have exactly the columns "
+                         f"{', '.join(names)}; missing: {missing}, unknown: {unknown}")
+    return [(c, given[c]) for c in names]
+
+
+def _column_scalar(path: str, name: str, value: Any) -> int | float:
+    """``value`` as column ``name`` stores it: an int (``INT_COLUMNS``) or a float."""
+    integral = name in INT_COLUMNS
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(value)
+        number = float(value)
+        if integral and number != int(number):  # int() rejects NaN and inf too
+            raise ValueError(value)
+        return int(value) if integral else number
+    except (TypeError, ValueError, OverflowError):
+        kind = "an integer" if integral else "a number"
+        raise TraceError(f"{path}: column {name!r} needs {kind}, got {value!r}") from None
+
+
+def _rank_vectors(path: str, ranks: Mapping[str, Sequence] | None, rank_columns: Sequence[str],
+                  world_size: int) -> list:
+    """``[(name, vector)]`` of a row's ``ranks/`` values (see `TraceWriter.append`)."""
+    if ranks is None:
+        vectors = [(c, np.full(world_size, -1 if c in INT_COLUMNS else np.nan, dtype=_dtype(c)))
+                   for c in rank_columns]
+    else:
+        vectors = [(c, np.asarray(to_host(v), dtype=_dtype(c)))
+                   for c, v in _exact_items(path, ranks, rank_columns, "ranks")]
+    for name, vec in vectors:
+        if vec.shape != (world_size,):
+            raise TraceError(f"{path}: ranks[{name!r}] has shape {vec.shape}, "
+                             f"expected ({world_size},)")
+    return vectors
+
+
 class TraceWriter:
     """Write a trace row by row (rank 0 only); as a context manager, an exception in the block
     records status "failed" and the error.
@@ -284,67 +451,20 @@ class TraceWriter:
                  rank_columns: Sequence[str], world_size: int, *, _file: h5py.File | None = None):
         self.path, self.world_size = os.fspath(path), int(world_size)
         self.columns, self.rank_columns = tuple(columns), tuple(rank_columns)
-        self._f, self._rows = _file, 0 if _file is None else int(_file["trace/step"].shape[0])
-        self._datasets: dict = {}  # held open, so that no release writes behind a flush
+        self._rows = 0 if _file is None else int(_file["trace/step"].shape[0])
         if _file is not None:  # reopen()
-            self._hold()
+            self._f, self._datasets = _file, _held_datasets(_file)
             return
-        attrs = {"mpicomp_version": __version__, "world_size": self.world_size, **attrs}
-        problems = [f"duplicate names in {what}: {list(names)}" for what, names in
-                    (("columns", self.columns), ("rank_columns", self.rank_columns))
-                    if len(set(names)) != len(names)]
-        problems += [f"columns lack the standard {c!r}" for c in STANDARD_COLUMNS
-                     if c not in self.columns]
-        problems += [f"attrs lack {a!r}" for a in ROOT_ATTRS if a not in attrs and a != "status"]
-        if "status" in attrs:
-            problems.append("attrs must not set 'status' (the writer does)")
-        if self.world_size < 1 or attrs["world_size"] != self.world_size:
-            problems.append(f"world_size must be a positive int equal to attrs['world_size'], got "
-                            f"{world_size} and {attrs['world_size']}")
-        if problems:
-            raise TraceError(f"{self.path}: " + "; ".join(problems))
-        values = _attr_values(self.path, {**attrs, "status": "running"})
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            check_free_space(self.path, self._margin(), f"cannot create trace file {self.path}")
-            self._f = f = h5py.File(self.path, "w")
-        except OSError as exc:
-            raise TraceError(f"cannot create trace file {self.path}: {exc}") from None
-        try:
-            f.attrs.update(values)
-            for name in self.columns:
-                f.create_dataset(f"trace/{name}", shape=(0,), maxshape=(None,), chunks=(512,),
-                                 dtype=_dtype(name))
-            f.require_group("ranks")
-            for name in self.rank_columns:
-                f.create_dataset(f"ranks/{name}", shape=(0, self.world_size),
-                                 chunks=self._rank_chunk(), maxshape=(None, self.world_size),
-                                 dtype=_dtype(name))
-            _annotate(f, self.path)
-            self._hold()
-            f.flush()
-        except (OSError, RuntimeError) as exc:  # no damaged file is left behind
-            self._abandon()
-            with contextlib.suppress(OSError):
-                os.remove(self.path)
-            raise TraceError(f"cannot create trace file {self.path}: "
-                             f"{failure_text(exc)}") from None
+        values = _new_root_attrs(self.path, attrs, self.columns, self.rank_columns,
+                                 self.world_size, world_size)
+        # the datasets are held open, so that no release writes behind a flush
+        self._f, self._datasets = _create_trace_file(self.path, values, self.columns,
+                                                     self.rank_columns, self.world_size)
 
     # -- writing that a full disk cannot damage (`mpicomp.diskspace`) -------------------------
-    def _rank_chunk(self) -> tuple:
-        return (max(1, min(512, 65536 // self.world_size)), self.world_size)
-
     def _margin(self) -> int:
-        """Free bytes a row needs at most: a new chunk of every dataset, twice, and 1 MiB of
-        metadata (the check stops a run while HDF5 still has room to close cleanly)."""
-        chunks = 512 * 8 * len(self.columns) + 8 * int(np.prod(self._rank_chunk())) * len(
-            self.rank_columns)
-        return 2 * chunks + (1 << 20)
-
-    def _hold(self) -> None:
-        f = self._f
-        self._datasets = {(group, name): f[group][name] for group in ("trace", "ranks")
-                          for name in f.get(group, {})}
+        """Free bytes a row needs at most (`_row_margin`)."""
+        return _row_margin(self.columns, self.rank_columns, self.world_size)
 
     def _abandon(self) -> None:
         """Give up the file after a failed write, keeping what its last flush wrote."""
@@ -379,32 +499,7 @@ class TraceWriter:
         """Reopen a trace to resume it: keep its first ``rows`` rows, drop ``final/`` and the
         ``error`` attribute, set status "running". TraceError if it has fewer rows."""
         path = os.fspath(path)
-        try:
-            check_free_space(path, 1 << 20, f"{path}: reopening to resume")
-        except OSError as exc:
-            raise TraceError(str(exc)) from None
-        f = _open(path, "r+")
-        try:
-            _check(f, path)
-            if not 0 <= rows <= f["trace/step"].shape[0]:
-                raise TraceError(f"{path}: cannot keep {rows} rows, the trace has "
-                                 f"{f['trace/step'].shape[0]}")
-            for ds in [*f["trace"].values(), *f.get("ranks", {}).values()]:
-                ds.resize(rows, axis=0)
-            if "final" in f:
-                del f["final"]
-            if "error" in f.attrs:
-                del f.attrs["error"]
-            f.attrs.update(_attr_values(path, {"status": "running"}))
-            _annotate(f, path)
-            f.flush()
-        except (OSError, RuntimeError) as exc:  # a write failed: keep what the file had
-            abandon(f)
-            raise TraceError(f"{path}: reopening to resume failed: "
-                             f"{failure_text(exc)}") from None
-        except BaseException:
-            f.close()
-            raise
+        f = _reopen_truncated(path, rows)
         return cls(path, {}, list(f["trace"]), list(f.get("ranks", {})),
                    int(f.attrs["world_size"]), _file=f)
 
@@ -418,43 +513,14 @@ class TraceWriter:
             raise TraceError(f"{self.path}: the trace writer is closed")
         return self._f
 
-    def _exact(self, given: Mapping, names: Sequence[str], what: str) -> list:
-        missing = [c for c in names if c not in given]
-        unknown = [c for c in given if c not in names]
-        if missing or unknown:
-            raise TraceError(f"{self.path}: {what} must have exactly the columns "
-                             f"{', '.join(names)}; missing: {missing}, unknown: {unknown}")
-        return [(c, given[c]) for c in names]
-
-    def _scalar(self, name: str, value: Any) -> int | float:
-        integral = name in INT_COLUMNS
-        try:
-            if isinstance(value, (str, bytes)):
-                raise TypeError(value)
-            number = float(value)
-            if integral and number != int(number):  # int() rejects NaN and inf too
-                raise ValueError(value)
-            return int(value) if integral else number
-        except (TypeError, ValueError, OverflowError):
-            kind = "an integer" if integral else "a number"
-            raise TraceError(f"{self.path}: column {name!r} needs {kind}, got {value!r}") from None
-
     def append(self, row: Mapping[str, float | int],
                ranks: Mapping[str, Sequence] | None = None) -> None:
         """Append one row with exactly the trace columns and flush it. ``ranks`` maps every rank
         column to a length-``world_size`` vector; None fills NaN (float) or -1 (int)."""
         self._file()
-        values = [(c, self._scalar(c, v)) for c, v in self._exact(row, self.columns, "row")]
-        if ranks is None:
-            vectors = [(c, np.full(self.world_size, -1 if c in INT_COLUMNS else np.nan,
-                                   dtype=_dtype(c))) for c in self.rank_columns]
-        else:
-            vectors = [(c, np.asarray(to_host(v), dtype=_dtype(c)))
-                       for c, v in self._exact(ranks, self.rank_columns, "ranks")]
-        for name, vec in vectors:
-            if vec.shape != (self.world_size,):
-                raise TraceError(f"{self.path}: ranks[{name!r}] has shape {vec.shape}, "
-                                 f"expected ({self.world_size},)")
+        values = [(c, _column_scalar(self.path, c, v))
+                  for c, v in _exact_items(self.path, row, self.columns, "row")]
+        vectors = _rank_vectors(self.path, ranks, self.rank_columns, self.world_size)
         n = self._rows
 
         def write(_):

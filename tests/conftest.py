@@ -33,8 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,7 @@ class _MPIState:
     comm: Any  # a duplicate of it for the harness's own collectives
     timeout: float
     stderr: Any  # the process's real stderr (fd 2 is captured while tests run)
-    pending: Optional[tuple] = None  # (nodeid, phase, text) of a local failure being gathered
+    pending: tuple | None = None  # (nodeid, phase, text) of a local failure being gathered
     cleanup: list = dataclasses.field(default_factory=list)
     collect_errors: list = dataclasses.field(default_factory=list)
 
@@ -58,7 +59,7 @@ class _MPIState:
 _STATE = pytest.StashKey[_MPIState]()
 
 
-def _state(config: pytest.Config) -> Optional[_MPIState]:
+def _state(config: pytest.Config) -> _MPIState | None:
     return config.stash.get(_STATE, None)
 
 
@@ -126,7 +127,7 @@ class RankedRepr:
         ``(rank, path, lineno, message)`` of the first failing rank, for one-line summaries.
     """
 
-    def __init__(self, texts: dict[int, str], crash: Optional[tuple] = None) -> None:
+    def __init__(self, texts: dict[int, str], crash: tuple | None = None) -> None:
         self.text = _prefixed(texts)
         self.reprcrash = None
         if crash is not None:
@@ -160,7 +161,7 @@ def _kind(view: dict) -> str:
     return view["outcome"]
 
 
-def combine(views: list[dict]) -> Optional[dict]:
+def combine(views: list[dict]) -> dict | None:
     """Decide the outcome every rank reports for one phase of one test.
 
     Parameters
@@ -260,7 +261,7 @@ def pytest_configure(config: pytest.Config) -> None:
             cache.set = lambda key, value: None
 
 
-def pytest_report_header(config: pytest.Config) -> Optional[str]:
+def pytest_report_header(config: pytest.Config) -> str | None:
     state = _state(config)
     if state is None:
         return None

@@ -37,7 +37,6 @@ import traceback
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -46,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: every registered operator and coder, blocks, packings and compositions
 SPECS = [
     "identity", "fp16", "bf16", "sign", "scaled_sign", "scaled_sign:block=7",
-    "dither:p=inf,s=5,block=300", "dither:p=1,s=3,coder=golomb", "dither:p=2,s=2,block=64,coder=elias",
+    "dither:p=inf,s=5,block=300", "dither:p=1,s=3,coder=golomb",
+    "dither:p=2,s=2,block=64,coder=elias",
     "qsgd:s=4", "qsgd:s=4,block=16", "qsgd:s=7,coder=elias", "qsgd:s=4,block=50,coder=elias",
     "qsgd:s=1,coder=elias", "qsgd:s=4,coder=golomb", "qsgd:s=16,block=33,coder=golomb",
     "terngrad", "terngrad:block=10,clip=2.5", "terngrad:pack=trits", "terngrad:block=6,pack=trits",
@@ -65,8 +65,8 @@ TIME_LIMIT = 1.0  # seconds a decode may take at d ≤ 1e5
 MEMORY_PER_COORD = 96  # bytes a decode may allocate per coordinate (NumPy allocations) …
 MEMORY_PER_BYTE = 4  # … plus per byte of the buffer …
 MEMORY_SLACK = 1 << 20  # … plus this constant
-INTERESTING = (0, 1, 2, 3, 7, 8, 62, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**31 - 1, 2**31, 2**32 - 1,
-               2**40, 2**62, 2**63 - 1, 2**64 - 1)
+INTERESTING = (0, 1, 2, 3, 7, 8, 62, 63, 64, 255, 256, 2**15, 2**16 - 1, 2**31 - 1, 2**31,
+               2**32 - 1, 2**40, 2**62, 2**63 - 1, 2**64 - 1)
 SYNTH_BITS = 1 << 16  # longest synthetic stream (bits); generating it stays cheap
 HANG_LIMIT = 120.0  # wall seconds one case may take before the parent kills the child
 HEADER_FIELDS = (("magic", 0, 8), ("op", 8, 8), ("dtype", 16, 8), ("flags", 24, 8), ("d", 32, 32))
@@ -90,7 +90,8 @@ class Case:
     call: str  # "decode", "out" or "add"
 
     def describe(self) -> str:
-        return (f"case {self.index}: spec={self.spec!r} d={self.d} dtype={self.dtype} call={self.call}\n"
+        return (f"case {self.index}: spec={self.spec!r} d={self.d} dtype={self.dtype} "
+                f"call={self.call}\n"
                 f"  mutation: {self.how}\n  bytes ({len(self.buf)}): {self.buf.hex()}")
 
 
@@ -180,7 +181,8 @@ def layout(op, d: int, dtype) -> list[tuple[str, int, int]]:
     if isinstance(inner, Sparsifier):
         if inner.shared:
             return fields + [("key", bit, 64), ("values", bit + 64, -1)]
-        return fields + [("values", bit, inner.k_of(d) * vb), ("index", bit + inner.k_of(d) * vb, -1)]
+        return fields + [("values", bit, inner.k_of(d) * vb),
+                         ("index", bit + inner.k_of(d) * vb, -1)]
     block = getattr(inner, "block", None)
     if block is not None and inner.name != "uniform":
         fields.append(("scalars", bit, vb * n_blocks(k, block)))
@@ -193,7 +195,7 @@ def layout(op, d: int, dtype) -> list[tuple[str, int, int]]:
     return fields
 
 
-def field_span(fields, name: str, nbits_total: int) -> Optional[tuple[int, int]]:
+def field_span(fields, name: str, nbits_total: int) -> tuple[int, int] | None:
     """(first bit, bits) of field ``name`` (the open-ended last field up to ``nbits_total``)."""
     for fname, pos, width in fields:
         if fname == name:
@@ -219,7 +221,8 @@ def sample_vector(rng: np.random.Generator, d: int, dtype) -> np.ndarray:
     return x.astype(dtype)
 
 
-def build_pool(seed: int, dims=DIMS, specs=SPECS, per_shape: int = 2) -> list[tuple[str, int, str, bytes]]:
+def build_pool(seed: int, dims=DIMS, specs=SPECS,
+               per_shape: int = 2) -> list[tuple[str, int, str, bytes]]:
     """Valid payloads (spec, d, dtype name, bytes): ``per_shape`` per (spec, d, dtype), a pure
     function of ``seed`` (the encoders write the same bytes on every kernel path)."""
     from mpicomp.compress import make_compressor
@@ -281,7 +284,8 @@ def synth_elias(rng, w: BitWriter, d: int, s: int) -> int:
         prev += max(1, gap)
         w.uint(int(rng.integers(2)), 1)
         c = rng.integers(6)
-        lev = int(rng.integers(1, s + 1)) if c < 4 else (s + 1 if c == 4 else int(rng.choice(INTERESTING[1:])))
+        lev = (int(rng.integers(1, s + 1)) if c < 4
+               else (s + 1 if c == 4 else int(rng.choice(INTERESTING[1:]))))
         w.gamma(max(1, lev))
     return n
 
@@ -305,14 +309,16 @@ def synth_golomb(rng, w: BitWriter, d: int, n_symbols: int) -> None:
         left = max(0, left - count)
         w.gamma(count + 1)
     while len(w.bits) < SYNTH_BITS and rng.random() > 1 / (2 * d + 4):
-        q = int(rng.choice([0, 0, 1, 2, int(rng.integers(0, d + 3)), int(rng.integers(0, 4 * d + 64))]))
+        q = int(rng.choice([0, 0, 1, 2, int(rng.integers(0, d + 3)),
+                            int(rng.integers(0, 4 * d + 64))]))
         q = min(q, SYNTH_BITS - len(w.bits))
         w.ones(q)
         w.zeros(1)
         w.uint(int(rng.integers(0, 1 << 20)), int(rng.integers(0, 21)))
 
 
-def mutate(rng: np.random.Generator, op, d: int, dtype, buf: bytes) -> tuple[bytes, int, np.dtype, str]:
+def mutate(rng: np.random.Generator, op, d: int, dtype,
+           buf: bytes) -> tuple[bytes, int, np.dtype, str]:
     """One mutation of a valid payload: (bytes, d and dtype the caller passes, description)."""
     from mpicomp.compress.base import DTYPE_CODES
 
@@ -331,9 +337,11 @@ def mutate(rng: np.random.Generator, op, d: int, dtype, buf: bytes) -> tuple[byt
         set_bits(data, pos, width, v)
         return bytes(data), d, dtype, f"field {name} @bit {pos} ({width} bits): {old} -> {v}"
     if kind == 1:  # header d and the caller's d together: the body read for another d
-        d2 = int(rng.choice([0, 1, 2, max(0, d - 1), d + 1, 2 * d, int(rng.integers(0, 3 * d + 9))]))
+        d2 = int(rng.choice([0, 1, 2, max(0, d - 1), d + 1, 2 * d,
+                             int(rng.integers(0, 3 * d + 9))]))
         if not dim_ok(op, d2):
-            return bytes(data), d, dtype, f"d {d} -> {d2}: not a dimension of {op.spec()}, unchanged"
+            return (bytes(data), d, dtype,
+                    f"d {d} -> {d2}: not a dimension of {op.spec()}, unchanged")
         set_bits(data, 32, 32, d2)
         return bytes(data), d2, dtype, f"header and caller d {d} -> {d2}"
     if kind == 2:  # header dtype and the caller's dtype together
@@ -362,7 +370,8 @@ def mutate(rng: np.random.Generator, op, d: int, dtype, buf: bytes) -> tuple[byt
         n = int(rng.choice([1, 2, 4, 8, 64, 1 << 16]))
         fill = int(rng.integers(3))
         extra = bytes(n) if fill == 0 else b"\xff" * n if fill == 1 else rng.bytes(n)
-        return bytes(data) + extra, d, dtype, f"appended {n} bytes ({['zeros', 'ones', 'random'][fill]})"
+        return (bytes(data) + extra, d, dtype,
+                f"appended {n} bytes ({['zeros', 'ones', 'random'][fill]})")
     if kind == 8:  # random bytes over a stretch
         start = int(rng.integers(0, max(1, len(data))))
         n = int(max(0, min(rng.geometric(0.2), len(data) - start)))
@@ -406,7 +415,8 @@ def synth(rng, op, d: int, dtype, data: bytearray, fields) -> tuple[bytes, int, 
     out = w.splice(data, span[0])
     if n is not None:
         pos, _ = field_span(fields, "nnz", 0)
-        claim = n + int(rng.choice([0, 0, 0, -1, 1])) if rng.random() < 0.9 else int(rng.choice(INTERESTING))
+        claim = (n + int(rng.choice([0, 0, 0, -1, 1])) if rng.random() < 0.9
+                 else int(rng.choice(INTERESTING)))
         set_bits(out, pos, 32, claim)
     inner_span = field_span(fields, "inner_bits", 0)
     if inner_span is not None:
@@ -439,7 +449,7 @@ def make_case(seed: int, index: int, pool, large_pool=()) -> Case:
 STATS = {"returned": 0, "decode_error": 0, "peak_share_of_bound": 0.0}
 
 
-def check(case: Case, memcheck: bool) -> Optional[str]:
+def check(case: Case, memcheck: bool) -> str | None:
     """None if decoding ``case`` returns a (d,) array of its dtype or raises DecodeError within
     `TIME_LIMIT` (and, with ``memcheck``, `memory_bound`); else what went wrong."""
     from mpicomp.compress import DecodeError, make_compressor
@@ -456,9 +466,11 @@ def check(case: Case, memcheck: bool) -> Optional[str]:
             got = op.decode_add(buf, case.d, dtype, np.zeros(case.d))
             dtype = np.dtype(np.float64)
         else:
-            got = op.decode(buf, case.d, dtype, out=np.empty(case.d, dtype) if case.call == "out" else None)
+            got = op.decode(buf, case.d, dtype,
+                            out=np.empty(case.d, dtype) if case.call == "out" else None)
         if not isinstance(got, np.ndarray) or got.shape != (case.d,) or got.dtype != dtype:
-            problem = f"returned {type(got).__name__} {getattr(got, 'dtype', '')}{getattr(got, 'shape', '')}"
+            problem = (f"returned {type(got).__name__} "
+                       f"{getattr(got, 'dtype', '')}{getattr(got, 'shape', '')}")
         STATS["returned"] += 1
     except DecodeError:
         STATS["decode_error"] += 1
@@ -468,7 +480,8 @@ def check(case: Case, memcheck: bool) -> Optional[str]:
     if memcheck:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        STATS["peak_share_of_bound"] = max(STATS["peak_share_of_bound"], peak / memory_bound(case.d, len(case.buf)))
+        STATS["peak_share_of_bound"] = max(STATS["peak_share_of_bound"],
+                                           peak / memory_bound(case.d, len(case.buf)))
         if problem is None and peak > memory_bound(case.d, len(case.buf)):
             problem = f"allocated {peak} bytes, bound {memory_bound(case.d, len(case.buf))}"
     if problem is None and elapsed > TIME_LIMIT and case.d <= LARGE_DIM:
@@ -512,7 +525,8 @@ def child(args) -> int:
             if len(failures) >= args.max_failures:
                 break
     summary = {"kernels": args.kernels, "cases": args.cases - args.start, "failures": failures,
-               "seconds": round(time.perf_counter() - t_start, 2), "worst_call_s": round(worst_time, 4),
+               "seconds": round(time.perf_counter() - t_start, 2),
+               "worst_call_s": round(worst_time, 4),
                "pool": len(pool) + len(large), **STATS}
     print(json.dumps(summary))
     return 0
@@ -545,7 +559,8 @@ def watch(cmd, env, progress: Path, timeout: float) -> tuple[int, str, str, bool
             index = progress.read_bytes()[:8]
             if index != last:
                 last, last_change = index, now
-            elif struct.unpack("<q", index)[0] >= 0 and now - last_change > HANG_LIMIT or now - t_start > timeout:
+            elif ((struct.unpack("<q", index)[0] >= 0 and now - last_change > HANG_LIMIT)
+                  or now - t_start > timeout):
                 hung = True
                 proc.kill()
                 proc.wait()
@@ -589,21 +604,25 @@ def fuzz(kernels: str, cases: int, seed: int, memcheck_every: int = 5, max_crash
             pool = build_pool(seed, DIMS)
             large = build_pool(seed, (LARGE_DIM,), per_shape=1) if kernels != "python" else []
             case = make_case(seed, index, pool, large)
-            what = f"hung: no progress for {HANG_LIMIT:.0f} s" if hung else f"child process died with exit code {returncode}"
+            what = (f"hung: no progress for {HANG_LIMIT:.0f} s" if hung
+                    else f"child process died with exit code {returncode}")
             failures.append(f"{case.describe()}\n  {what}\n  " + tail.replace("\n", "\n  "))
             start = index + 1
     return {"kernels": kernels, "cases": cases, "seed": seed, "failures": failures,
-            "seconds": round(seconds, 2), "worst_call_s": worst, "peak_share_of_bound": peak, **counts}
+            "seconds": round(seconds, 2), "worst_call_s": worst, "peak_share_of_bound": peak,
+            **counts}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=int(os.environ.get("MPICOMP_FUZZ_CASES", 100_000)))
+    parser.add_argument("--cases", type=int,
+                        default=int(os.environ.get("MPICOMP_FUZZ_CASES", 100_000)))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kernels", choices=KERNELS + ("all",), default="all")
     parser.add_argument("--python-share", type=float, default=0.05,
                         help="with --kernels all: the plain-Python path runs this share of --cases")
-    parser.add_argument("--memcheck-every", type=int, default=5, help="tracemalloc every N-th case (0: never)")
+    parser.add_argument("--memcheck-every", type=int, default=5,
+                        help="tracemalloc every N-th case (0: never)")
     parser.add_argument("--max-failures", type=int, default=50)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
@@ -613,7 +632,8 @@ def main(argv=None) -> int:
         return child(args)
     status = 0
     for kernels in KERNELS if args.kernels == "all" else (args.kernels,):
-        n = args.cases if kernels != "python" or args.kernels != "all" else max(1, int(args.cases * args.python_share))
+        n = (args.cases if kernels != "python" or args.kernels != "all"
+             else max(1, int(args.cases * args.python_share)))
         t0 = time.perf_counter()
         result = fuzz(kernels, n, args.seed, args.memcheck_every)
         print(f"[{kernels}] {n} cases, seed {args.seed}: {len(result['failures'])} failures, "

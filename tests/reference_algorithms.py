@@ -79,7 +79,8 @@ def run_dcgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=Non
     return xs
 
 
-def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0, batch=0, downlink=None):
+def run_diana(workers, x0, compressor, topology, lr, alpha, iters, momentum=0.0, batch=0,
+              downlink=None):
     """Iterates of DIANA (SPEC §2.2) with zero initial shifts."""
     op, down = make_compressor(compressor), (make_compressor(downlink) if downlink else None)
     n = workers.n
@@ -116,7 +117,8 @@ def run_efsgd(workers, x0, compressor, topology, lr, iters, batch=0, downlink=No
     return xs, errors
 
 
-def run_signum(workers, x0, lr, iters, momentum=0.0, weight_decay=0.0, batch=0, byzantine=0, attack="flip"):
+def run_signum(workers, x0, lr, iters, momentum=0.0, weight_decay=0.0, batch=0, byzantine=0,
+               attack="flip"):
     """Iterates of Signum with majority vote (SPEC §2.3), written from the definition: the
     last ``byzantine`` workers send ``−sign(m_r)`` or random signs; ties vote +1."""
     n = workers.n
@@ -128,7 +130,8 @@ def run_signum(workers, x0, lr, iters, momentum=0.0, weight_decay=0.0, batch=0, 
             m[r] = momentum * m[r] + (1 - momentum) * workers.gradient(r, x, batch).astype(x.dtype)
             s = np.where(m[r] < 0, -1.0, 1.0)
             if r >= n - byzantine:
-                s = -s if attack == "flip" else 2.0 * workers.rngs[r][0].integers(0, 2, size=s.size) - 1.0
+                s = (-s if attack == "flip"
+                     else 2.0 * workers.rngs[r][0].integers(0, 2, size=s.size) - 1.0)
             total += s
         vote = np.where(total < 0, -1.0, 1.0).astype(x.dtype)
         x = workers.prox(x - lr * (vote + weight_decay * x), lr)
@@ -136,8 +139,8 @@ def run_signum(workers, x0, lr, iters, momentum=0.0, weight_decay=0.0, batch=0, 
     return xs
 
 
-def run_qadam(workers, x0, compressor, lr, iters, beta1=0.9, beta2=0.999, eps=1e-8, error_feedback=True,
-              weight_quant=None, batch=0):
+def run_qadam(workers, x0, compressor, lr, iters, beta1=0.9, beta2=0.999, eps=1e-8,
+              error_feedback=True, weight_quant=None, batch=0):
     """Weights the workers hold at each step of quantised Adam (SPEC §2.5); the server is
     worker 0, whose generator also draws ``Q_x``'s rounding after its own message."""
     op, wq = make_compressor(compressor), make_compressor(weight_quant or "identity")
@@ -196,12 +199,15 @@ def run_choco(workers, W, x0, compressor, lr, gamma, tau, iters, schedule="const
     degree = (W > 0).sum(axis=1) - 1
     for t in range(iters):
         eta = step_size(lr, schedule, t)
-        half = np.stack([X[r] - eta * workers.gradient(r, X[r], batch).astype(x0.dtype) for r in range(n)])
+        half = np.stack([X[r] - eta * workers.gradient(r, X[r], batch).astype(x0.dtype)
+                         for r in range(n)])
         payloads = [op.encode(half[r] - X_hat[r], workers.rngs[r][0]) for r in range(n)]
         Q = np.stack([op.decode(p.buffer, x0.size, x0.dtype) / tau for p in payloads])
         X_hat = X_hat + Q
-        Z = half + gamma * np.stack([sum(W[r, j] * (X_hat[j] - X_hat[r]) for j in range(n) if W[r, j])
-                                     for r in range(n)])
+        Z = half + gamma * np.stack([
+            sum(W[r, j] * (X_hat[j] - X_hat[r]) for j in range(n) if W[r, j])
+            for r in range(n)
+        ])
         X = np.stack([workers.prox(z, eta) for z in Z]).astype(x0.dtype)
         Xs.append(X.copy())
         bits.append([p.nbits * int(degree[r]) for r, p in enumerate(payloads)])

@@ -23,7 +23,8 @@ def blocks(d, block):
 
 def sent_scalars(payload, count, dtype, extra=0):
     start = HEADER_BYTES + extra
-    return payload.buffer[start : start + count * np.dtype(dtype).itemsize].view(dtype).astype(np.float64)
+    stop = start + count * np.dtype(dtype).itemsize
+    return payload.buffer[start:stop].view(dtype).astype(np.float64)
 
 
 def key_of(seed):

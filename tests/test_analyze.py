@@ -9,12 +9,12 @@ import io
 import json
 import math
 
+import apps.dcgd
+import apps.diana
 import h5py
 import numpy as np
 import pytest
 
-import apps.dcgd
-import apps.diana
 from mpicomp import analyze
 from mpicomp.checkpoint import write_checkpoint
 from mpicomp.trace import STANDARD_COLUMNS, TraceError, TraceWriter, read_trace
@@ -57,7 +57,8 @@ def test_summary_is_the_last_row_and_the_bit_formulas(traces):
     assert s["wall_time"] == t["wall_time"][-1] and s["net_time"] == t["net_time"][-1]
     assert math.isnan(s["final_test_loss"])  # an extra column: no test split in this run
     exact = analyze.summarize(traces["identity"], name="fp64")
-    assert exact["run"] == "fp64" and exact["bits_per_coord_up"] == exact["bits_per_coord_down"] == 64.0
+    assert (exact["run"] == "fp64"
+            and exact["bits_per_coord_up"] == exact["bits_per_coord_down"] == 64.0)
 
 
 def parse_markdown(text: str) -> list[dict]:
@@ -151,8 +152,9 @@ def test_curve_axes_follow_the_columns(traces):
 
 def test_cli_prints_the_table_and_writes_files(traces, tmp_path, capsys):
     paths = [t.path for t in traces.values()]
-    rc = analyze.main([*paths, "--label", "DIANA", "--label", "fp64", "--csv", str(tmp_path / "s.csv"),
-                       "--rows-csv", str(tmp_path / "r.csv"), "--plot", str(tmp_path / "f.png"),
+    rc = analyze.main([*paths, "--label", "DIANA", "--label", "fp64",
+                       "--csv", str(tmp_path / "s.csv"), "--rows-csv", str(tmp_path / "r.csv"),
+                       "--plot", str(tmp_path / "f.png"),
                        "--plot", str(tmp_path / "f.pdf"), "--x", "step,bits"])
     assert rc == 0
     table = parse_markdown(capsys.readouterr().out.strip())
@@ -162,7 +164,8 @@ def test_cli_prints_the_table_and_writes_files(traces, tmp_path, capsys):
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("f.png", "f.pdf"))
     assert analyze.main([paths[0], "--format", "json"]) == 0
     (summary,) = json.loads(capsys.readouterr().out)
-    assert summary["bits_up"] == traces["diana"]["bits_up"][-1] and summary["final_test_loss"] is None
+    assert (summary["bits_up"] == traces["diana"]["bits_up"][-1]
+            and summary["final_test_loss"] is None)
 
 
 def killed_trace(path, rows: int, f_star: float = 0.5, bits: int | None = None):
@@ -208,7 +211,8 @@ def test_a_killed_run_is_summarised_as_running(tmp_path):
     assert s["status"] == "running" and s["steps"] == 20 and s["loss"] == 3.0
     assert s["bits_per_coord_up"] == 3.0 / (2 * 4 * 20)
     empty = analyze.summarize(read_trace(killed_trace(tmp_path / "empty.h5", 0)))
-    assert empty["steps"] == 0 and math.isnan(empty["loss"]) and math.isnan(empty["bits_per_coord_up"])
+    assert (empty["steps"] == 0 and math.isnan(empty["loss"])
+            and math.isnan(empty["bits_per_coord_up"]))
 
 
 def bad_traces(tmp, good):
@@ -227,8 +231,9 @@ def bad_traces(tmp, good):
         f["trace/loss"].resize((1,))
     checkpoint = tmp / "run.ckpt.h5"
     write_checkpoint(checkpoint, {"world_size": 1, "step": 5}, [{}], [{}])
-    return [(checkpoint, "an mpicomp checkpoint, not a trace"), (truncated, "truncated"), (text, "not a readable HDF5 file"),
-            (foreign, "missing root attributes"), (unequal, "equal length"),
+    return [(checkpoint, "an mpicomp checkpoint, not a trace"), (truncated, "truncated"),
+            (text, "not a readable HDF5 file"), (foreign, "missing root attributes"),
+            (unequal, "equal length"),
             (tmp / "missing.h5", "no such trace file")]
 
 
@@ -236,7 +241,8 @@ def test_malformed_traces_give_a_clear_error(traces, tmp_path, capsys):
     for path, words in bad_traces(tmp_path, traces["diana"].path):
         with pytest.raises(TraceError, match=words):
             analyze.load([path])
-        assert analyze.main([traces["diana"].path, str(path), "--plot", str(tmp_path / "x.png")]) == 2
+        assert analyze.main([traces["diana"].path, str(path),
+                             "--plot", str(tmp_path / "x.png")]) == 2
         err = capsys.readouterr().err
         assert f"error: {path}" in err and words in err
         assert not (tmp_path / "x.png").exists()  # nothing half-written
@@ -268,8 +274,8 @@ def twins(tmp_path_factory):
     assert apps.diana.main([*common, "--seed", "1", "--trace", str(paths["a"])], MPI.COMM_SELF) == 0
     assert apps.diana.main([*common, "--seed", "2", "--lr", "0.05", "--trace", str(paths["b"])],
                            MPI.COMM_SELF) == 0
-    assert apps.dcgd.main([*common, "--compressor", "qsgd:s=4,block=8", "--trace", str(paths["qsgd"])],
-                          MPI.COMM_SELF) == 0
+    assert apps.dcgd.main([*common, "--compressor", "qsgd:s=4,block=8",
+                           "--trace", str(paths["qsgd"])], MPI.COMM_SELF) == 0
     return {k: read_trace(p) for k, p in paths.items()}
 
 
@@ -355,7 +361,8 @@ def test_default_figure_has_a_bits_up_panel_and_log_bits_axes(traces):
     fig = analyze.figure(list(traces.values()))
     try:
         assert analyze.DEFAULT_X == ("step", "bits", "bits_up", "net_time")
-        assert [ax.get_xlabel() for ax in fig.axes] == [analyze.X_AXES[a][1] for a in analyze.DEFAULT_X]
+        assert ([ax.get_xlabel() for ax in fig.axes]
+                == [analyze.X_AXES[a][1] for a in analyze.DEFAULT_X])
         assert [ax.get_xscale() for ax in fig.axes] == ["linear", "log", "log", "linear"]
     finally:
         close(fig)
@@ -460,8 +467,8 @@ def test_the_legend_sits_outside_every_panel(traces):
 @pytest.mark.mpi
 def test_summary_of_a_run_on_several_ranks(comm, mpi_shared_tmp):
     path = str(mpi_shared_tmp / "diana.h5")
-    assert apps.diana.main(["--data", DATA, "--iters", "12", "--log-every", "4", "--progress", "off",
-                            "--trace", path], comm) == 0
+    assert apps.diana.main(["--data", DATA, "--iters", "12", "--log-every", "4",
+                            "--progress", "off", "--trace", path], comm) == 0
     comm.Barrier()
     if comm.rank != 0:
         return

@@ -9,18 +9,17 @@ import io
 
 import numpy as np
 import pytest
+from test_api import docstring_example
 
 import mpicomp
-
-from test_api import docstring_example
 
 pytestmark = pytest.mark.mpi
 
 
 def data_of(comm, d=10):
     # unequal shards, so the weights matter
-    return mpicomp.make_synthetic("logistic", n_samples=31 * comm.size + 3, n_features=d, heterogeneity=1.0,
-                                  groups=comm.size, seed=2)
+    return mpicomp.make_synthetic("logistic", n_samples=31 * comm.size + 3, n_features=d,
+                                  heterogeneity=1.0, groups=comm.size, seed=2)
 
 
 def test_docstring_example_runs_and_reaches_the_optimum(comm):
@@ -62,23 +61,25 @@ def test_dcgd_with_the_identity_is_full_gradient_descent(comm, topology):
 def built_by_hand(name, objective, world, n):
     """The algorithm of `CASES` from its parts (``world``: a Communicator)."""
     if name == "dcgd":
-        return mpicomp.DCGD(objective, world, mpicomp.make_aggregator("two-phase", world, "qsgd:s=2",
-                                                                     downlink="identity"), lr=0.3, batch=4)
+        agg = mpicomp.make_aggregator("two-phase", world, "qsgd:s=2", downlink="identity")
+        return mpicomp.DCGD(objective, world, agg, lr=0.3, batch=4)
     if name == "diana":
-        return mpicomp.DIANA(objective, world, mpicomp.make_aggregator("allgather", world, "natural"),
-                             lr=0.2, alpha=0.4)
+        agg = mpicomp.make_aggregator("allgather", world, "natural")
+        return mpicomp.DIANA(objective, world, agg, lr=0.2, alpha=0.4)
     if name == "efsgd":
-        return mpicomp.EFSGD(objective, world, mpicomp.make_aggregator("server", world, "topk:k=3"), lr=0.3)
+        agg = mpicomp.make_aggregator("server", world, "topk:k=3")
+        return mpicomp.EFSGD(objective, world, agg, lr=0.3)
     if name == "qadam":
-        return mpicomp.QAdam(objective, world, mpicomp.make_aggregator("server", world, "scaled_sign:block=4"),
-                             lr=0.05, batch=5)
+        agg = mpicomp.make_aggregator("server", world, "scaled_sign:block=4")
+        return mpicomp.QAdam(objective, world, agg, lr=0.05, batch=5)
     if name == "signsgd":
-        return mpicomp.Signum(objective, world, mpicomp.MajorityVote(world, "bitsliced"), lr=0.05, momentum=0.5)
+        return mpicomp.Signum(objective, world, mpicomp.MajorityVote(world, "bitsliced"), lr=0.05,
+                              momentum=0.5)
     graph = mpicomp.Gossip(world, mpicomp.make_graph("ring", n), "uniform")
     if name == "dpsgd":
         return mpicomp.DPSGD(objective, world, graph, lr=0.5, schedule="sqrt")
-    return mpicomp.ALGORITHMS[name](objective, world, graph, mpicomp.make_compressor("qsgd:s=4,coder=golomb"),
-                                    lr=0.5, gamma=0.5, tau=2.0)
+    compressor = mpicomp.make_compressor("qsgd:s=4,coder=golomb")
+    return mpicomp.ALGORITHMS[name](objective, world, graph, compressor, lr=0.5, gamma=0.5, tau=2.0)
 
 
 CASES = {  # make_algorithm's arguments for the same algorithms
@@ -89,8 +90,8 @@ CASES = {  # make_algorithm's arguments for the same algorithms
     "signsgd": dict(topology="bitsliced", lr=0.05, momentum=0.5),
     "dpsgd": dict(mixing="uniform", lr=0.5, schedule="sqrt"),  # the ring by default
     "choco": dict(compressor="qsgd:s=4,coder=golomb", mixing="uniform", lr=0.5, gamma=0.5, tau=2.0),
-    "malcom": dict(compressor="qsgd:s=4,coder=golomb", topology="ring", mixing="uniform", lr=0.5, gamma=0.5,
-                   tau=2.0),
+    "malcom": dict(compressor="qsgd:s=4,coder=golomb", topology="ring", mixing="uniform", lr=0.5,
+                   gamma=0.5, tau=2.0),
 }
 
 
@@ -99,15 +100,19 @@ def test_make_algorithm_is_the_algorithm_built_from_its_parts(comm, name):
     assert set(CASES) == set(mpicomp.ALGORITHMS)
     data = data_of(comm, d=12)
     x0 = np.full(data.n_features, 0.1)
-    one = mpicomp.make_algorithm(name, mpicomp.local_objective(comm, data, l1=0.01), comm, **CASES[name])
-    other = built_by_hand(name, mpicomp.local_objective(comm, data, l1=0.01), mpicomp.communicator(comm), comm.size)
-    assert type(one) is mpicomp.ALGORITHMS[name] and one.hyperparameters() == other.hyperparameters()
+    one = mpicomp.make_algorithm(name, mpicomp.local_objective(comm, data, l1=0.01), comm,
+                                 **CASES[name])
+    other = built_by_hand(name, mpicomp.local_objective(comm, data, l1=0.01),
+                          mpicomp.communicator(comm), comm.size)
+    assert (type(one) is mpicomp.ALGORITHMS[name]
+            and one.hyperparameters() == other.hyperparameters())
     runs = []
     for algo in (one, other):
         bits = []
-        state = mpicomp.run_steps(algo, x0, 8, seed=4,
-                                  each=lambda before, state, info: bits.append((state.x.copy(), info.bits_up,
-                                                                                info.bits_down)))
+        state = mpicomp.run_steps(
+            algo, x0, 8, seed=4,
+            each=lambda before, state, info, bits=bits: bits.append(
+                (state.x.copy(), info.bits_up, info.bits_down)))
         runs.append((bits, state))
         algo.close()
     for t, ((x, up, down), (y, up_, down_)) in enumerate(zip(*(bits for bits, _ in runs))):
@@ -129,7 +134,8 @@ def test_make_algorithm_is_the_algorithm_built_from_its_parts(comm, name):
 def test_make_algorithm_refuses_what_the_family_has_no_use_for(comm, name, kwargs, message):
     objective = mpicomp.local_objective(comm, data_of(comm))
     with pytest.raises(ValueError, match=message):
-        mpicomp.make_algorithm(name, objective, comm, lr=0.1, **{"alpha": 0.5} if name == "diana" else {}, **kwargs)
+        mpicomp.make_algorithm(name, objective, comm, lr=0.1,
+                               **{"alpha": 0.5} if name == "diana" else {}, **kwargs)
 
 
 def test_communicator_wraps_or_duplicates_and_models_the_network(comm):
@@ -137,15 +143,19 @@ def test_communicator_wraps_or_duplicates_and_models_the_network(comm):
 
     dup = mpicomp.communicator(network="1gbe")
     try:
-        assert MPI.Comm.Compare(dup.mpi_comm, MPI.COMM_WORLD) == MPI.CONGRUENT  # a Dup, not COMM_WORLD
+        # a Dup, not COMM_WORLD
+        assert MPI.Comm.Compare(dup.mpi_comm, MPI.COMM_WORLD) == MPI.CONGRUENT
         assert mpicomp.communicator(dup) is dup
         with pytest.raises(ValueError, match="network applies to a new Communicator"):
             mpicomp.communicator(dup, network="10gbe")
-        data = mpicomp.make_synthetic("logistic", n_samples=20 * dup.size, n_features=8, groups=dup.size)
-        algo = mpicomp.make_algorithm("dcgd", mpicomp.local_objective(dup, data), dup, "qsgd:s=2", lr=0.5)
+        data = mpicomp.make_synthetic("logistic", n_samples=20 * dup.size, n_features=8,
+                                      groups=dup.size)
+        algo = mpicomp.make_algorithm("dcgd", mpicomp.local_objective(dup, data), dup, "qsgd:s=2",
+                                      lr=0.5)
         mpicomp.run_steps(algo, np.zeros(8), 3)
         total = dup.stats.total()
-        assert total.calls == 6 and (total.model_seconds > 0) == (dup.size > 1)  # gather + bcast a step
+        # gather + bcast a step
+        assert total.calls == 6 and (total.model_seconds > 0) == (dup.size > 1)
     finally:
         dup.mpi_comm.Free()
     wrapped = mpicomp.communicator(comm)
@@ -156,8 +166,8 @@ def test_the_seed_decides_the_run(comm):
     data = data_of(comm)
 
     def final(seed):
-        algo = mpicomp.make_algorithm("diana", mpicomp.local_objective(comm, data), comm, "qsgd:s=2", lr=0.2,
-                                      alpha=0.3, batch=3)
+        algo = mpicomp.make_algorithm("diana", mpicomp.local_objective(comm, data), comm,
+                                      "qsgd:s=2", lr=0.2, alpha=0.3, batch=3)
         return mpicomp.run_steps(algo, np.zeros(data.n_features), 5, seed=seed).x
 
     np.testing.assert_array_equal(final(1), final(1))

@@ -25,15 +25,18 @@ def env():
 
 
 def launch(args, cwd, ranks=None, **kw):
-    cmd = [sys.executable, *args] if ranks is None else [MPIEXEC, "-n", str(ranks), sys.executable, *args]
-    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=240, **kw)
+    cmd = ([sys.executable, *args] if ranks is None
+           else [MPIEXEC, "-n", str(ranks), sys.executable, *args])
+    return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=240,
+                          **kw)
 
 
 APPS = [  # app, algorithm in the trace, its compressor attribute
-    ("diana", "diana", "dither:p=inf,s=1"), ("dcgd", "dcgd", "qsgd:s=4"), ("qsgd", "dcgd", "qsgd:s=4"),
-    ("terngrad", "dcgd", "terngrad"), ("signsgd", "signsgd", "sign"), ("natural", "dcgd", "natural"),
-    ("qadam", "qadam", "scaled_sign:block=16"), ("efsgd", "efsgd", "scaled_sign"),
-    ("dpsgd", "dpsgd", "identity"), ("choco", "choco", "qsgd:s=4"), ("malcom", "malcom", "qsgd:s=4,coder=golomb")]
+    ("diana", "diana", "dither:p=inf,s=1"), ("dcgd", "dcgd", "qsgd:s=4"),
+    ("qsgd", "dcgd", "qsgd:s=4"), ("terngrad", "dcgd", "terngrad"), ("signsgd", "signsgd", "sign"),
+    ("natural", "dcgd", "natural"), ("qadam", "qadam", "scaled_sign:block=16"),
+    ("efsgd", "efsgd", "scaled_sign"), ("dpsgd", "dpsgd", "identity"),
+    ("choco", "choco", "qsgd:s=4"), ("malcom", "malcom", "qsgd:s=4,coder=golomb")]
 
 
 @pytest.mark.parametrize("app,algorithm,compressor", APPS)
@@ -75,8 +78,8 @@ def test_sigterm_checkpoints_and_resume_finishes(tmp_path):
     trace = tmp_path / "run.h5"
     args = ["-m", "apps.diana", "--trace", str(trace), "--iters", "200000", "--log-every", "50",
             "--data", "synthetic:logistic,n=64,d=8,h=1"]
-    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert wait_for_rows(trace, 3, proc), "the run ended before it was signalled"
         proc.send_signal(signal.SIGTERM)
@@ -115,8 +118,8 @@ def test_a_failure_on_one_rank_ends_the_whole_job(tmp_path):
 
 
 def test_the_run_closes_with_its_summary_and_keeps_an_existing_trace(tmp_path):
-    args = ["-m", "apps.diana", "--data", "digits:binary", "--test-fraction", "0.2", "--iters", "30",
-            "--trace", "run.h5"]
+    args = ["-m", "apps.diana", "--data", "digits:binary", "--test-fraction", "0.2",
+            "--iters", "30", "--trace", "run.h5"]
     out = launch(args, tmp_path, ranks=2)
     assert out.returncode == EXIT_FINISHED, out.stderr
     t = read_trace(tmp_path / "run.h5")
@@ -131,7 +134,8 @@ def test_the_run_closes_with_its_summary_and_keeps_an_existing_trace(tmp_path):
                           f"‖x − x*‖² {t['dist_to_opt_sq'][-1]:.3g}, "
                           f"test accuracy {t['test_accuracy'][-1]:.4f}")
     bits_up = t["bits_up"][-1] / (2 * t.attrs["dim"] * 30)
-    assert summary[2].startswith(f"  bits per coordinate per worker and step: up {bits_up:.4g}, down")
+    assert summary[2].startswith(
+        f"  bits per coordinate per worker and step: up {bits_up:.4g}, down")
     assert summary[4] == "  analyse: python -m mpicomp.analyze run.h5 --plot run.png"
 
     before = (tmp_path / "run.h5").read_bytes()
@@ -142,7 +146,8 @@ def test_the_run_closes_with_its_summary_and_keeps_an_existing_trace(tmp_path):
 
     quiet = launch([*args, "--overwrite", "--quiet", "--progress", "off"], tmp_path, ranks=2)
     assert quiet.returncode == EXIT_FINISHED, quiet.stderr
-    assert quiet.stderr.strip().splitlines() == ["diana: finished, 30 steps on 2 ranks; trace run.h5"]
+    assert quiet.stderr.strip().splitlines() == [
+        "diana: finished, 30 steps on 2 ranks; trace run.h5"]
     assert read_trace(tmp_path / "run.h5").final_x.tolist() == t.final_x.tolist()
 
 
@@ -187,7 +192,8 @@ def test_a_stale_lock_is_taken_over_and_a_foreign_one_refused(tmp_path):
     lock.write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "started": "earlier"}))
     out = launch([*args, "--overwrite"], tmp_path)
     assert out.returncode == EXIT_BAD_INPUT
-    assert "run.h5 is being written by the run of process 1 on node-elsewhere, started earlier" in out.stderr
+    assert ("run.h5 is being written by the run of process 1 on node-elsewhere, "
+            "started earlier" in out.stderr)
     assert lock.exists() and read_trace(tmp_path / "run.h5").status == "finished"
 
 

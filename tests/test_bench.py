@@ -35,8 +35,10 @@ def test_compressor_cli_writes_json_and_rejects_bad_specs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| `sign` |" in done.stdout
     assert [r["operator"] for r in json.loads(out.read_text())["rows"]] == ["sign", "topk:k=0.1"]
-    bad = subprocess.run(cmd[:-4] + ["--ops", "nosuch"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown compressor 'nosuch'" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run(cmd[:-4] + ["--ops", "nosuch"], capture_output=True, text=True,
+                         timeout=300)
+    assert (bad.returncode == 2 and "unknown compressor 'nosuch'" in bad.stderr
+            and "Traceback" not in bad.stderr)
 
 
 @pytest.mark.mpi(min_size=2)

@@ -47,7 +47,8 @@ def test_allgatherv_and_counters(world):
     assert [list(b) for b in got] == [list(payload_of(q, n)) for q in range(n)]
     s = world.stats.by_op["allgatherv"]
     sizes = [payload_of(q, n).size for q in range(n)]
-    assert (s.calls, s.bytes_sent, s.bytes_received) == (1, sizes[r] * (n - 1), sum(sizes) - sizes[r])
+    assert ((s.calls, s.bytes_sent, s.bytes_received)
+            == (1, sizes[r] * (n - 1), sum(sizes) - sizes[r]))
     net = make_network_model("10gbe")
     assert s.model_seconds == pytest.approx((n - 1) * (net.alpha + max(sizes) / net.beta))
 
@@ -80,7 +81,8 @@ def test_wrong_payload_size_fails_on_every_rank(world):
         world.allgatherv(buf, expected=10)
 
 
-OPS = ["identity", "natural", "qsgd:s=4,block=64", "qsgd:s=3,coder=elias", "sign", "topk:k=0.1", "randk:k=0.2"]
+OPS = ["identity", "natural", "qsgd:s=4,block=64", "qsgd:s=3,coder=elias", "sign", "topk:k=0.1",
+       "randk:k=0.2"]
 
 
 def serial_encodes(op, n):
@@ -119,8 +121,11 @@ def test_server_aggregator_equals_serial_mean(world, spec, downlink, dedicated, 
     assert np.array_equal(res.mean, agg.down.decode(down.buffer, D))
     if downlink is None:
         assert np.array_equal(res.mean, mean)
-    assert res.own is None if (dedicated and world.rank == root) else np.array_equal(res.own, agg.compressor.decode(replay[world.rank][0].buffer, D))
-    assert res.bits_down == (down.nbits if agg.down.fixed_size or world.rank == root else 8 * -(-down.nbits // 8))
+    assert (res.own is None if (dedicated and world.rank == root)
+            else np.array_equal(res.own,
+                                agg.compressor.decode(replay[world.rank][0].buffer, D)))
+    assert res.bits_down == (down.nbits if agg.down.fixed_size or world.rank == root
+                             else 8 * -(-down.nbits // 8))
 
 
 @pytest.mark.parametrize("spec", OPS)
@@ -130,11 +135,14 @@ def test_two_phase_aggregator_equals_serial_replay(world, spec):
     res = agg.reduce(vector(world.rank, n), seeds(world.rank, n)[1])
     b = agg.bounds(D)
     rngs = [seeds(q, n)[1] for q in range(n)]
-    chunks = [[agg.compressor.encode(vector(q, n)[b[c] : b[c + 1]], rngs[q]) for c in range(n)] for q in range(n)]
+    chunks = [[agg.compressor.encode(vector(q, n)[b[c] : b[c + 1]], rngs[q]) for c in range(n)]
+              for q in range(n)]
     want = np.empty(D, np.float32)
     for c in range(n):  # owner c averages chunk c, re-compresses it with its generator
-        m, _ = mean_of(agg.compressor, [chunks[q][c].buffer for q in range(n)], int(b[c + 1] - b[c]), np.float32)
-        want[b[c] : b[c + 1]] = agg.compressor.decode(agg.compressor.encode(m, rngs[c]).buffer, int(b[c + 1] - b[c]))
+        size = int(b[c + 1] - b[c])
+        m, _ = mean_of(agg.compressor, [chunks[q][c].buffer for q in range(n)], size, np.float32)
+        again = agg.compressor.encode(m, rngs[c])
+        want[b[c] : b[c + 1]] = agg.compressor.decode(again.buffer, size)
     assert np.array_equal(res.mean, want)
 
 
@@ -164,7 +172,8 @@ def test_majority_vote_modes_agree_with_sign_of_summed_signs_and_tie_rule(world,
         results[mode] = vote.vote(x).mean
         vote.close()
         assert results[mode].dtype == dtype and np.array_equal(results[mode], want), mode
-    assert world.stats.by_op["allreduce"].bytes_sent == 2 * (n - 1) * (-(-D // 64) * 8 * max(1, n.bit_length())) // n
+    assert (world.stats.by_op["allreduce"].bytes_sent
+            == 2 * (n - 1) * (-(-D // 64) * 8 * max(1, n.bit_length())) // n)
 
 
 def test_bit_sliced_vote_uses_log_n_bit_planes(world):
@@ -195,11 +204,13 @@ def test_wrong_size_payload_from_one_rank_fails_everywhere(world):
     def oversized(agg):
         if world.rank == 1:  # one extra byte from rank 1 only
             real = agg.compressor.encode
-            agg.compressor.encode = lambda x, rng: type(p := real(x, rng))(np.append(p.buffer, np.uint8(0)), p.nbits)
+            agg.compressor.encode = lambda x, rng: type(p := real(x, rng))(
+                np.append(p.buffer, np.uint8(0)), p.nbits)
         return agg
 
     for agg in (ServerAggregator(world, "qsgd:s=4"), AllgatherAggregator(world, "qsgd:s=4")):
         with pytest.raises(PayloadSizeError, match="rank 1: .* bytes, expected"):
             oversized(agg).reduce(vector(world.rank, world.size), np.random.default_rng(0))
     with pytest.raises(AggregationError, match="from rank 1"):
-        oversized(TwoPhaseAggregator(world, "qsgd:s=4")).reduce(vector(world.rank, world.size), np.random.default_rng(0))
+        oversized(TwoPhaseAggregator(world, "qsgd:s=4")).reduce(vector(world.rank, world.size),
+                                                                np.random.default_rng(0))

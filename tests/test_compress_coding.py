@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, make_compressor, kernels
-from mpicomp.compress import coding
+from mpicomp.compress import DecodeError, coding, kernels, make_compressor
 
 # the coder's functions are Numba-compiled when Numba is installed; ``.py_func`` is the plain
 # Python they fall back to without it (what an environment without Numba runs)

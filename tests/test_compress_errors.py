@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, make_compressor, kernels
+from mpicomp.compress import DecodeError, kernels, make_compressor
 
 SPECS = [
     "identity", "fp16", "bf16", "sign", "scaled_sign:block=7", "dither:p=inf,s=5,block=300",
@@ -75,7 +75,8 @@ def test_corrupted_dither_field_is_detected(kind):
     for byte, mask in ((body + 3, 0b011), (body + 3, 0b100)):  # level 3 / sign on level 0
         buf = p.buffer.copy()
         buf[byte] |= mask
-        with kernels.forced(kind), pytest.raises(DecodeError, match="corrupted field at coordinate"):
+        with kernels.forced(kind), pytest.raises(DecodeError,
+                                                 match="corrupted field at coordinate"):
             op.decode(buf, 16, np.float32)
 
 

@@ -16,11 +16,11 @@ import subprocess
 import sys
 import tracemalloc
 
+import fuzz_payloads as fz
 import numpy as np
 import pytest
 
-import fuzz_payloads as fz
-from mpicomp.compress import DecodeError, coding, make_compressor, kernels
+from mpicomp.compress import DecodeError, coding, kernels, make_compressor
 
 KINDS = ["numba", "numpy"] if kernels.HAVE_NUMBA else ["numpy"]
 IMPLS = ["compiled", "python"] if kernels.HAVE_NUMBA else ["python"]
@@ -47,16 +47,19 @@ def decode_in_child(cases, kernels_kind: str) -> list[str]:
         "    try:\n"
         "        buf = np.frombuffer(bytes.fromhex(hexbuf), np.uint8)\n"
         "        y = make_compressor(spec).decode(buf, d, dtype)\n"
-        "        out.append('ok' if y.shape == (d,) and y.dtype == np.dtype(dtype) else 'bad shape')\n"
+        "        out.append('ok' if y.shape == (d,) and y.dtype == np.dtype(dtype)"
+        " else 'bad shape')\n"
         "    except DecodeError as exc:\n"
         "        out.append('DecodeError: ' + str(exc))\n"
         "    except Exception as exc:\n"
         "        out.append(type(exc).__name__ + ': ' + str(exc))\n"
         "print(json.dumps(out))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(cases), capture_output=True,
-                          text=True, env=fz.child_env(kernels_kind), timeout=600)
-    assert proc.returncode == 0, f"decoder child died with exit code {proc.returncode}:\n{proc.stderr[-3000:]}"
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(cases),
+                          capture_output=True, text=True, env=fz.child_env(kernels_kind),
+                          timeout=600)
+    assert proc.returncode == 0, (f"decoder child died with exit code {proc.returncode}:\n"
+                                  f"{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -72,7 +75,8 @@ def spliced(spec: str, d: int, writer: fz.BitWriter, nnz: int, dtype=np.float32)
     fz.set_bits(out, fz.field_span(fields, "nnz", 0)[0], 32, nnz)
     inner = fz.field_span(fields, "inner_bits", 0)
     if inner:
-        fz.set_bits(out, inner[0], 32, stream + len(writer.bits) - fz.field_span(fields, "scalars", 0)[0])
+        scalars = fz.field_span(fields, "scalars", 0)[0]
+        fz.set_bits(out, inner[0], 32, stream + len(writer.bits) - scalars)
     return out.hex()
 
 
@@ -113,8 +117,10 @@ def test_crafted_payloads_raise_decode_error_in_a_child(kind):
         ("topk:k=0.5+qsgd:s=4,coder=elias", 100, "float32",
          spliced("topk:k=0.5+qsgd:s=4,coder=elias", 100, overflowing_gap(), 2)),
         ("randk:k=0.5,shared=1+qsgd:s=2,block=8,coder=elias", 64, "float64",
-         spliced("randk:k=0.5,shared=1+qsgd:s=2,block=8,coder=elias", 64, overflowing_gap(), 2, np.float64)),
-        ("qsgd:s=4,coder=elias", 100, "float32", spliced("qsgd:s=4,coder=elias", 100, long_zeros, 1)),
+         spliced("randk:k=0.5,shared=1+qsgd:s=2,block=8,coder=elias", 64, overflowing_gap(), 2,
+                 np.float64)),
+        ("qsgd:s=4,coder=elias", 100, "float32",
+         spliced("qsgd:s=4,coder=elias", 100, long_zeros, 1)),
         ("qsgd:s=4,coder=elias", 100, "float32", spliced("qsgd:s=4,coder=elias", 100, many, 99)),
         ("qsgd:s=4,coder=elias", 100, "float32", spliced("qsgd:s=4,coder=elias", 100, past_d, 1)),
     ]
@@ -172,10 +178,12 @@ def test_golomb_placers_reject_runs_past_the_positions_left(kind, runs):
 def test_header_counts_do_not_drive_allocations():
     # a count of 2^32 − 1 non-zeros (or a composition's inner bit count of 2^32 − 1) is
     # rejected before anything of that size is allocated
-    for spec, field in (("qsgd:s=4,coder=elias", "nnz"), ("topk:k=0.5+qsgd:s=4,coder=golomb", "inner_bits")):
+    for spec, field in (("qsgd:s=4,coder=elias", "nnz"),
+                        ("topk:k=0.5+qsgd:s=4,coder=golomb", "inner_bits")):
         op = make_compressor(spec)
         d = 1000
-        buf = bytearray(op.encode(np.ones(d, np.float32), np.random.default_rng(0)).buffer.tobytes())
+        buf = bytearray(
+            op.encode(np.ones(d, np.float32), np.random.default_rng(0)).buffer.tobytes())
         fz.set_bits(buf, fz.field_span(fz.layout(op, d, np.float32), field, 0)[0], 32, 2**32 - 1)
         op.decode(op.encode(np.ones(d, np.float32), np.random.default_rng(0)).buffer, d)  # warm
         tracemalloc.start()

@@ -9,8 +9,9 @@ import pytest
 from mpicomp.compress import make_compressor
 
 SPECS = [
-    "sign", "scaled_sign:block=64", "qsgd:s=4,block=128", "qsgd:s=4,coder=elias", "qsgd:s=3,coder=golomb", "terngrad",
-    "terngrad:pack=trits", "natural", "natural_dither:s=4", "topk:k=0.05", "randk:k=0.1",
+    "sign", "scaled_sign:block=64", "qsgd:s=4,block=128", "qsgd:s=4,coder=elias",
+    "qsgd:s=3,coder=golomb", "terngrad", "terngrad:pack=trits", "natural", "natural_dither:s=4",
+    "topk:k=0.05", "randk:k=0.1",
     "topk:k=0.1+natural", "randk:k=0.2+qsgd:s=2,coder=elias",
 ]
 D = 3001

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mpicomp.compress import DecodeError, make_compressor, kernels
+from mpicomp.compress import DecodeError, kernels, make_compressor
 from mpicomp.compress.base import HEADER, HEADER_BYTES, MAGIC
 from mpicomp.compress.bitpack import pack_fields
 
@@ -24,14 +24,14 @@ KINDS = ["numba", "numpy"] if kernels.HAVE_NUMBA else ["numpy"]
 DTYPES = [np.float32, np.float64]
 D = 200  # > 64: the sign kernels' whole-word path and its tail both run
 OWN_SPECS = [
-    "identity", "fp16", "bf16", "sign", "scaled_sign", "scaled_sign:block=3", "scaled_sign:block=64",
-    "topk:k=3", "randk:k=3", "randk:k=3,shared=1",
+    "identity", "fp16", "bf16", "sign", "scaled_sign", "scaled_sign:block=3",
+    "scaled_sign:block=64", "topk:k=3", "randk:k=3", "randk:k=3,shared=1",
 ]
 OTHER_SPECS = [
-    "dither:p=inf,s=5", "dither:p=2,s=3", "dither:p=1,s=2,block=3", "qsgd:s=4", "qsgd:s=4,coder=elias",
-    "qsgd:s=3,coder=golomb", "terngrad", "terngrad:pack=trits", "terngrad:clip=2.5", "natural",
-    "natural_dither:s=4", "uniform:bits=4", "uniform:bits=3,rounding=stochastic", "topk:k=3+natural",
-    "randk:k=50+qsgd:s=2",
+    "dither:p=inf,s=5", "dither:p=2,s=3", "dither:p=1,s=2,block=3", "qsgd:s=4",
+    "qsgd:s=4,coder=elias", "qsgd:s=3,coder=golomb", "terngrad", "terngrad:pack=trits",
+    "terngrad:clip=2.5", "natural", "natural_dither:s=4", "uniform:bits=4",
+    "uniform:bits=3,rounding=stochastic", "topk:k=3+natural", "randk:k=50+qsgd:s=2",
 ]
 
 
@@ -150,7 +150,8 @@ def test_extreme_values(spec, case, dtype):
             scale = np.abs(got[0])
             assert scale <= np.abs(part).max()
             np.testing.assert_allclose(
-                scale, reference_mean_abs(part), rtol=64 * float(fi.eps), atol=float(fi.smallest_subnormal)
+                scale, reference_mean_abs(part), rtol=64 * float(fi.eps),
+                atol=float(fi.smallest_subnormal)
             )
             assert (got == np.where(part < 0, -scale, scale)).all()
     elif name == "topk":
@@ -183,7 +184,8 @@ def test_scaled_sign_decodes_huge_scales_exactly(kind, dtype):
         p = op.encode(x)
         y = op.decode(p.buffer, x.size, dtype)
         acc = op.decode_add(p.buffer, x.size, dtype, np.zeros(x.size))
-    scales = np.repeat(p.buffer[HEADER_BYTES : HEADER_BYTES + 4 * x.itemsize].view(dtype), 64)[: x.size]
+    sent = p.buffer[HEADER_BYTES : HEADER_BYTES + 4 * x.itemsize].view(dtype)
+    scales = np.repeat(sent, 64)[: x.size]
     np.testing.assert_array_equal(y, np.where(x < 0, -scales, scales))
     np.testing.assert_array_equal(acc, y.astype(np.float64))
 
@@ -192,7 +194,8 @@ def test_scaled_sign_bytes_of_huge_float32_are_unchanged():
     x = np.array([3e38, -3e38, 1e38, -2e38], np.float32)
     for kind in KINDS:
         with kernels.forced(kind):
-            assert make_compressor("scaled_sign").encode(x).buffer.tobytes().hex() == "c5030100040000006c45297f0a"
+            assert (make_compressor("scaled_sign").encode(x).buffer.tobytes().hex()
+                    == "c5030100040000006c45297f0a")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -222,7 +225,8 @@ def encoded(spec: str, d: int = 100, dtype=np.float64):
 def test_unknown_dtype_code_is_rejected(spec, code, dtype):
     op, buf = encoded(spec, dtype=dtype)
     buf[2] = code
-    with pytest.raises(DecodeError, match=rf"unknown dtype code {code}.*valid codes: 1 \(float32\), 2 \(float64\)"):
+    with pytest.raises(DecodeError, match=rf"unknown dtype code {code}.*valid codes: "
+                                          r"1 \(float32\), 2 \(float64\)"):
         op.decode(buf, 100, dtype)
 
 
@@ -300,7 +304,8 @@ def test_randk_rejects_values_that_overflow_when_scaled(spec, dtype, kind):
     big = float(np.finfo(dtype).max)
     x = np.zeros(100, dtype)
     x[:] = big / 10  # × d/k = 100/3 overflows wherever it is kept
-    with kernels.forced(kind), pytest.raises(ValueError, match=r"x\[\d+\] = .* times d/k = 33.3333 overflows"):
+    with kernels.forced(kind), pytest.raises(ValueError,
+                                             match=r"x\[\d+\] = .* times d/k = 33.3333 overflows"):
         make_compressor(spec).encode(x, np.random.default_rng(0))
     x[:] = big / 40  # fits
     op = make_compressor(spec)
@@ -311,7 +316,8 @@ def test_randk_rejects_values_that_overflow_when_scaled(spec, dtype, kind):
     # a finite kept value that overflows once scaled: the decoder refuses it
     extra = 8 if "shared" in spec else 0
     buf = with_value(p.buffer, HEADER_BYTES + extra, big, dtype)
-    with kernels.forced(kind), pytest.raises(DecodeError, match=r"value × d/k at coordinate \d+ is inf"):
+    with kernels.forced(kind), pytest.raises(DecodeError,
+                                             match=r"value × d/k at coordinate \d+ is inf"):
         op.decode(buf, 100, dtype)
 
 
@@ -326,7 +332,8 @@ def sparse_payload(spec: str, d: int, values: np.ndarray, section: np.ndarray) -
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("spec", ["topk:k=5", "randk:k=5"])
 @pytest.mark.parametrize("indices,match", [
-    ([3, 9, 9, 20, 40], "entry 2 \\(9\\) does not exceed entry 1 \\(9\\); indices must strictly increase"),
+    ([3, 9, 9, 20, 40],
+     "entry 2 \\(9\\) does not exceed entry 1 \\(9\\); indices must strictly increase"),
     ([3, 9, 8, 20, 40], "entry 2 \\(8\\) does not exceed entry 1"),
     ([3, 9, 20, 40, 1010], "index 1010 is not below d = 1000"),
     ([0, 1, 2, 3, 1023], "index 1023 is not below d = 1000"),
@@ -346,12 +353,14 @@ def test_index_bitmap_count_is_checked(set_bits, kind):
     mask = np.zeros(d, bool)
     mask[np.arange(set_bits) * 4] = True
     buf = sparse_payload("topk:k=200", d, np.ones(k), np.packbits(mask, bitorder="little"))
-    with kernels.forced(kind), pytest.raises(DecodeError, match=f"{set_bits} bits set, expected k = 200"):
+    with kernels.forced(kind), pytest.raises(DecodeError,
+                                             match=f"{set_bits} bits set, expected k = 200"):
         make_compressor("topk:k=200").decode(buf, d, np.float32)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("spec", ["identity", "fp16", "bf16", "topk:k=3", "randk:k=3", "sign", "scaled_sign:block=7"])
+@pytest.mark.parametrize("spec", ["identity", "fp16", "bf16", "topk:k=3", "randk:k=3", "sign",
+                                  "scaled_sign:block=7"])
 @pytest.mark.parametrize("delta", [-1, 1, -8])
 def test_body_length_is_exact(spec, delta, kind):
     op, buf = encoded(spec, dtype=np.float32)

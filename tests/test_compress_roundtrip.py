@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
-
 import reference_ops as ref
-from mpicomp.compress import make_compressor, kernels
+
+from mpicomp.compress import kernels, make_compressor
 from mpicomp.compress.base import HEADER_BYTES
 
 SIZES = [0, 1, 7, 8, 1025, 2**20 + 3]
@@ -182,11 +182,13 @@ def test_natural_subnormals_and_zero():
     assert (outs[:, 3] == tiny).all()
 
 
-@pytest.mark.parametrize("spec,p,s,block", [("natural_dither:s=8", 2, 8, 0), ("natural_dither:p=inf,s=3,block=5", math.inf, 3, 5)])
+@pytest.mark.parametrize("spec,p,s,block", [("natural_dither:s=8", 2, 8, 0),
+                                            ("natural_dither:p=inf,s=3,block=5", math.inf, 3, 5)])
 def test_natural_dither(d, dtype, spec, p, s, block):
     x = vector(d, dtype)
     op, p_, y = encode(spec, x)
-    np.testing.assert_allclose(y, ref.natural_dither_value(x, p_, p, s, block, SEED), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(y, ref.natural_dither_value(x, p_, p, s, block, SEED), rtol=1e-6,
+                               atol=0)
     check_size(op, p_, w(dtype) * nblocks(d, block) + d * (1 + lev_bits(s)))
 
 

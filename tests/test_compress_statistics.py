@@ -2,10 +2,11 @@
 
 Every tolerance is derived from the sample size. The mean of N i.i.d. draws deviates from its
 expectation by more than z·σ̂/√N (σ̂ the sample standard deviation) with probability about
-2·Φ(−z) (CLT; N ≥ 1500 draws everywhere, mostly 6000 or 100000): 5.7e-7 for z = 5 (one comparison per test) and 3.8e-8 for
-z = 5.5, the Bonferroni-style value used where one test compares many coordinates (≲ 3000
-coordinate comparisons in this file in all, so the family-wise false-alarm rate of the whole
-file on a correct library stays ≲ 1e-4). Every seed is fixed, so the outcome is deterministic.
+2·Φ(−z) (CLT; N ≥ 1500 draws everywhere, mostly 6000 or 100000): 5.7e-7 for z = 5 (one
+comparison per test) and 3.8e-8 for z = 5.5, the Bonferroni-style value used where one test
+compares many coordinates (≲ 3000 coordinate comparisons in this file in all, so the
+family-wise false-alarm rate of the whole file on a correct library stays ≲ 1e-4). Every seed
+is fixed, so the outcome is deterministic.
 
 Two ways of drawing N independent samples of C(x):
 
@@ -94,8 +95,11 @@ def nat_hard(d, seed, scale_exp=0):
 
 # Values spanning many magnitudes (mantissa fractions away from 0 and 1), one exact power of two
 # and, in float32, a subnormal (rounds to 0 or to the smallest normal 2^-126).
-NAT_F32 = np.array([3.1e-39, -1.7e-30, 2.6e-12, -0.0071, 1.0, -3.3, 1234.5, -7.7e20, 2.9e37], np.float32)
-NAT_F64 = np.array([1.1e-309, -1.7e-300, 3.3e-100, -2.6e-12, 0.0071, 0.25, -3.3, 1234.5, -7.7e40, 2.9e70])  # squared errors stay finite
+NAT_F32 = np.array([3.1e-39, -1.7e-30, 2.6e-12, -0.0071, 1.0, -3.3, 1234.5, -7.7e20, 2.9e37],
+                   np.float32)
+# squared errors stay finite
+NAT_F64 = np.array([1.1e-309, -1.7e-300, 3.3e-100, -2.6e-12, 0.0071, 0.25, -3.3, 1234.5, -7.7e40,
+                    2.9e70])
 
 
 # --------------------------------------------------------------------------- exact expectations
@@ -233,8 +237,8 @@ def stats(case: Case) -> dict:
         n = c.shape[0]
         assert np.isfinite(err.std()) and np.isfinite(sq.std()) and np.isfinite(r.std(axis=0)).all()
         _STATS[case.id] = dict(
-            op=op, n=n, dev=r.mean(axis=0), sd=r.std(axis=0, ddof=1), absmax=np.abs(c / w).max(axis=0),
-            w=w,
+            op=op, n=n, dev=r.mean(axis=0), sd=r.std(axis=0, ddof=1),
+            absmax=np.abs(c / w).max(axis=0), w=w,
             mse=err.mean(), mse_se=err.std(ddof=1) / math.sqrt(n),
             sq=sq.mean(), sq_se=sq.std(ddof=1) / math.sqrt(n),
             nnz=nnz.mean(), nnz_se=nnz.std(ddof=1) / math.sqrt(n),
@@ -278,9 +282,11 @@ def _cases():
     for p in ("1", "2", "inf"):
         for s in (1, 3):
             spec = f"dither:p={p},s={s}"
-            cases.append(Case(f"{spec}/whole", spec, _dither_x(p, s, 8, 11, 0.7, peak=3), "loop", s == 1, 1))
+            cases.append(Case(f"{spec}/whole", spec, _dither_x(p, s, 8, 11, 0.7, peak=3), "loop",
+                              s == 1, 1))
             # blocks: two tiled blocks of different scales (s = 1: both tight)
-            x = np.concatenate([_dither_x(p, s, B, 12, 1.0, peak=5), _dither_x(p, s, B, 13, 1e-3, peak=0)])
+            x = np.concatenate([_dither_x(p, s, B, 12, 1.0, peak=5),
+                                _dither_x(p, s, B, 13, 1e-3, peak=0)])
             if s == 3:  # and a generic Gaussian block
                 x = np.concatenate([x, moderate(spec, B, 14, 30.0)])
             cases.append(Case(f"{spec}/block", f"{spec},block={B}", x, "tile", s == 1, 2))
@@ -290,27 +296,35 @@ def _cases():
     cases.append(Case("dither:p=2,s=3/ragged", f"dither:p=2,s=3,block={B}", x, "loop", seed=23))
     # float32 input: the block norm is sent rounded up to float32
     cases.append(Case("dither:p=2,s=3/block/f32", f"dither:p=2,s=3,block={B}",
-                      np.concatenate([moderate("dither:p=2,s=3", B, 15), moderate("dither:p=2,s=3", B, 16, 1e3)]).astype(np.float32), "tile", seed=3))
+                      np.concatenate([moderate("dither:p=2,s=3", B, 15),
+                                      moderate("dither:p=2,s=3", B, 16, 1e3)]).astype(np.float32),
+                      "tile", seed=3))
     # QSGD on d = 64 with |x_j| all equal: ratio E‖C − x‖²/‖x‖² is exactly 1 (s = 4), 7 (s = 1)
     cases.append(Case("qsgd:s=4/d64", "qsgd:s=4", equal_magnitudes(64, 21, 0.3), "loop", seed=4))
     cases.append(Case("qsgd:s=1/d64", "qsgd:s=1", equal_magnitudes(64, 22, 0.3), "loop", True, 5))
-    cases.append(Case("qsgd:s=4,elias", "qsgd:s=4,coder=elias", moderate("qsgd:s=4", 16, 23), "loop", seed=6))
+    cases.append(Case("qsgd:s=4,elias", "qsgd:s=4,coder=elias", moderate("qsgd:s=4", 16, 23),
+                      "loop", seed=6))
     cases.append(Case("qsgd:s=4,block,elias", f"qsgd:s=4,block={B},coder=elias",
-                      np.concatenate([moderate("qsgd:s=4", B, 24), moderate("qsgd:s=4", B, 25, 1e-2)]), "tile", seed=7))
+                      np.concatenate([moderate("qsgd:s=4", B, 24),
+                                      moderate("qsgd:s=4", B, 25, 1e-2)]),
+                      "tile", seed=7))
     # TernGrad without clipping: (1, t, …, t) with t = 1/(√16 + 1) is tight
     cases.append(Case("terngrad", "terngrad", linf_tight(16, 31, 2.0, peak=7), "loop", True, 8))
     cases.append(Case("terngrad/block", f"terngrad:block={B}",
-                      np.concatenate([linf_tight(B, 32, 1.0, 2), linf_tight(B, 33, 50.0, 6)]), "tile", True, 9))
+                      np.concatenate([linf_tight(B, 32, 1.0, 2), linf_tight(B, 33, 50.0, 6)]),
+                      "tile", True, 9))
     # natural dithering, s = 3 so that rounding happens in most coordinates
     for p in ("2", "inf"):
         spec = f"natural_dither:p={p},s=3"
         cases.append(Case(spec, spec, moderate(spec, 16, 41), "loop", seed=10))
         cases.append(Case(f"{spec}/block", f"{spec},block={B}",
-                          np.concatenate([moderate(spec, B, 42), moderate(spec, B, 43, 1e-4)]), "tile", seed=11))
+                          np.concatenate([moderate(spec, B, 42), moderate(spec, B, 43, 1e-4)]),
+                          "tile", seed=11))
     # C_nat: magnitudes over the whole range, an exact power of two, a subnormal; and the tight case
     cases.append(Case("natural/f32", "natural", NAT_F32, "tile", seed=12))
     cases.append(Case("natural/f64", "natural", NAT_F64, "tile", seed=13))
-    cases.append(Case("natural/f32/tight", "natural", nat_hard(16, 51).astype(np.float32), "tile", True, 14))
+    cases.append(Case("natural/f32/tight", "natural", nat_hard(16, 51).astype(np.float32), "tile",
+                      True, 14))
     cases.append(Case("natural/f64/tight", "natural", nat_hard(16, 52, -40), "tile", True, 15))
     # rand-k: E‖C − x‖² = (d/k − 1)‖x‖² exactly for any x, so every x is tight
     cases.append(Case("randk", "randk:k=0.25", gaussian(16, 61), "loop", True, 16))
@@ -375,14 +389,16 @@ def test_terngrad_with_clipping_is_biased():
     bound = 2.5 * np.std(x)
     assert 9.0 > 1.2 * bound  # the outlier is clipped by a wide margin
     scale = np.repeat([1.0, -3.0], b)  # two blocks
-    case = Case("terngrad:clip", f"terngrad:block={b},clip=2.5", np.tile(x, 2) * scale, "tile", seed=19,
-                draws=10000)  # clipping loops over blocks in Python: fewer draws
+    # clipping loops over blocks in Python: fewer draws
+    case = Case("terngrad:clip", f"terngrad:block={b},clip=2.5", np.tile(x, 2) * scale, "tile",
+                seed=19, draws=10000)
     st = stats(case)
     assert not st["op"].unbiased and st["op"].omega(2 * b) is None
     tol = coordinate_tolerance(st, np.float64)  # units of w (stats): compare dev·w
     dev = st["dev"] * st["w"]  # mean of C(x) − x
     out = np.array([3, b + 3])
-    assert np.all(np.abs(dev[out]) > (tol * st["w"])[out] + 0.1 * np.abs(case.x[out]))  # > 10 % of x_j
+    # > 10 % of x_j
+    assert np.all(np.abs(dev[out]) > (tol * st["w"])[out] + 0.1 * np.abs(case.x[out]))
     clipped = np.clip(np.tile(x, 2), -bound, bound) * scale
     assert np.all(np.abs(dev - (clipped - case.x)) <= tol * st["w"])  # E C(x) = clipped x
 
@@ -406,7 +422,8 @@ def test_variance_bound_is_attained(case):
     st = stats(case)
     omega = st["op"].omega(case.x.size)
     sq = float(case.x.astype(np.float64) @ case.x.astype(np.float64))
-    assert abs(st["mse"] - omega * sq) <= Z * st["mse_se"] + 1e-9 * omega * sq, (case.id, st["mse"] / sq, omega)
+    assert abs(st["mse"] - omega * sq) <= Z * st["mse_se"] + 1e-9 * omega * sq, (
+        case.id, st["mse"] / sq, omega)
     assert st["mse"] / sq >= 0.5 * omega
 
 
@@ -415,7 +432,8 @@ def test_variance_equals_closed_form(case):
     """E‖C(x) − x‖² equals its closed form (module docstring) within 5 standard errors."""
     st = stats(case)
     expected = exact_mse(st["op"], case.x)
-    assert abs(st["mse"] - expected) <= Z * st["mse_se"] + 1e-9 * expected, (case.id, st["mse"], expected)
+    assert abs(st["mse"] - expected) <= Z * st["mse_se"] + 1e-9 * expected, (
+        case.id, st["mse"], expected)
 
 
 # --------------------------------------------------------------------------- 3. p-quantization
@@ -425,8 +443,10 @@ PQUANT = []
 for _p in ("2", "inf"):
     _x = gaussian(40, 81) * np.repeat([1.0, 0.01, 100.0], 16)[:40]
     _x[7] = 0.0
-    PQUANT.append(Case(f"pquant:p={_p}/ragged", f"dither:p={_p},s=1,block=16", _x, "loop", seed=20))
-    PQUANT.append(Case(f"pquant:p={_p}/tiled", f"dither:p={_p},s=1,block=16", _x[:32], "tile", seed=21))
+    PQUANT.append(Case(f"pquant:p={_p}/ragged", f"dither:p={_p},s=1,block=16", _x, "loop",
+                       seed=20))
+    PQUANT.append(Case(f"pquant:p={_p}/tiled", f"dither:p={_p},s=1,block=16", _x[:32], "tile",
+                       seed=21))
 
 
 @pytest.mark.parametrize("case", PQUANT, ids=ids(PQUANT))
@@ -468,7 +488,8 @@ def test_qsgd_variance_bound(s, ratio):
 def test_natural_nine_eighths(dtype):
     """E C(t)²/t² = 9/8 and E C(t)/t = 1 at |t| = (4/3)·2^k (two-sided, 5.5 SE per k). With
     the float value of (4/3)·2^k the exact ratio differs from 9/8 by O(ε²) (a maximum)."""
-    ks = np.array([-100, -30, -7, -1, 0, 1, 13, 40, 100]) if dtype == np.float64 else np.array([-120, -30, -7, -1, 0, 1, 13, 40, 120])
+    ks = (np.array([-100, -30, -7, -1, 0, 1, 13, 40, 100]) if dtype == np.float64
+          else np.array([-120, -30, -7, -1, 0, 1, 13, 40, 120]))
     t = np.concatenate([np.ldexp(4.0 / 3.0, ks), -np.ldexp(4.0 / 3.0, ks)]).astype(dtype)
     n = 20000
     c = draw_tile(make_compressor("natural"), t, n, seed=30)
@@ -507,10 +528,11 @@ def test_linf_dithering_has_less_variance_than_l2():
         err = ((draw_loop(op, x, n, seed=40) - x) ** 2).sum(axis=1)
         mse[p] = (err.mean(), err.std(ddof=1) / math.sqrt(n))
     assert mse["inf"][0] + Z * mse["inf"][1] < 0.5 * (mse["2"][0] - Z * mse["2"][1]), mse
-    assert make_compressor("dither:p=inf,s=1").omega(256) == pytest.approx(0.5 * make_compressor("dither:p=2,s=1").omega(256))
+    assert make_compressor("dither:p=inf,s=1").omega(256) == pytest.approx(
+        0.5 * make_compressor("dither:p=2,s=1").omega(256))
 
 
-# --------------------------------------------------------------------------- 7. contraction (biased)
+# ---------------------------------------------------------------------- 7. contraction (biased)
 
 
 def test_topk_contraction_random_vectors():
@@ -522,7 +544,8 @@ def test_topk_contraction_random_vectors():
     assert op.delta(d) == k / d
     rng = np.random.default_rng(100)
     for i in range(300):
-        x = rng.standard_normal(d) * np.exp(rng.uniform(-4, 4, d)) if i % 2 else rng.standard_t(1.5, d)
+        x = (rng.standard_normal(d) * np.exp(rng.uniform(-4, 4, d)) if i % 2
+             else rng.standard_t(1.5, d))
         e = float(np.sum((op(x) - x) ** 2))
         sq = float(x @ x)
         assert e <= (1 - op.delta(d)) * sq * (1 + 1e-12)
@@ -572,7 +595,7 @@ def test_topk_natural_contraction():
     assert abs(st["mse"] - exact_mse(op, case.x)) <= Z * st["mse_se"] + 1e-9 * sq
 
 
-# --------------------------------------------------------------------------- 8. natural dithering, rand-k
+# ---------------------------------------------------------------- 8. natural dithering, rand-k
 
 
 @pytest.mark.parametrize("p", ["2", "inf"])

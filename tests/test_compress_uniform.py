@@ -29,8 +29,8 @@ def blocks(d, block):
 
 @pytest.mark.parametrize("d", SIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bits,block,rounding", [(1, 0, "nearest"), (4, 7, "nearest"), (8, 300, "stochastic"),
-                                                 (16, 0, "stochastic")])
+@pytest.mark.parametrize("bits,block,rounding", [(1, 0, "nearest"), (4, 7, "nearest"),
+                                                 (8, 300, "stochastic"), (16, 0, "stochastic")])
 def test_values_lie_on_each_blocks_grid_within_one_step(d, dtype, bits, block, rounding):
     op = make_compressor(f"uniform:bits={bits},block={block},rounding={rounding}")
     x = vector(d, dtype)

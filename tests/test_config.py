@@ -22,22 +22,26 @@ def parse(argv, **kw):
 
 def test_built_in_defaults_then_app_defaults():
     cfg = parse([])
-    assert (cfg.lr, cfg.alpha, cfg.iters, cfg.compressor, cfg.l2) == ("theory", "theory", 200, "identity", 1e-3)
+    assert ((cfg.lr, cfg.alpha, cfg.iters, cfg.compressor, cfg.l2)
+            == ("theory", "theory", 200, "identity", 1e-3))
     assert parse([], defaults={"compressor": "natural", "iters": 7}).iters == 7
 
 
 def test_precedence_toml_then_flags_then_set(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text('iters = 50\nlr = 0.25\ncompressor = "qsgd:s=4"\nresume = true\nalpha = 0.5\n')
-    cfg = parse(["--config", str(toml), "--iters", "60", "--set", "iters=70", "--set", "momentum=0.9"],
-                defaults={"iters": 5})
-    assert cfg.iters == 70  # --set wins over the flag, the flag over the file, the file over defaults
-    assert (cfg.lr, cfg.compressor, cfg.resume, cfg.alpha, cfg.momentum) == (0.25, "qsgd:s=4", True, 0.5, 0.9)
+    cfg = parse(["--config", str(toml), "--iters", "60", "--set", "iters=70",
+                 "--set", "momentum=0.9"], defaults={"iters": 5})
+    # --set wins over the flag, the flag over the file, the file over defaults
+    assert cfg.iters == 70
+    assert ((cfg.lr, cfg.compressor, cfg.resume, cfg.alpha, cfg.momentum)
+            == (0.25, "qsgd:s=4", True, 0.5, 0.9))
     assert parse(["--config", str(toml), "--lr", "theory"]).lr == "theory"
 
 
 def test_values_are_converted_and_dashes_work_in_set():
-    cfg = parse(["--log-every", "3", "--resume", "--set", "checkpoint-every=4", "--set", "reference=off"])
+    cfg = parse(["--log-every", "3", "--resume", "--set", "checkpoint-every=4",
+                 "--set", "reference=off"])
     assert (cfg.log_every, cfg.resume, cfg.checkpoint_every, cfg.reference) == (3, True, 4, False)
     assert parse(["--resume", "false"]).resume is False
 
@@ -50,7 +54,8 @@ def test_values_are_converted_and_dashes_work_in_set():
     (["--alpha", "1.5"], ["alpha (from --alpha): 1.5 is out of range", "[0, 1]"]),
     (["--momentum", "1"], ["momentum", "[0, 1)"]),
     (["--lr", "nan"], ["must be finite"]),
-    (["--problem", "svm"], ["'svm' is not valid; choose one of least_squares, lasso, logistic, mlp, softmax"]),
+    (["--problem", "svm"], ["'svm' is not valid; choose one of least_squares, lasso, logistic, "
+                            "mlp, softmax"]),
     (["--compressor", "qsgd:s=0"], ["compressor (from --compressor)", "s"]),
     (["--compressor", "zip"], ["unknown compressor 'zip'", "natural"]),
     (["--network", "5g"], ["unknown network profile '5g'", "10gbe"]),
@@ -74,7 +79,8 @@ def test_toml_errors_name_the_file_and_line(tmp_path):
         parse(["--config", str(bad)])
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("# a comment\niters = 5\nlearning_rate = 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown setting 'learning_rate' in .*unknown\.toml \(line 3\)"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown setting 'learning_rate' in .*unknown\.toml \(line 3\)"):
         parse(["--config", str(unknown)])
     table = tmp_path / "table.toml"
     table.write_text("[lr]\nvalue = 1\n")
@@ -131,7 +137,7 @@ def test_config_fields_are_every_setting_of_every_algorithm_with_its_type():
     assert set(fields) == set(types)
     for name, (kind,) in types.items():
         everywhere = all(name in {s.name for s in settings} for settings in used.values())
-        expected = FIELD_TYPES[kind] if everywhere else typing.Optional[FIELD_TYPES[kind]]
+        expected = FIELD_TYPES[kind] if everywhere else FIELD_TYPES[kind] | None
         assert hints[name] == expected, name
         assert fields[name].default is (dataclasses.MISSING if everywhere else None), name
 

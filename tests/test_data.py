@@ -9,8 +9,17 @@ import pytest
 import scipy.sparse as sp
 
 from mpicomp.problems.data import (
-    DENSE_THRESHOLD, Dataset, block_bounds, load, load_libsvm, load_split, make_synthetic,
-    shard, shard_indices, standardize, train_test_split,
+    DENSE_THRESHOLD,
+    Dataset,
+    block_bounds,
+    load,
+    load_libsvm,
+    load_split,
+    make_synthetic,
+    shard,
+    shard_indices,
+    standardize,
+    train_test_split,
 )
 from mpicomp.problems.libsvm import read_libsvm
 

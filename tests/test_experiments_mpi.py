@@ -19,8 +19,8 @@ EXPERIMENTS = [("diana", 2, 2), ("signsgd", 3, 2), ("natural", 2, 2), ("qadam", 
 
 
 @pytest.mark.parametrize("name,tables,figures", EXPERIMENTS)
-def test_reproduction_writes_traces_tables_and_figures(comm, mpi_shared_tmp, mpi_skip_unless, name, tables,
-                                                       figures):
+def test_reproduction_writes_traces_tables_and_figures(comm, mpi_shared_tmp, mpi_skip_unless, name,
+                                                       tables, figures):
     mpi_skip_unless(comm.size == 3, "the reproductions are smoke-tested on 3 ranks")
     module = importlib.import_module(f"experiments.{name}")
     out = mpi_shared_tmp / name

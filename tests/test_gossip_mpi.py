@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from mpicomp.algorithms import DPSGD, ChocoSGD, MalcomPSGD
-from mpicomp.comm.graphs import Topology, make_graph, spectral_gap
-from mpicomp.compress import make_compressor
+from reference_algorithms import Workers, run_choco, run_dpsgd
+from shared_data import SEED, dataset
 
 from experiments.decentralised import malcom_against_choco
 from experiments.runs import Runner
 from mpicomp import local_objective, make_algorithm, run_steps
-from shared_data import SEED, dataset
-from reference_algorithms import Workers, run_choco, run_dpsgd
+from mpicomp.algorithms import DPSGD, ChocoSGD, MalcomPSGD
+from mpicomp.comm.graphs import Topology, make_graph, spectral_gap
+from mpicomp.compress import make_compressor
 
 pytestmark = pytest.mark.mpi
 GRAPHS = ["ring", "torus", "complete", "erdos_renyi:p=0.6,seed=2"]
@@ -49,18 +48,21 @@ def close_models(got, want, rtol=1e-12):
 
 @pytest.mark.parametrize("graph", GRAPHS)
 @pytest.mark.parametrize("order,schedule,l1,batch", [
-    ("adapt-combine", "constant", 0.0, 0), ("combine-adapt", "sqrt", 0.02, 5), ("adapt-combine", "sqrt", 0.02, 5)])
+    ("adapt-combine", "constant", 0.0, 0), ("combine-adapt", "sqrt", 0.02, 5),
+    ("adapt-combine", "sqrt", 0.02, 5)])
 def test_dpsgd_equals_serial_reference(comm, graph, order, schedule, l1, batch):
     data = dataset(comm.size)
-    algo = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, topology=graph, lr=0.5,
-                          order=order, schedule=schedule, batch=batch)
+    algo = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, topology=graph,
+                          lr=0.5, order=order, schedule=schedule, batch=batch)
     x0 = np.full(data.n_features, 0.1)
     W = make_graph(graph, comm.size).mixing_matrix()
-    want = run_dpsgd(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), W, x0, 0.5, ITERS, order, schedule, batch)
+    want = run_dpsgd(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), W, x0, 0.5, ITERS, order,
+                     schedule, batch)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     close_models(got, want[1:])
     degree = (W > 0).sum(axis=1) - 1
-    assert bits == [list(64 * data.n_features * degree)] * ITERS  # the raw float64 model to each neighbour
+    # the raw float64 model to each neighbour
+    assert bits == [list(64 * data.n_features * degree)] * ITERS
     algo.close()
 
 
@@ -71,15 +73,17 @@ def test_dpsgd_equals_serial_reference(comm, graph, order, schedule, l1, batch):
     ("qsgd:s=2,coder=golomb", 0.3, 2.5, 0.05, "sqrt", 0),
     ("dither:p=inf,s=1,block=5,coder=golomb", 1.0, 1.0, 0.0, "constant", 4),
 ])
-def test_choco_and_malcom_equal_serial_reference(comm, graph, compressor, gamma, tau, l1, schedule, batch):
+def test_choco_and_malcom_equal_serial_reference(comm, graph, compressor, gamma, tau, l1, schedule,
+                                                 batch):
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1)
     W = make_graph(graph, comm.size).mixing_matrix()
     workers = Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED)
     want, want_bits = run_choco(workers, W, x0, compressor, 0.5, gamma, tau, ITERS, schedule, batch)
     cls = MalcomPSGD if "golomb" in compressor else ChocoSGD
-    algo = make_algorithm(cls, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor(compressor), graph,
-                          lr=0.5, gamma=gamma, tau=tau, schedule=schedule, batch=batch)
+    algo = make_algorithm(cls, local_objective(comm, data, l1=l1, l2=0.1), comm,
+                          make_compressor(compressor), graph, lr=0.5, gamma=gamma, tau=tau,
+                          schedule=schedule, batch=batch)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     close_models(got, want[1:])
     assert bits == want_bits  # each payload's exact nbits, once per neighbour
@@ -96,8 +100,9 @@ def test_float32_models_and_uniform_weights_equal_serial_reference(comm, compres
     W = make_graph(graph, comm.size).mixing_matrix("uniform")
     workers = Workers(data, comm.size, l1=0.01, l2=0.1, seed=SEED)
     want, want_bits = run_choco(workers, W, x0, compressor, 0.5, 0.6, 1.5, ITERS)
-    algo = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm, make_compressor(compressor),
-                          graph, mixing="uniform", lr=0.5, gamma=0.6, tau=1.5)
+    algo = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm,
+                          make_compressor(compressor), graph, mixing="uniform", lr=0.5, gamma=0.6,
+                          tau=1.5)
     got, bits = run_gathered(comm, algo, x0, ITERS)
     assert all(x.dtype == np.float32 for x in got)
     close_models(got, want[1:], rtol=2e-5)
@@ -109,10 +114,10 @@ def test_choco_with_identity_and_gamma_one_is_dpsgd(comm):
     data = dataset(comm.size)
     x0 = np.full(data.n_features, 0.1)
     l1, kwargs = 0.02, dict(lr=0.4, schedule="sqrt", batch=5)
-    choco = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor("identity"),
-                           "torus", gamma=1.0, tau=1.0, **kwargs)
-    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, topology="torus",
-                           order="adapt-combine", **kwargs)
+    choco = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm,
+                           make_compressor("identity"), "torus", gamma=1.0, tau=1.0, **kwargs)
+    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm,
+                           topology="torus", order="adapt-combine", **kwargs)
     a, bits_a = run_gathered(comm, choco, x0, 20)
     b, bits_b = run_gathered(comm, dpsgd, x0, 20)
     # x̂_j = x_j^½ after every exchange, so Σ_j w_ij x̂_j is D-PSGD's average (up to round-off)
@@ -125,8 +130,9 @@ def test_gossip_keeps_the_network_average_and_the_one_buffer_sum(comm):
     # without a prox, Σ_i γ(m_i − x̂_i) = γ(1ᵀW − 1ᵀ)X̂ = 0: the mean of the models moves only by
     # the mean gradient step, whatever the compression error; m_i stays Σ_j w_ij x̂_j
     data = dataset(comm.size)
-    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l2=0.1), comm, make_compressor("qsgd:s=2"),
-                          "erdos_renyi:p=0.6,seed=2", lr=0.5, gamma=0.7, tau=2.0)
+    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l2=0.1), comm,
+                          make_compressor("qsgd:s=2"), "erdos_renyi:p=0.6,seed=2", lr=0.5,
+                          gamma=0.7, tau=2.0)
     W = make_graph("erdos_renyi:p=0.6,seed=2", comm.size).mixing_matrix()
     checked = []
 
@@ -151,8 +157,8 @@ def test_malcom_coder_changes_the_bits_not_the_iterates(comm):
     data = dataset(comm.size, d=200, density=0.2)
     x0 = np.zeros(data.n_features)
     l1, kwargs = 0.02, dict(lr=0.5, gamma=0.5, tau=3.0, schedule="sqrt")
-    dense = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm, make_compressor("qsgd:s=4"),
-                           "ring", **kwargs)
+    dense = make_algorithm(ChocoSGD, local_objective(comm, data, l1=l1, l2=0.1), comm,
+                           make_compressor("qsgd:s=4"), "ring", **kwargs)
     coded = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=l1, l2=0.1), comm,
                            make_compressor("qsgd:s=4,coder=golomb"), "ring", **kwargs)
     a, bits_dense = run_gathered(comm, dense, x0, 30)
@@ -168,7 +174,8 @@ def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
     data = dataset(comm.size, d=40, density=0.2)
     lam, lr = 0.05, 0.5
     algo = make_algorithm(MalcomPSGD, local_objective(comm, data, l1=lam, l2=0.1), comm,
-                          make_compressor("qsgd:s=4,coder=golomb"), "ring", lr=lr, gamma=0.5, tau=2.0)
+                          make_compressor("qsgd:s=4,coder=golomb"), "ring", lr=lr, gamma=0.5,
+                          tau=2.0)
     zero_counts = []
 
     def each(before, state, info):
@@ -177,7 +184,8 @@ def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
         z = half + 0.5 * (state.mixed - state.x_hat)
         small = np.abs(z) <= lr * lam
         assert np.all(state.x[small] == 0) and np.all(state.x[~small] != 0)
-        np.testing.assert_allclose(state.x[~small], z[~small] - np.sign(z[~small]) * lr * lam, rtol=1e-13)
+        np.testing.assert_allclose(state.x[~small], z[~small] - np.sign(z[~small]) * lr * lam,
+                                   rtol=1e-13)
         zero_counts.append(int(small.sum()))
 
     state = run_steps(algo, np.zeros(data.n_features), 25, seed=SEED, each=each)
@@ -190,8 +198,8 @@ def test_the_l1_prox_gives_exact_zeros_where_the_consensus_point_is_small(comm):
 
 def test_model_is_the_network_average_and_metrics_the_consensus_error(comm):
     data = dataset(comm.size)
-    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm, make_compressor("qsgd:s=2"),
-                          "ring", lr=0.5, gamma=0.5, tau=2.0)
+    algo = make_algorithm(ChocoSGD, local_objective(comm, data, l1=0.01, l2=0.1), comm,
+                          make_compressor("qsgd:s=2"), "ring", lr=0.5, gamma=0.5, tau=2.0)
     state = run_steps(algo, np.full(data.n_features, 0.1), 6, seed=SEED)
     X = models(comm, state)
     x_bar = algo.model(state)
@@ -210,8 +218,8 @@ def test_malcom_needs_under_half_of_chocos_bits_for_the_same_loss(comm, mpi_shar
     if comm.size == 1:
         pytest.skip("one rank has no neighbours: gossip sends nothing")
     run = Runner(comm, mpi_shared_tmp / "headline")
-    result = malcom_against_choco(run, comm, "logistic", "synthetic:logistic,n=2048,d=256,h=1,density=0.1",
-                                  0.01, iters=60)
+    result = malcom_against_choco(run, comm, "logistic",
+                                  "synthetic:logistic,n=2048,d=256,h=1,density=0.1", 0.01, iters=60)
     if comm.rank == 0:
         assert result["ratio"] < 0.5, result
         assert result["sparsity"] > 0
@@ -231,9 +239,11 @@ def test_spectral_gap_is_computed_by_one_rank_and_the_same_on_every_rank(comm, g
 
     monkeypatch.setattr(Topology, "spectral_gap", counted)
     data = dataset(comm.size)
-    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l2=0.1), comm, topology=graph, mixing=mixing, lr=0.5)
+    dpsgd = make_algorithm(DPSGD, local_objective(comm, data, l2=0.1), comm, topology=graph,
+                           mixing=mixing, lr=0.5)
     malcom = make_algorithm(MalcomPSGD, local_objective(comm, data, l2=0.1), comm,
-                            make_compressor("qsgd:s=2,coder=golomb"), graph, mixing=mixing, lr=0.5, tau=2.0)
+                            make_compressor("qsgd:s=2,coder=golomb"), graph, mixing=mixing, lr=0.5,
+                            tau=2.0)
     callers = comm.allgather(list(calls))
     gaps = comm.allgather((dpsgd.spectral_gap, dpsgd.hyperparameters()["spectral_gap"],
                            malcom.hyperparameters()["spectral_gap"]))

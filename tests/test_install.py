@@ -52,7 +52,8 @@ def installed(tmp_path_factory, wheel) -> Path:
     out = run([sys.executable, "-m", "venv", "--without-pip", root], cwd=root)
     assert out.returncode == 0, out.stderr
     bindir = root / ("Scripts" if os.name == "nt" else "bin")
-    purelib = run([bindir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = run([bindir / "python", "-c",
+                   "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                   cwd=root).stdout.strip()
     ours = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
             *site.getsitepackages()]
@@ -97,7 +98,8 @@ def test_installed_analyze_and_bench_run_from_an_empty_directory(installed, tmp_
     out = run([installed / "mpicomp", "analyze", "diana.h5", "--csv", "summary.csv"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "| diana |" in out.stdout and (tmp_path / "summary.csv").read_text().count("\n") == 2
-    out = run([installed / "python", "-m", "mpicomp.analyze", "diana.h5", "--format", "json"], tmp_path)
+    out = run([installed / "python", "-m", "mpicomp.analyze", "diana.h5", "--format", "json"],
+              tmp_path)
     assert out.returncode == 0 and '"steps": 10' in out.stdout, out.stderr
     out = run([installed / "mpicomp", "bench", "compressors", "--d", 4096, "--repeat", 1,
                "--ops", "sign", "natural", "--kernels", "numpy"], tmp_path)

@@ -8,29 +8,30 @@ import math
 
 import numpy as np
 import pytest
+from reference_algorithms import Workers, run_efsgd, run_qadam, run_signum
+from shared_data import SEED, dataset
 
+from experiments.signsgd import vote_error_rates
+from mpicomp import local_objective, make_algorithm, run_steps, trajectory
 from mpicomp.algorithms import DCGD, EFSGD, QAdam, Signum, rank_generators
 from mpicomp.comm.aggregate import MajorityVote, ServerAggregator
 from mpicomp.comm.communicator import Communicator
 from mpicomp.compress.base import HEADER_BYTES
 from mpicomp.problems import make_problem, solve_reference
 
-from experiments.signsgd import vote_error_rates
-from mpicomp import local_objective, make_algorithm, run_steps, trajectory
-from shared_data import SEED, dataset
-from reference_algorithms import Workers, run_efsgd, run_qadam, run_signum
-
 pytestmark = pytest.mark.mpi
 
 
 def signum(comm, data, mode="server", l1=0.0, l2=0.1, **kwargs):
     world = Communicator(comm)
-    return Signum(local_objective(comm, data, l1=l1, l2=l2), world, MajorityVote(world, mode), **kwargs)
+    return Signum(local_objective(comm, data, l1=l1, l2=l2), world, MajorityVote(world, mode),
+                  **kwargs)
 
 
 def qadam(comm, data, compressor, l2=0.1, **kwargs):
     world = Communicator(comm)
-    return QAdam(local_objective(comm, data, l2=l2), world, ServerAggregator(world, compressor), **kwargs)
+    return QAdam(local_objective(comm, data, l2=l2), world, ServerAggregator(world, compressor),
+                 **kwargs)
 
 
 def global_loss(comm, algo, x):
@@ -53,8 +54,9 @@ def test_signum_equals_serial_reference(comm, mode, momentum, decay, l1, byzanti
     algo = signum(comm, data, mode, l1=l1, lr=0.05, momentum=momentum, weight_decay=decay,
                   byzantine=byzantine, attack=attack, batch=6)
     x0 = np.full(data.n_features, 0.1)
-    want = run_signum(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), x0, 0.05, 10, momentum=momentum,
-                      weight_decay=decay, batch=6, byzantine=byzantine, attack=attack)
+    want = run_signum(Workers(data, comm.size, l1=l1, l2=0.1, seed=SEED), x0, 0.05, 10,
+                      momentum=momentum, weight_decay=decay, batch=6, byzantine=byzantine,
+                      attack=attack)
     same_trajectory(trajectory(algo, x0, 10, seed=SEED), want)
     algo.close()
 
@@ -113,7 +115,8 @@ def vote_run(comm, byzantine, iters=300):
     return global_loss(comm, algo, x0), global_loss(comm, algo, x), f_star
 
 
-def test_vote_converges_with_a_flipping_minority_and_ascends_with_a_flipping_majority(comm, mpi_skip_unless):
+def test_vote_converges_with_a_flipping_minority_and_ascends_with_a_flipping_majority(
+        comm, mpi_skip_unless):
     mpi_skip_unless(comm.size >= 3, "needs a minority of at least one worker")
     # with K < n/2 the honest majority carries the vote: the loss falls to a neighbourhood of F*
     # (a constant step δ stops at one; measured 0.10–0.16 of the way at 3–4 ranks, 0.01–0.03 with
@@ -143,13 +146,14 @@ EF_CASES = [("scaled_sign:block=5", "server", None), ("topk:k=0.25", "allgather"
 
 
 @pytest.mark.parametrize("compressor,topology,downlink", EF_CASES)
-def test_efsgd_equals_serial_reference_and_keeps_the_error_feedback_invariant(comm, compressor, topology, downlink):
+def test_efsgd_equals_serial_reference_and_keeps_the_error_feedback_invariant(
+        comm, compressor, topology, downlink):
     data = dataset(comm.size)
-    algo = make_algorithm(EFSGD, local_objective(comm, data, l2=0.1), comm, compressor, topology, downlink=downlink,
-                          lr=0.3)
+    algo = make_algorithm(EFSGD, local_objective(comm, data, l2=0.1), comm, compressor, topology,
+                          downlink=downlink, lr=0.3)
     x0 = np.full(data.n_features, 0.1)
-    want, errors = run_efsgd(Workers(data, comm.size, l2=0.1, seed=SEED), x0, compressor, topology, 0.3, 12,
-                             downlink=downlink)
+    want, errors = run_efsgd(Workers(data, comm.size, l2=0.1, seed=SEED), x0, compressor, topology,
+                             0.3, 12, downlink=downlink)
     got = []
 
     def check(before, state, info):
@@ -157,7 +161,8 @@ def test_efsgd_equals_serial_reference_and_keeps_the_error_feedback_invariant(co
         g = comm.allreduce(algo.objective.grad(before["x"])) / comm.size
         e_before = comm.allreduce(before["e"]) / comm.size
         e_after = comm.allreduce(state.e) / comm.size
-        np.testing.assert_allclose(state.x - e_after, before["x"] - e_before - 0.3 * g, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(state.x - e_after, before["x"] - e_before - 0.3 * g, rtol=0,
+                                   atol=1e-14)
         got.append((state.x.copy(), state.e.copy()))
 
     run_steps(algo, x0, 12, seed=SEED, each=check)
@@ -178,7 +183,8 @@ def test_error_feedback_removes_the_bias_of_top_k(comm, mpi_skip_unless):
     dist = {}
     for cls in (EFSGD, DCGD):
         for lr in (0.1, 0.3):
-            algo = make_algorithm(cls, local_objective(comm, data, l2=0.1), comm, "topk:k=0.25", "server", lr=lr)
+            algo = make_algorithm(cls, local_objective(comm, data, l2=0.1), comm, "topk:k=0.25",
+                                  "server", lr=lr)
             x = trajectory(algo, np.zeros(16), 600, seed=SEED)[-1]
             dist[cls.name, lr] = float(np.sum((x - x_star) ** 2))
     assert dist["efsgd", 0.1] < 0.5 * dist["efsgd", 0.3] < 0.05 * dist["dcgd", 0.3], dist
@@ -187,17 +193,19 @@ def test_error_feedback_removes_the_bias_of_top_k(comm, mpi_skip_unless):
 
 def test_efsgd_refuses_a_lossy_downlink(comm):
     with pytest.raises(ValueError, match="EF-SGD needs the exact mean"):
-        make_algorithm(EFSGD, local_objective(comm, dataset(comm.size), l2=0.1), comm, "topk:k=0.5", "server",
-                       downlink="natural", lr=0.1)
+        make_algorithm(EFSGD, local_objective(comm, dataset(comm.size), l2=0.1), comm, "topk:k=0.5",
+                       "server", downlink="natural", lr=0.1)
 
 
 # --------------------------------------------------------------------------- quantised Adam
 @pytest.mark.parametrize("compressor,ef,weight_quant", [
     ("scaled_sign:block=4", True, None), ("scaled_sign:block=4", False, None),
-    ("qsgd:s=2", True, "uniform:bits=4,block=5,rounding=stochastic"), ("sign", True, "uniform:bits=3")])
+    ("qsgd:s=2", True, "uniform:bits=4,block=5,rounding=stochastic"),
+    ("sign", True, "uniform:bits=3")])
 def test_qadam_equals_serial_reference(comm, compressor, ef, weight_quant):
     data = dataset(comm.size)
-    algo = qadam(comm, data, compressor, lr=0.05, error_feedback=ef, weight_quant=weight_quant, batch=6)
+    algo = qadam(comm, data, compressor, lr=0.05, error_feedback=ef, weight_quant=weight_quant,
+                 batch=6)
     x0 = np.full(data.n_features, 0.1)
     want = run_qadam(Workers(data, comm.size, l2=0.1, seed=SEED), x0, compressor, 0.05, 10,
                      error_feedback=ef, weight_quant=weight_quant, batch=6)
@@ -231,9 +239,11 @@ def test_qadam_error_feedback_invariant_every_step(comm):
 
     def check(before, state, info):
         u = comm.allreduce(0.05 * state.m / (np.sqrt(state.v) + 1e-8)) / comm.size
-        e_before, e_after = comm.allreduce(before["e"]) / comm.size, comm.allreduce(state.e) / comm.size
+        e_before = comm.allreduce(before["e"]) / comm.size
+        e_after = comm.allreduce(state.e) / comm.size
         if comm.rank == 0:
-            np.testing.assert_allclose(state.server_x - e_after, before["server_x"] - e_before - u, rtol=0, atol=1e-14)
+            np.testing.assert_allclose(state.server_x - e_after, before["server_x"] - e_before - u,
+                                       rtol=0, atol=1e-14)
             assert np.array_equal(state.x, state.server_x)  # no weight quantisation: exact weights
         steps.append(info)
 
@@ -275,10 +285,11 @@ def test_qadam_loss_floor_grows_with_the_weight_grid_step(comm):
 # --------------------------------------------------------------------------- natural, both ways
 def test_bidirectional_natural_sends_9_bits_a_coordinate_each_way(comm):
     data = dataset(comm.size, d=21)
-    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, "natural", "server", downlink="natural",
-                          lr=0.5)
+    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, "natural", "server",
+                          downlink="natural", lr=0.5)
     infos = []
-    run_steps(algo, np.zeros(21, np.float32), 4, seed=SEED, each=lambda before, state, info: infos.append(info))
+    run_steps(algo, np.zeros(21, np.float32), 4, seed=SEED,
+              each=lambda before, state, info: infos.append(info))
     assert [(i.bits_up, i.bits_down) for i in infos] == [(9 * 21, 9 * 21)] * 4
     message = HEADER_BYTES + math.ceil(9 * 21 / 8)  # 8-byte header + 24 bytes
     stats = algo.comm.stats.by_op
@@ -291,8 +302,8 @@ def bits_to_reach(comm, compressor, downlink, tol, lr=1.0, iters=80):
     """Bits (up + down, all ranks) until F(x) − F* < tol, float32 messages, full gradients."""
     data = dataset(comm.size, n=60 * comm.size, d=16, h=1.0)
     f_star = solve_reference(make_problem("logistic", data.A, data.y, l2=0.1)).f
-    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, compressor, "server", downlink=downlink,
-                          lr=lr)
+    algo = make_algorithm(DCGD, local_objective(comm, data, l2=0.1), comm, compressor, "server",
+                          downlink=downlink, lr=lr)
     spent = [0]
     reached = []
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import apps.choco
 import apps.dcgd
 import apps.diana
 import apps.efsgd
 import apps.malcom
 import apps.qadam
+import pytest
+
 from mpicomp.run import EXIT_BAD_INPUT, EXIT_FINISHED
 from mpicomp.trace import read_trace
 
@@ -62,9 +62,11 @@ def refused(comm, tmp, capsys, app, args, message):
     (apps.diana, ["--compressor", "randk:k=40", "--alpha", 0.5, "--lr", 0.1],
      "randk:k=40 keeps more coordinates than the 30 of the model; use k ≤ 30 or a fraction k < 1"),
     (apps.efsgd, ["--compressor", "topk:k=40+natural", "--lr", 0.1],
-     "topk:k=40+natural keeps more coordinates than the 30 of the model; use k ≤ 30 or a fraction k < 1"),
+     "topk:k=40+natural keeps more coordinates than the 30 of the model; use k ≤ 30 or a "
+     "fraction k < 1"),
     (apps.dcgd, ["--compressor", "qsgd:s=4", "--downlink", "topk:k=31", "--lr", 0.1],
-     "downlink topk:k=31 keeps more coordinates than the 30 of the model; use k ≤ 30 or a fraction k < 1"),
+     "downlink topk:k=31 keeps more coordinates than the 30 of the model; use k ≤ 30 or a "
+     "fraction k < 1"),
     (apps.qadam, ["--weight-quant", "topk:k=31"],
      "weight_quant topk:k=31 keeps more coordinates than the 30 of the model; use k ≤ 30 or a "
      "fraction k < 1"),
@@ -80,8 +82,8 @@ def test_a_count_larger_than_the_model_is_refused_at_set_up(comm, mpi_shared_tmp
     (apps.diana, "randk:k={k}+natural", None),
     (apps.dcgd, "qsgd:s=4", "topk:k={k}"),
 ])
-def test_a_count_larger_than_the_smallest_two_phase_chunk_is_refused(comm, mpi_shared_tmp, capsys, app,
-                                                                     spec, downlink):
+def test_a_count_larger_than_the_smallest_two_phase_chunk_is_refused(comm, mpi_shared_tmp, capsys,
+                                                                     app, spec, downlink):
     m = smallest_chunk(comm)
     args = ["--topology", "two-phase", "--lr", 0.1]
     if downlink is None:
@@ -101,7 +103,8 @@ def test_a_count_larger_than_the_smallest_two_phase_chunk_is_refused(comm, mpi_s
     (apps.dcgd, ["--compressor", f"topk:k={D}", "--lr", 0.1]),  # k = d on a server
     (apps.choco, ["--compressor", f"topk:k={D}"]),
     (apps.diana, ["--compressor", f"randk:k={D}+natural"]),
-    (apps.dcgd, ["--compressor", "topk:k=0.5", "--lr", 0.1, "--topology", "two-phase"]),  # a fraction
+    # a fraction
+    (apps.dcgd, ["--compressor", "topk:k=0.5", "--lr", 0.1, "--topology", "two-phase"]),
     (apps.choco, ["--compressor", "randk:k=0.3"]),
     (apps.qadam, ["--weight-quant", f"topk:k={D}"]),
     # a block longer than the vector is one block, as before (not an error)

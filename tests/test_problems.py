@@ -1,4 +1,7 @@
-"""Problems (SPEC §4): gradients, minibatches, smoothness bounds, prox, reference optimum, errors."""
+"""Problems (SPEC §4).
+
+Gradients, minibatches, smoothness bounds, prox, reference optimum, errors.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,12 @@ import scipy.optimize as so
 import scipy.sparse as sp
 
 from mpicomp.problems import (
-    MLP, LeastSquares, LogisticRegression, SoftmaxRegression, make_problem, reference_optimum,
+    MLP,
+    LeastSquares,
+    LogisticRegression,
+    SoftmaxRegression,
+    make_problem,
+    reference_optimum,
     solve_reference,
 )
 from mpicomp.problems.spectral import lambda_max_gram
@@ -329,7 +337,8 @@ def test_with_data_keeps_the_hyperparameters():
 
 # -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("labels, shown", [
-    ([0, 1], r"\[0\.0, 1\.0\]"), ([-1, 0, 1], r"\[-1\.0, 0\.0, 1\.0\]"), ([1, 2, 3], r"\[1\.0, 2\.0, 3\.0\]"),
+    ([0, 1], r"\[0\.0, 1\.0\]"), ([-1, 0, 1], r"\[-1\.0, 0\.0, 1\.0\]"),
+    ([1, 2, 3], r"\[1\.0, 2\.0, 3\.0\]"),
 ])
 def test_logistic_rejects_labels_that_are_not_plus_minus_one(labels, shown):
     A = np.ones((len(labels), 2))
@@ -354,7 +363,8 @@ def test_mismatched_shapes_are_rejected():
         p.loss(np.zeros((D, 1)))
 
 
-@pytest.mark.parametrize("kw", [{"l1": -0.1}, {"l2": -1e-9}, {"l2": float("nan")}, {"l1": float("inf")}])
+@pytest.mark.parametrize("kw", [{"l1": -0.1}, {"l2": -1e-9}, {"l2": float("nan")},
+                                {"l1": float("inf")}])
 def test_negative_or_non_finite_regularisation_is_rejected(kw):
     A, b = _data("least_squares", False)
     with pytest.raises(ValueError, match="l1|l2"):

@@ -8,9 +8,6 @@ import math
 import os
 import signal
 
-import numpy as np
-import pytest
-
 import apps.choco
 import apps.dcgd
 import apps.diana
@@ -19,14 +16,16 @@ import apps.efsgd
 import apps.malcom
 import apps.qadam
 import apps.signsgd
+import numpy as np
+import pytest
+from reference_algorithms import Workers, run_diana
+
 from mpicomp.algorithms import ALGORITHMS
 from mpicomp.compress import make_compressor
 from mpicomp.problems import make_problem, solve_reference
 from mpicomp.problems.data import load
 from mpicomp.run import EXIT_BAD_INPUT, EXIT_CHECKPOINTED, EXIT_DIVERGED, EXIT_FINISHED
 from mpicomp.trace import STANDARD_COLUMNS, read_trace
-
-from reference_algorithms import Workers, run_diana
 
 pytestmark = pytest.mark.mpi
 DATA = "synthetic:logistic,n=203,d=16,h=1"
@@ -35,14 +34,16 @@ DATA = "synthetic:logistic,n=203,d=16,h=1"
 def run(comm, main, tmp, *args, **kwargs):
     """``main(argv)`` on every rank; returns (exit status, the trace on rank 0 or None)."""
     trace = str(tmp / "run.h5")
-    rc = main(["--data", DATA, "--trace", trace, "--progress", "off", *map(str, args)], comm, **kwargs)
+    rc = main(["--data", DATA, "--trace", trace, "--progress", "off", *map(str, args)], comm,
+              **kwargs)
     assert comm.allgather(rc) == [rc] * comm.size  # every rank ends the same way
     comm.Barrier()
     return rc, (read_trace(trace) if comm.rank == 0 and os.path.exists(trace) else None)
 
 
 def test_trace_follows_the_contract_and_equals_the_serial_reference(comm, mpi_shared_tmp):
-    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 20, "--log-every", 5, "--l2", 0.01)
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 20, "--log-every", 5,
+                "--l2", 0.01)
     assert rc == EXIT_FINISHED
     if comm.rank != 0:
         return
@@ -59,7 +60,8 @@ def test_trace_follows_the_contract_and_equals_the_serial_reference(comm, mpi_sh
     assert t["bits_down"].tolist() == [s * n * 64 * d for s in t["step"]]  # the exact float64 mean
     assert (t.ranks["bits_up"].sum(axis=1) == t["bits_up"]).all()
     # wire bytes: the n − 1 other workers' payloads to the server, its mean to the n − 1 others
-    up, down = make_compressor("dither:p=inf,s=1").nbytes_max(d, np.float64), make_compressor("identity").nbytes_max(d, np.float64)
+    up = make_compressor("dither:p=inf,s=1").nbytes_max(d, np.float64)
+    down = make_compressor("identity").nbytes_max(d, np.float64)
     assert t["wire_bytes"].tolist() == [s * (n - 1) * (up + down) for s in t["step"]]
     assert t["loss"][0] == pytest.approx(math.log(2), rel=1e-15)  # x⁰ = 0
     assert np.all(np.diff(t["wall_time"]) >= 0)
@@ -95,8 +97,10 @@ def comparable(trace):
 @pytest.mark.parametrize("app,extra", [
     (apps.diana, ["--batch", 3, "--set", "momentum=0.5", "--topology", "two-phase"]),
     (apps.dcgd, ["--batch", 5, "--compressor", "natural"]),
-    (apps.signsgd, ["--momentum", 0.9, "--byzantine", 1, "--attack", "random", "--topology", "bitsliced"]),
-    (apps.qadam, ["--weight-quant", "uniform:bits=4,rounding=stochastic", "--compressor", "qsgd:s=2"]),
+    (apps.signsgd, ["--momentum", 0.9, "--byzantine", 1, "--attack", "random",
+                    "--topology", "bitsliced"]),
+    (apps.qadam, ["--weight-quant", "uniform:bits=4,rounding=stochastic",
+                  "--compressor", "qsgd:s=2"]),
     (apps.efsgd, ["--batch", 4, "--compressor", "topk:k=0.25", "--topology", "allgather"]),
     (apps.dpsgd, ["--batch", 4, "--order", "combine-adapt", "--topology", "complete"]),
     (apps.choco, ["--batch", 4, "--compressor", "topk:k=0.25", "--schedule", "sqrt"]),
@@ -204,7 +208,8 @@ def test_periodic_checkpoints_resume_and_extend_a_finished_run(comm, mpi_shared_
     # 13 steps end off the logging grid (row at 13); extended to 25 that row must go
     rc, _ = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 13, "--checkpoint-every", 4)
     assert rc == EXIT_FINISHED
-    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 25, "--checkpoint-every", 4, "--resume")
+    rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 25, "--checkpoint-every", 4,
+                "--resume")
     assert rc == EXIT_FINISHED
     whole_dir = mpi_shared_tmp / "whole"
     if comm.rank == 0:
@@ -257,8 +262,10 @@ LIBSVM_OK = "1 1:0.5 2:1.0\n-1 1:-0.5 3:2.0\n1 2:0.3\n-1 1:1.5 2:-1\n"
 
 @pytest.mark.parametrize("lines,extra,fragments", [
     (LIBSVM_OK + "1 1:0.5 2:x\n", [], ["data.svm:5:", "not a finite number"]),
-    (LIBSVM_OK + "1 2:0.5 5:1\n", ["--features", 3], ["data.svm:5:", "out of range", "largest valid index is 3"]),
-    (LIBSVM_OK.replace("-1 1:-0.5", "2 1:-0.5"), [], ["logistic problem cannot use these labels", "3"]),
+    (LIBSVM_OK + "1 2:0.5 5:1\n", ["--features", 3],
+     ["data.svm:5:", "out of range", "largest valid index is 3"]),
+    (LIBSVM_OK.replace("-1 1:-0.5", "2 1:-0.5"), [],
+     ["logistic problem cannot use these labels", "3"]),
 ])
 def test_bad_data_file(comm, mpi_shared_tmp, capsys, lines, extra, fragments):
     path = write_shared(comm, mpi_shared_tmp / "data.svm", lines)
@@ -269,11 +276,13 @@ def test_bad_data_file(comm, mpi_shared_tmp, capsys, lines, extra, fragments):
 
 @pytest.mark.parametrize("args,fragments", [
     (["--lrr", "0.1"], ["unknown flag '--lrr'", "did you mean '--lr'", "--log-every"]),
-    (["--set", "alpah=0.1"], ["unknown setting 'alpah' in --set", "did you mean 'alpha'", "momentum"]),
+    (["--set", "alpah=0.1"],
+     ["unknown setting 'alpah' in --set", "did you mean 'alpha'", "momentum"]),
     (["--compressor", "qsgd:q=3"], ["compressor (from --compressor)", "valid parameters"]),
     (["--lr", "-1"], ["lr (from --lr): -1.0 is out of range"]),
     (["--topology", "ring"], ["'ring' is not valid; choose one of server, allgather, two-phase"]),
-    (["--compressor", "qsgd:s=1e999"], ["compressor (from --compressor): cannot convert float infinity"]),
+    (["--compressor", "qsgd:s=1e999"],
+     ["compressor (from --compressor): cannot convert float infinity"]),
 ])
 def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, *args)
@@ -284,12 +293,18 @@ def test_bad_settings(comm, mpi_shared_tmp, capsys, args, fragments):
 @pytest.mark.parametrize("app,args,fragments", [
     (apps.signsgd, ["--compressor", "sign"], ["unknown flag '--compressor'"]),
     (apps.signsgd, ["--topology", "two-phase"], ["choose one of server, allgather, bitsliced"]),
-    (apps.qadam, ["--weight-quant", "uniform:bits=40"], ["weight_quant (from --weight-quant)", "1..16"]),
-    (apps.qadam, ["--error-feedback", "maybe"], ["error_feedback (from --error-feedback)", "true or false"]),
-    (apps.choco, ["--gamma", 0], ["gamma (from --gamma): 0.0 is out of range; valid values lie in (0, 1]"]),
-    (apps.malcom, ["--gamma", 1.5], ["gamma (from --gamma): 1.5 is out of range; valid values lie in (0, 1]"]),
-    (apps.malcom, ["--l1", -0.1], ["l1 (from --l1): -0.1 is out of range; valid values lie in [0, inf]"]),
-    (apps.malcom, ["--topology", "moebius"], ["unknown topology 'moebius': choose one of ring, torus"]),
+    (apps.qadam, ["--weight-quant", "uniform:bits=40"],
+     ["weight_quant (from --weight-quant)", "1..16"]),
+    (apps.qadam, ["--error-feedback", "maybe"],
+     ["error_feedback (from --error-feedback)", "true or false"]),
+    (apps.choco, ["--gamma", 0],
+     ["gamma (from --gamma): 0.0 is out of range; valid values lie in (0, 1]"]),
+    (apps.malcom, ["--gamma", 1.5],
+     ["gamma (from --gamma): 1.5 is out of range; valid values lie in (0, 1]"]),
+    (apps.malcom, ["--l1", -0.1],
+     ["l1 (from --l1): -0.1 is out of range; valid values lie in [0, inf]"]),
+    (apps.malcom, ["--topology", "moebius"],
+     ["unknown topology 'moebius': choose one of ring, torus"]),
     (apps.choco, ["--tau", 0.5], ["tau (from --tau): 0.5 is out of range"]),
     (apps.dpsgd, ["--compressor", "qsgd"], ["unknown flag '--compressor'"]),
     (apps.malcom, ["--downlink", "natural"], ["unknown flag '--downlink'"]),
@@ -303,14 +318,16 @@ def test_bad_settings_of_the_other_methods(comm, mpi_shared_tmp, capsys, app, ar
 @pytest.mark.parametrize("app,args,fragments", [
     (apps.signsgd, ["--byzantine", 9], ["byzantine=9 adversaries do not fit", "choose 0 …"]),
     (apps.signsgd, ["--lr", "theory"], ["signSGD has no theory value of lr", "--lr 0.01"]),
-    (apps.qadam, ["--topology", "allgather"], ["topology 'allgather' does not fit qadam: choose one of server"]),
+    (apps.qadam, ["--topology", "allgather"],
+     ["topology 'allgather' does not fit qadam: choose one of server"]),
     (apps.efsgd, ["--downlink", "natural"], ["EF-SGD needs the exact mean", "--downlink identity"]),
     (apps.malcom, ["--topology", "torus:rows=5"], ["torus: rows=5 does not divide n="]),
-    (apps.choco, ["--topology", "edges:missing-graph.txt"], ["cannot read the edge list missing-graph.txt: No such file"]),
+    (apps.choco, ["--topology", "edges:missing-graph.txt"],
+     ["cannot read the edge list missing-graph.txt: No such file"]),
     (apps.malcom, ["--lr", "theory"], ["Malcom-PSGD has no theory value of lr", "--lr 0.5"]),
 ])
-def test_settings_a_method_cannot_use_fail_the_run_with_a_clear_message(comm, mpi_shared_tmp, capsys, app, args,
-                                                                        fragments):
+def test_settings_a_method_cannot_use_fail_the_run_with_a_clear_message(
+        comm, mpi_shared_tmp, capsys, app, args, fragments):
     rc, t = run(comm, app.main, mpi_shared_tmp, *args)
     assert rc == EXIT_BAD_INPUT
     failed_with(comm, t, capsys, *fragments)
@@ -351,9 +368,10 @@ def test_a_diverging_step_size_stops_with_status_diverged(comm, mpi_shared_tmp, 
         assert np.all(np.diff(t["step"]) > 0)  # one row per step, also for the last one
 
 
-@pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0), ("DIANA.build", -1)])
-def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp, capsys, monkeypatch,
-                                                            where, rank):
+@pytest.mark.parametrize("where,rank", [("load_data", -1), ("reference_point", 0),
+                                        ("DIANA.build", -1)])
+def test_a_setup_failure_on_one_rank_fails_every_rank_alike(comm, mpi_shared_tmp, capsys,
+                                                            monkeypatch, where, rank):
     import mpicomp.setup as setup_module
 
     failing = comm.size - 1 if rank == -1 else rank
@@ -449,7 +467,8 @@ def _forge(path, how: str) -> str:
             return f"it keeps 99 trace rows, more than the {step // 4 + 1} a run logging every 4"
         if how == "huge compressed array":  # a few KB on disk, 2 GiB once read
             del last["x"]
-            last.create_dataset("x", shape=(2**28,), dtype="f8", compression="gzip", chunks=(2**20,))
+            last.create_dataset("x", shape=(2**28,), dtype="f8", compression="gzip",
+                                chunks=(2**20,))
             return "x has shape (268435456,) and dtype float64; this run's state needs (16,)"
         if how == "wrong dtype":
             x = last["x"][()]

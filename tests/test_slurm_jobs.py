@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mpicomp.trace import TraceError, read_trace
-
 from test_apps import MPIEXEC, REPO
 from test_apps import env as app_env
+
+from mpicomp.trace import TraceError, read_trace
 
 DATA = ["--data", "synthetic:logistic,n=512,d=16,h=1"]
 
@@ -37,7 +36,8 @@ def env() -> dict:
 
 
 def command(*args, **kw) -> str:
-    out = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=60, **kw)
+    out = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=60,
+                         **kw)
     assert out.returncode == 0, f"{' '.join(args)}: {out.stderr}"
     return out.stdout
 
@@ -81,7 +81,8 @@ def wait(*jobs: str, timeout: float = 240) -> None:
 
 def stepd_running(job: str) -> bool:
     """Whether a slurmstepd of ``job`` (a numeric job id) is still alive on this host."""
-    return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True).returncode == 0
+    return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."],
+                          capture_output=True).returncode == 0
 
 
 def reference(tmp: Path, name: str, ranks: int, app: str, *args) -> np.ndarray:
@@ -131,14 +132,17 @@ def test_sweep_writes_one_trace_per_array_index(tmp_path):
         assert info["JobState"] == "COMPLETED", output(tmp_path, info["JobId"])
         t = read_trace(tmp_path / f"sweep-{job}" / f"{index:03d}-{name}.h5")
         assert t.status == "finished" and t.world_size == 2 and t["step"][-1] == iters
-        assert t.algorithm == ("diana" if app == "diana" else "dcgd") and t.attrs["compressor"] == compressor
-    missing = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0"], SWEEP=tmp_path / "no-such-list.txt")
+        assert (t.algorithm == ("diana" if app == "diana" else "dcgd")
+                and t.attrs["compressor"] == compressor)
+    missing = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0"],
+                     SWEEP=tmp_path / "no-such-list.txt")
     wait(missing)
     assert f"cannot read the run list {tmp_path}/no-such-list.txt (SWEEP)" in output(
         tmp_path, job_info(f"{missing}_0")["JobId"])
     extra = job_info(f"{job}_3")  # one index more than the list has runs
     assert extra["JobState"] == "FAILED" and extra["ExitCode"] == "2:0"
-    assert f"array index 3, but {sweep} has 3 runs (indices 0-2)" in output(tmp_path, extra["JobId"])
+    assert f"array index 3, but {sweep} has 3 runs (indices 0-2)" in output(
+        tmp_path, extra["JobId"])
     assert sorted(p.name for p in (tmp_path / f"sweep-{job}").iterdir()) == [
         "000-linf.h5", "001-qsgd.h5", "002-natural.h5"]
 
@@ -210,7 +214,8 @@ def test_signal_before_the_limit_checkpoints_requeues_and_resumes(tmp_path):
 
 def test_a_signalled_array_task_requeues_itself_and_resumes(tmp_path):
     sweep = tmp_path / "runs.txt"
-    sweep.write_text("first  " + " ".join(map(str, CKPT_ARGS)) + "\r\n")  # CRLF: a list from Windows
+    # CRLF: a list from Windows
+    sweep.write_text("first  " + " ".join(map(str, CKPT_ARGS)) + "\r\n")
     array = submit(tmp_path, "sweep.sbatch", sbatch=["--array=0", "--ntasks=3"], SWEEP=sweep)
     task = f"{array}_0"
     trace = tmp_path / f"sweep-{array}" / "000-first.h5"

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from mpicomp.comm import graphs as graphs_module
-from mpicomp.comm.graphs import (BUILDERS, DENSE_GAP_MAX_NODES, Topology, build, make_graph,
-                                 sparse_spectral_gap, spectral_gap)
+from mpicomp.comm.graphs import (
+    BUILDERS,
+    DENSE_GAP_MAX_NODES,
+    Topology,
+    build,
+    make_graph,
+    sparse_spectral_gap,
+    spectral_gap,
+)
 
 SIZES = [1, 2, 3, 4, 7, 8, 16]
 POW2 = [1, 2, 4, 8, 16]
@@ -160,7 +167,8 @@ def test_ring_uniform_gap_closed_form(n):
 @pytest.mark.parametrize("n", [2, 4, 8, 16])
 def test_hypercube_uniform_gap_closed_form(n):
     k = int(math.log2(n))  # eigenvalues (1 + k − 2m)/(1 + k), m = 0…k: |λ₂| = (k − 1)/(k + 1)
-    assert build("hypercube", n).spectral_gap(weights="uniform") == pytest.approx(2 / (k + 1), abs=1e-12)
+    assert (build("hypercube", n).spectral_gap(weights="uniform")
+            == pytest.approx(2 / (k + 1), abs=1e-12))
 
 
 def test_spectral_gap_edge_cases():
@@ -215,9 +223,10 @@ def large_topologies():
 
 
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
-@pytest.mark.parametrize("topo", all_topologies() + [pytest.param(make_graph(spec, n), id=f"{spec}-{n}")
-                                                      for spec, n in [("ring", 65), ("star", 100),
-                                                                      ("erdos_renyi", 128)]])
+@pytest.mark.parametrize("topo", all_topologies() + [
+    pytest.param(make_graph(spec, n), id=f"{spec}-{n}")
+    for spec, n in [("ring", 65), ("star", 100), ("erdos_renyi", 128)]
+])
 def test_sparse_mixing_matrix_equals_the_dense_one_bit_for_bit(topo, weights):
     S = topo.mixing_matrix_sparse(weights)
     assert S.shape == (topo.n, topo.n) and S.dtype == np.float64 and S.format == "csr"
@@ -297,7 +306,8 @@ def test_large_hypercube_and_complete_gap_closed_forms(n):
 
 @pytest.mark.parametrize("weights", ["metropolis", "uniform"])
 @pytest.mark.parametrize("edges", [
-    pytest.param([(i, i + 1) for i in range(49)] + [(i, i + 1) for i in range(50, 119)], id="two-paths"),
+    pytest.param([(i, i + 1) for i in range(49)] + [(i, i + 1) for i in range(50, 119)],
+                 id="two-paths"),
     pytest.param([(i, (i + 1) % 60) for i in range(60)] + [(60 + i, 60 + (i + 1) % 60)
                                                           for i in range(60)], id="two-rings"),
     pytest.param([(0, j) for j in range(1, 100)], id="star-and-isolated-nodes"),
@@ -398,7 +408,8 @@ def test_hypercube_needs_a_power_of_two(n, lo, hi):
 def test_torus_bad_shape_names_n_and_valid_rows():
     with pytest.raises(ValueError, match="rows=3 does not divide n=8; valid rows: 1, 2, 4, 8"):
         make_graph("torus:rows=3", 8)
-    with pytest.raises(ValueError, match="cols=5 does not divide n=12; valid cols: 1, 2, 3, 4, 6, 12"):
+    with pytest.raises(ValueError,
+                       match="cols=5 does not divide n=12; valid cols: 1, 2, 3, 4, 6, 12"):
         build("torus", 12, cols=5)
     with pytest.raises(ValueError, match="3 × 3 ≠ n = 12"):
         build("torus", 12, rows=3, cols=3)

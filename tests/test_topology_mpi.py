@@ -130,7 +130,8 @@ def test_mix_of_float32_matrices_matches_serial(comm):
 def test_wrong_size_raises_on_every_rank(comm, kind):
     communicator = Communicator(comm)
     for n in (comm.size + 1, 2 * comm.size + 3):
-        with pytest.raises(ValueError, match=f"does not match the communicator's {comm.size} ranks"):
+        with pytest.raises(ValueError,
+                           match=f"does not match the communicator's {comm.size} ranks"):
             Gossip(communicator, build(kind, n))
     # nobody is left behind in a collective: a barrier-like allreduce completes on every rank
     assert comm.allreduce(1) == comm.size

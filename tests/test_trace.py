@@ -18,8 +18,17 @@ import numpy as np
 import pytest
 
 import mpicomp
-from mpicomp.trace import (DATASET_INFO, INT_COLUMNS, STANDARD_COLUMNS, STATUSES, Trace,
-                           TraceError, TraceWriter, clean_attr_text, read_trace)
+from mpicomp.trace import (
+    DATASET_INFO,
+    INT_COLUMNS,
+    STANDARD_COLUMNS,
+    STATUSES,
+    Trace,
+    TraceError,
+    TraceWriter,
+    clean_attr_text,
+    read_trace,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ATTRS = {"algorithm": "diana", "compressor": "qsgd:s=4", "topology": "server",

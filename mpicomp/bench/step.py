@@ -2,15 +2,17 @@
 
 Run under MPI: ``mpiexec -n 4 python -m mpicomp.bench step``. For each ``d`` the data are the
 apps' synthetic logistic regression, ``synthetic:logistic,n=N,d=D,h=1`` (``--n``), loaded,
-sharded and weighted as the driver does (`mpicomp.run.local_objective`). Compared are
+sharded and weighted as the driver does (`mpicomp.setup.local_objective`). Compared are
 
 - the baseline, a hand-written loop: ``g_i = w_i ∇f_i(x)`` with the project's problem class on
   this rank's shard, ``comm.Allreduce`` of ``g_i``, ``g /= n``, ``x -= lr·g`` (nothing else);
-- ``dcgd/identity`` (``apps.dcgd --compressor identity``), ``diana`` (``apps.diana``) and
-  ``natural`` (``apps.natural``: natural compression both ways, float32), each run as a user
+- ``dcgd/identity`` (``apps.dcgd --compressor identity``: the server topology, a gather and a
+  broadcast a step), ``dcgd/identity allgather`` (the same with ``--topology allgather``: one
+  collective a step), ``diana`` (``apps.diana``) and ``natural`` (``apps.natural``: natural
+  compression both ways, float32), each run as a user
   runs the app: `mpicomp.run.main` with the app's defaults and ``--iters N --log-every N
   --progress off --quiet --no-reference --trace FILE --overwrite --batch 0 --lr LR``, so the
-  step includes all the driver does per step (stop-flag agreement, counters, the hook).
+  step includes all the driver does per step (counters, the hook).
 
 All runs of one ``d`` share the data, the start point (``problem.initial_point`` as the driver
 draws it) and the step ``lr``: by default the smallest of the methods' theory steps (DIANA's),
@@ -43,6 +45,9 @@ import numpy as np
 #: method → (algorithm, the app's module, extra flags)
 METHODS = {
     "dcgd/identity": ("dcgd", "dcgd", ("--compressor", "identity")),
+    # the same on the allgather topology: one collective a step where the server takes two
+    "dcgd/identity allgather": ("dcgd", "dcgd", ("--compressor", "identity", "--topology",
+                                                 "allgather")),
     "diana": ("diana", "diana", ()),
     "natural": ("dcgd", "natural", ()),
 }
@@ -82,7 +87,7 @@ def theory_lr(method: str, d: int, size: int, L: float) -> float:
 
 
 def prepare(comm, d: int, n: int, l2: float, seed: int, lr, methods) -> Case:
-    """Data, shard and weight as `mpicomp.run.local_objective` builds them (collective)."""
+    """Data, shard and weight as `mpicomp.setup.local_objective` builds them (collective)."""
     from mpi4py import MPI
 
     from ..algorithms import LocalObjective

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Union
+from typing import ClassVar
 
 import numpy as np
 
@@ -76,7 +76,8 @@ def raise_non_finite(x: np.ndarray) -> None:
         )
 
 
-def non_finite_decoded(spec: str, values: np.ndarray, what: str = "value", positions=None) -> DecodeError:
+def non_finite_decoded(spec: str, values: np.ndarray, what: str = "value",
+                       positions=None) -> DecodeError:
     """The DecodeError for a decoded ``values`` array holding NaN/Inf (a corrupted buffer).
 
     Names the first bad entry: its index, or ``positions[index]`` (the coordinate it lands on)
@@ -107,7 +108,7 @@ def check_vector(x, finite: bool = True) -> np.ndarray:
     return x
 
 
-def output_array(out: Optional[np.ndarray], d: int, dtype) -> np.ndarray:
+def output_array(out: np.ndarray | None, d: int, dtype) -> np.ndarray:
     """``out`` if the caller gave one, else a new array of ``d`` values of ``dtype``."""
     return np.empty(d, dtype=dtype) if out is None else out
 
@@ -156,7 +157,7 @@ class Compressor:
         return 0
 
     # -- contract ------------------------------------------------------------------------------
-    def encode(self, x, rng: Optional[np.random.Generator] = None) -> Payload:
+    def encode(self, x, rng: np.random.Generator | None = None) -> Payload:
         """Compress ``x`` into a `Payload`.
 
         Parameters
@@ -177,7 +178,7 @@ class Compressor:
         parts += list(body) if isinstance(body, (list, tuple)) else [body]
         return Payload(np.concatenate(parts), int(nbits))
 
-    def decode(self, buf, d: int, dtype=np.float32, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def decode(self, buf, d: int, dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
         """Reconstruct the compressed vector of length ``d`` from ``buf``; raise DecodeError.
 
         Parameters
@@ -189,20 +190,24 @@ class Compressor:
         extra, body = self.split(buf, d, dtype)
         dtype = check_dtype(dtype)
         d = int(d)
-        if out is not None and (out.shape != (d,) or out.dtype != dtype or not out.flags.c_contiguous):
-            raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, got {out.dtype}{out.shape}")
+        if out is not None and (out.shape != (d,) or out.dtype != dtype
+                                or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {dtype} vector of length {d}, "
+                             f"got {out.dtype}{out.shape}")
         result = self.decode_body(extra, body, d, dtype, out)
         if out is not None and result is not out:
             out[...] = result
             return out
         return result
 
-    def decode_add(self, buf, d: int, dtype, acc: np.ndarray, scratch: Optional[np.ndarray] = None) -> np.ndarray:
+    def decode_add(self, buf, d: int, dtype, acc: np.ndarray,
+                   scratch: np.ndarray | None = None) -> np.ndarray:
         """``acc += decode(buf, d, dtype)`` with ``acc`` a float64 vector: the same values as
         decoding and then adding, fused into one pass where the operator's kernel allows it
         (`accumulates`); ``scratch`` is a reusable decode buffer for the others."""
         if acc.dtype != np.float64 or acc.shape != (int(d),):
-            raise ValueError(f"acc must be a float64 vector of length {d}, got {acc.dtype}{acc.shape}")
+            raise ValueError(f"acc must be a float64 vector of length {d}, "
+                             f"got {acc.dtype}{acc.shape}")
         if self.accumulates(dtype):
             extra, body = self.split(buf, d, dtype)
             self.add_body(extra, body, int(d), check_dtype(dtype), acc)
@@ -227,24 +232,32 @@ class Compressor:
             )
         magic, code, dcode, flags, dim = HEADER.unpack_from(buf[:HEADER_BYTES].tobytes())
         if magic != MAGIC:
-            raise DecodeError(f"{self.spec()}: bad magic byte 0x{magic:02x} (expected 0x{MAGIC:02x})")
+            raise DecodeError(
+                f"{self.spec()}: bad magic byte 0x{magic:02x} (expected 0x{MAGIC:02x})"
+            )
         if code != self.code:
             raise DecodeError(
                 f"{self.spec()}: buffer was written by operator code {code}, not {self.code}"
             )
         if dcode not in DTYPES_BY_CODE:
             raise DecodeError(
-                f"{self.spec()}: unknown dtype code {dcode} in the header; valid codes: {VALID_DTYPE_CODES}"
+                f"{self.spec()}: unknown dtype code {dcode} in the header; "
+                f"valid codes: {VALID_DTYPE_CODES}"
             )
         if DTYPES_BY_CODE[dcode] != dtype:
-            raise DecodeError(f"{self.spec()}: buffer holds {DTYPES_BY_CODE[dcode]}, caller asked for {dtype}")
+            raise DecodeError(
+                f"{self.spec()}: buffer holds {DTYPES_BY_CODE[dcode]}, caller asked for {dtype}"
+            )
         if flags & ~self.header_flags:
             raise DecodeError(
-                f"{self.spec()}: reserved header flag bits 0x{flags & ~self.header_flags:02x} are set "
+                f"{self.spec()}: reserved header flag bits "
+                f"0x{flags & ~self.header_flags:02x} are set "
                 f"(flags byte 0x{flags:02x}; this operator defines 0x{self.header_flags:02x})"
             )
         if dim != d:
-            raise DecodeError(f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}")
+            raise DecodeError(
+                f"{self.spec()}: buffer holds a vector of dimension {dim}, expected {d}"
+            )
         extra = buf[HEADER_BYTES : HEADER_BYTES + self.extra_header].tobytes()
         return extra, buf[HEADER_BYTES + self.extra_header :]
 
@@ -257,15 +270,15 @@ class Compressor:
         """Largest ``nbits`` of any message of dimension ``d`` (equals it when fixed_size)."""
         return self.body_bits(d, dtype)
 
-    def omega(self, d: int) -> Optional[float]:
+    def omega(self, d: int) -> float | None:
         """Variance parameter ω with E‖C(x) − x‖² ≤ ω‖x‖² (unbiased operators), else None."""
         return None
 
-    def delta(self, d: int) -> Optional[float]:
+    def delta(self, d: int) -> float | None:
         """Contraction δ with E‖C(x) − x‖² ≤ (1 − δ)‖x‖² (biased operators), else None."""
         return None
 
-    def __call__(self, x, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    def __call__(self, x, rng: np.random.Generator | None = None) -> np.ndarray:
         """The operator's value C(x): ``decode(encode(x))``."""
         x = check_vector(np.asarray(x), finite=False)
         return self.decode(self.encode(x, rng).buffer, x.size, x.dtype)
@@ -284,7 +297,7 @@ class Compressor:
         """Exact ``nbits`` for dimension ``d`` (fixed-size operators)."""
         raise NotImplementedError
 
-    def encode_body(self, x: np.ndarray, rng) -> tuple[bytes, Union[np.ndarray, list], int]:
+    def encode_body(self, x: np.ndarray, rng) -> tuple[bytes, np.ndarray | list, int]:
         """The operator's part of the message of ``x``, which `encode` frames with the header.
 
         Parameters
@@ -306,7 +319,7 @@ class Compressor:
         raise NotImplementedError  # pragma: no cover
 
     def decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype,
-                    out: Optional[np.ndarray] = None) -> np.ndarray:
+                    out: np.ndarray | None = None) -> np.ndarray:
         """The ``d`` values of ``dtype`` (a checked NumPy dtype) from the header fields and body
         that `split` returned, into ``out`` if given; raises DecodeError."""
         raise NotImplementedError  # pragma: no cover
@@ -330,7 +343,9 @@ class Compressor:
             buf = np.frombuffer(buf, np.uint8)
         buf = np.asarray(buf)
         if buf.dtype != np.uint8 or buf.ndim != 1:
-            raise DecodeError(f"{self.spec()}: expected a flat uint8 buffer, got {buf.dtype}{buf.shape}")
+            raise DecodeError(
+                f"{self.spec()}: expected a flat uint8 buffer, got {buf.dtype}{buf.shape}"
+            )
         return buf
 
     def _check_body_size(self, body: np.ndarray, nbits: int) -> None:

@@ -57,7 +57,8 @@ def round_up(values: np.ndarray, dtype) -> np.ndarray:
 
 
 def read_scalars(body: np.ndarray, count: int, dtype, what: str) -> np.ndarray:
-    """Read ``count`` transmitted scalars (norms, scales) from the start of ``body``; validate them."""
+    """Read ``count`` transmitted scalars (norms, scales) from the start of ``body``; validate
+    them."""
     size = count * dtype.itemsize
     if body.size < size:
         raise DecodeError(f"buffer truncated inside the {what}: {body.size} bytes, need {size}")
@@ -67,7 +68,8 @@ def read_scalars(body: np.ndarray, count: int, dtype, what: str) -> np.ndarray:
     return vals
 
 
-def split_block_scalars(body: np.ndarray, d: int, block: int, dtype, what: str) -> tuple[int, np.ndarray, np.ndarray]:
+def split_block_scalars(body: np.ndarray, d: int, block: int, dtype,
+                        what: str) -> tuple[int, np.ndarray, np.ndarray]:
     """(block length, the scalars sent first — one per block, as float64 —, the rest of the body)
     for an operator with block parameter ``block`` on a vector of dimension ``d``."""
     nb = n_blocks(d, block)

@@ -32,7 +32,8 @@ class Identity(Compressor):
         return 0.0
 
     def encode_body(self, x, rng):
-        return b"", x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy(), x.size * value_bits(x.dtype)
+        body = x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy()
+        return b"", body, x.size * value_bits(x.dtype)
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, self.body_bits(d, dtype))
@@ -63,7 +64,9 @@ class FP16(Compressor):
     def encode_body(self, x, rng):
         if x.size and np.abs(x).max() > FP16_MAX:
             j = int(np.argmax(np.abs(x)))
-            raise ValueError(f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}")
+            raise ValueError(
+                f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}"
+            )
         return b"", x.astype("<f2").view(np.uint8), 16 * x.size
 
     def decode_body(self, extra, body, d, dtype, out=None):

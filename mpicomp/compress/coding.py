@@ -482,4 +482,5 @@ def symbols_from_fields(buf, d, width, sym):
         unpack_chunk(buf, c0 * width, n, width, fields)
         for i in range(n):
             lev = np.int64(fields[i] & mask)
-            sym[c0 + i] = 0 if lev == 0 else 2 * lev - 1 + np.int64(fields[i] >> np.uint32(width - 1))
+            sym[c0 + i] = (0 if lev == 0
+                           else 2 * lev - 1 + np.int64(fields[i] >> np.uint32(width - 1)))

@@ -34,7 +34,8 @@ class Composition(Compressor):
     def __init__(self, outer: Compressor, inner: Compressor):
         if not isinstance(outer, Sparsifier):
             raise ValueError(
-                f"in 'A+B' the first operator must be a sparsifier (topk, randk), got {outer.spec()!r}"
+                "in 'A+B' the first operator must be a sparsifier (topk, randk), "
+                f"got {outer.spec()!r}"
             )
         if isinstance(inner, (Sparsifier, Composition)):
             raise ValueError(f"in 'A+B' the second operator must be dense, got {inner.spec()!r}")
@@ -68,7 +69,8 @@ class Composition(Compressor):
         return self.outer.index_section_bits(d) + self.inner.body_bits(self.outer.k_of(d), dtype)
 
     def max_body_bits(self, d: int, dtype=np.float32) -> int:
-        return self.outer.index_section_bits(d) + self.inner.max_body_bits(self.outer.k_of(d), dtype)
+        return (self.outer.index_section_bits(d)
+                + self.inner.max_body_bits(self.outer.k_of(d), dtype))
 
     def omega(self, d: int):
         if not self.unbiased:

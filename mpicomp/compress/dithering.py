@@ -177,7 +177,8 @@ class Dither(DitherBase):
         b = max(1, d if self.block <= 0 else min(self.block, d))
         s = self.s
         if math.isinf(self.p):
-            return (math.sqrt(b) - 1) / 2 if s == 1 else min(b / (4 * s * s), (1 + math.sqrt(b)) / (2 * s))
+            return ((math.sqrt(b) - 1) / 2 if s == 1
+                    else min(b / (4 * s * s), (1 + math.sqrt(b)) / (2 * s)))
         if self.p == 2:
             return math.sqrt(b) - 1 if s == 1 else min(b / s**2, math.sqrt(b) / s)
         return b - 1 if s == 1 else min(b * b / (4 * s * s), b / s)
@@ -255,7 +256,8 @@ class TernGrad(Dither):
         if not self.clip or x.size == 0:
             return x, block
         nb = -(-x.size // block)
-        sigma = np.array([np.std(x[b * block : (b + 1) * block], dtype=np.float64) for b in range(nb)])
+        sigma = np.array([np.std(x[b * block : (b + 1) * block], dtype=np.float64)
+                          for b in range(nb)])
         bound = blockwise.per_element(self.clip * sigma, block, x.size)
         return np.clip(x, -bound, bound).astype(x.dtype), block
 

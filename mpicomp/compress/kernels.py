@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Optional
 
 from . import numba_kernels, numpy_kernels
 from .jit import HAVE_NUMBA
@@ -30,7 +29,7 @@ KERNEL_CHOICES = ("numba", "numpy")
 #: the environment variable that picks the kernels: "numba" (the default) or "numpy"
 ENV_VAR = "MPICOMP_KERNELS"
 
-_use_numba: Optional[bool] = None  # None: not decided yet (`active` reads ENV_VAR)
+_use_numba: bool | None = None  # None: not decided yet (`active` reads ENV_VAR)
 
 
 def active() -> bool:

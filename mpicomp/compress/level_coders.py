@@ -12,7 +12,7 @@ The coders raise DecodeErrors without the operator's spec; the operator adds it.
 from __future__ import annotations
 
 import struct
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class LevelCoder:
         raise NotImplementedError  # pragma: no cover
 
     def decode(self, extra: bytes, section: np.ndarray, d: int, dtype, unit: np.ndarray,
-               block: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+               block: int, out: np.ndarray | None = None) -> np.ndarray:
         """The ``d`` values ``±f(ℓ)·unit[j // block]`` of ``dtype``, into ``out`` if given;
         raises DecodeError."""
         raise NotImplementedError  # pragma: no cover

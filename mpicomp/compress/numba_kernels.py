@@ -16,8 +16,16 @@ import math
 import numpy as np
 
 from . import numpy_kernels
-from .jit import (CHUNK, chunk_words, njit, njit_fast, pack_chunk, pack_uint, unpack_chunk,
-                  unpack_uint)
+from .jit import (
+    CHUNK,
+    chunk_words,
+    njit,
+    njit_fast,
+    pack_chunk,
+    pack_uint,
+    unpack_chunk,
+    unpack_uint,
+)
 
 MANT52 = np.uint64((1 << 52) - 1)
 INV_2_32 = 2.0**-32

@@ -9,21 +9,22 @@ the operator's parameters. Values are read as int, then float, then left as text
 from __future__ import annotations
 
 import inspect
-from typing import Iterable
+from collections.abc import Iterable
 
+from ..spec_strings import parse_spec
 from .base import Compressor
 from .cast import BF16, FP16, Identity
 from .compose import Composition
 from .dithering import QSGD, Dither, NaturalDither, TernGrad
 from .natural import Natural
 from .sign import ScaledSign, Sign
-from ..spec_strings import parse_spec
 from .sparse import RandK, TopK
 from .uniform import Uniform
 
 OPERATORS: dict[str, type[Compressor]] = {
     cls.name: cls
-    for cls in (Identity, FP16, BF16, Sign, ScaledSign, Dither, QSGD, TernGrad, Natural, NaturalDither, TopK, RandK, Uniform)
+    for cls in (Identity, FP16, BF16, Sign, ScaledSign, Dither, QSGD, TernGrad, Natural,
+                NaturalDither, TopK, RandK, Uniform)
 }
 
 
@@ -69,7 +70,8 @@ def make_compressor(spec: str | Compressor) -> Compressor:
 
 
 
-def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the model", setting: str = "") -> None:
+def check_lengths(op: Compressor, lengths: Iterable[int], where: str = "the model",
+                  setting: str = "") -> None:
     """Raise a ValueError unless ``op`` can compress a vector of every length in ``lengths``.
 
     Aggregators and gossip call it at set-up with the lengths they will hand the operator (the

@@ -14,7 +14,6 @@ from . import blockwise, kernels
 from .base import Compressor, n_blocks, output_array, raise_non_finite, value_bits
 from .bitpack import check_padding
 
-
 #: power-of-two rescaling for ℓ1 sums that overflow float64: 2³² terms of ≤ 1.8e308·2⁻⁶⁴ fit
 OVERFLOW_RESCALE = 2.0**-64
 
@@ -33,7 +32,8 @@ def block_mean_abs(x: np.ndarray, block: int) -> np.ndarray:
     overflowed = ~np.isfinite(l1)
     if overflowed.any():
         raise_non_finite(x)  # NaN/Inf input; otherwise finite sums overflowed: redo them scaled
-        rescaled = blockwise.norms(x * OVERFLOW_RESCALE, block, 1) / np.maximum(sizes, 1) / OVERFLOW_RESCALE
+        rescaled = (blockwise.norms(x * OVERFLOW_RESCALE, block, 1) / np.maximum(sizes, 1)
+                    / OVERFLOW_RESCALE)
         capped = np.minimum(rescaled, blockwise.norms(x, block, np.inf))
         means[overflowed] = capped[overflowed]
     return means
@@ -51,7 +51,8 @@ def _add_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, 
     kernels.backend().sign_unpack(bits, scales.astype(dtype), block, acc, True)
 
 
-def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, out=None) -> np.ndarray:
+def _unpack_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype,
+                  out=None) -> np.ndarray:
     check_padding(bits, d)
     out = output_array(out, d, dtype)
     kernels.backend().sign_unpack(bits, scales.astype(dtype), block, out)
@@ -126,7 +127,8 @@ class ScaledSign(Compressor):
         return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
 
     def _split_body(self, body, d, dtype):
-        block, scales, bits = blockwise.split_block_scalars(body, d, self.block, dtype, "block scales")
+        block, scales, bits = blockwise.split_block_scalars(body, d, self.block, dtype,
+                                                            "block scales")
         self._check_body_size(bits, d)
         return bits, scales, block
 

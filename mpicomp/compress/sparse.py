@@ -55,7 +55,9 @@ def unpack_indices(section: np.ndarray, k: int, d: int) -> np.ndarray:
     exactly k bits set among its d.
     """
     if not 0 <= k <= d:
-        raise DecodeError(f"index section of k = {k} indices into dimension d = {d}: need 0 ≤ k ≤ d")
+        raise DecodeError(
+            f"index section of k = {k} indices into dimension d = {d}: need 0 ≤ k ≤ d"
+        )
     nbits = index_bits(k, d)
     if section.size * 8 < nbits:
         raise DecodeError(f"index section truncated: {section.size} bytes for {nbits} bits")

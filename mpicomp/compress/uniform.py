@@ -109,7 +109,8 @@ class Uniform(Compressor):
         nb = n_blocks(d, self.block)
         size = 2 * nb * dtype.itemsize
         if body.size < size:
-            raise DecodeError(f"{self.spec()}: buffer truncated inside the block ends: {body.size} bytes, need {size}")
+            raise DecodeError(f"{self.spec()}: buffer truncated inside the block ends: "
+                              f"{body.size} bytes, need {size}")
         ends = body[:size].view(dtype.newbyteorder("<")).astype(np.float64).reshape(nb, 2)
         lo, hi = ends.T.copy()  # contiguous per-block lows and highs
         if nb and (not np.isfinite(ends).all() or (lo > hi).any()):

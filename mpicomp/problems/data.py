@@ -333,6 +333,106 @@ def load_bundled(name: str) -> Dataset:
 # --------------------------------------------------------------------------------------------
 # Synthetic data
 # --------------------------------------------------------------------------------------------
+_SYNTHETIC_TASKS = {"logistic": "binary", "least_squares": "regression",
+                    "multiclass": "multiclass"}
+
+
+def _checked_synthetic_arguments(kind, n_samples, n_features, groups, classes, seed,
+                                 heterogeneity, density, noise) -> tuple:
+    """``(m, d, G, C, seed, h)`` of `make_synthetic`'s arguments, checked in this order;
+    ValueError naming the first bad one."""
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(
+            f"unknown synthetic kind {kind!r}: choose one of {', '.join(SYNTHETIC_KINDS)}")
+    m = _check_int(n_samples, "n_samples (n)", 1)
+    d = _check_int(n_features, "n_features (d)", 1)
+    G = _check_int(groups, "groups", 1)
+    C = _check_int(classes, "classes", 2)
+    seed = _check_int(seed, "seed", 0)
+    if G > m:
+        raise ValueError(f"groups={G} is more than n_samples={m}")
+    h = float(heterogeneity) if isinstance(heterogeneity, numbers.Real) else float("nan")
+    if not (np.isfinite(h) and h >= 0):
+        raise ValueError(f"heterogeneity (h) must be a finite number >= 0, got {heterogeneity!r}")
+    if not isinstance(density, numbers.Real) or not (0.0 < float(density) <= 1.0):
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if not isinstance(noise, numbers.Real) or not (np.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    return m, d, G, C, seed, h
+
+
+def _planted_model(rng: np.random.Generator, kind: str, d: int, C: int,
+                   density) -> tuple[np.ndarray, np.ndarray]:
+    """``(x_true, support)``: the planted model (``d``, or ``d × C`` for multiclass) with
+    N(0, 1) entries on ``support`` (all rows, or ``max(1, round(density·d))`` random ones when
+    ``density < 1``; not for multiclass), scaled to Frobenius norm 4."""
+    shape = (d, C) if kind == "multiclass" else (d,)
+    support = np.arange(d)
+    if kind != "multiclass" and density < 1.0:
+        k = max(1, int(round(density * d)))
+        support = np.sort(rng.choice(d, size=k, replace=False))
+    x_true = np.zeros(shape)
+    x_true[support] = rng.standard_normal((support.size,) + shape[1:])
+    x_true *= 4.0 / np.linalg.norm(x_true)
+    return x_true, support
+
+
+def _shared_draws(rng: np.random.Generator, kind: str, m: int, d: int,
+                  C: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(Z, label_draws)``: the features ``z ~ N(0, I_d)`` of all ``m`` samples, then the
+    randomness of their labels: uniforms (logistic), standard normals (least squares) or
+    ``m × C`` Gumbel draws (multiclass). Independent of ``G`` and ``h``."""
+    Z = rng.standard_normal((m, d))
+    if kind == "logistic":
+        return Z, rng.random(m)
+    if kind == "least_squares":
+        return Z, rng.standard_normal(m)
+    return Z, rng.gumbel(size=(m, C))
+
+
+def _group_shift_and_model(rng: np.random.Generator, x_true: np.ndarray, support: np.ndarray,
+                           h: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(h · u_g, x_g)`` of one group: its feature mean and its local model (see
+    `make_synthetic`), drawn in this order."""
+    d = x_true.shape[0]
+    u = rng.standard_normal(d) / np.sqrt(d)
+    v = np.zeros(x_true.shape)
+    classes = x_true.shape[1] if x_true.ndim == 2 else 1
+    v[support] = rng.standard_normal((support.size,) + x_true.shape[1:]) / np.sqrt(
+        support.size * classes)
+    x_g = x_true + h * np.linalg.norm(x_true) * v
+    return h * u, x_g
+
+
+def _labels(kind: str, z: np.ndarray, draws: np.ndarray, noise) -> np.ndarray:
+    """Labels of samples with scores ``z = a·x_g`` and label randomness ``draws``: ±1 with
+    ``P(+1) = σ(z)`` (logistic), ``z + noise·ε`` (least squares), or the class
+    ``argmax(z + Gumbel)``, drawn from ``softmax(z)`` (multiclass)."""
+    if kind == "logistic":
+        return np.where(draws < 1.0 / (1.0 + np.exp(-z)), 1.0, -1.0)
+    if kind == "least_squares":
+        return z + noise * draws
+    return np.argmax(z + draws, axis=1)
+
+
+def _grouped_samples(rng: np.random.Generator, kind: str, Z: np.ndarray, label_draws: np.ndarray,
+                     x_true: np.ndarray, support: np.ndarray, h: float, G: int,
+                     noise) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(A, y, group_models)``: group ``g`` (rows `block_bounds` ``(m, G, g)``) shifts its
+    features ``Z`` (in place) by its mean and labels them with its local model."""
+    m = Z.shape[0]
+    A = Z
+    y = np.empty(m, dtype=np.int64 if kind == "multiclass" else np.float64)
+    group_models = []
+    for g in range(G):
+        shift, x_g = _group_shift_and_model(rng, x_true, support, h)
+        group_models.append(x_g)
+        lo, hi = block_bounds(m, G, g)
+        A[lo:hi] += shift
+        y[lo:hi] = _labels(kind, A[lo:hi] @ x_g, label_draws[lo:hi], noise)
+    return A, y, group_models
+
+
 def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features: int = 50,
                    heterogeneity: float = 0.0, groups: int = 1, seed: int = 0,
                    density: float = 1.0, noise: float = 0.1, classes: int = 3) -> Dataset:
@@ -375,74 +475,20 @@ def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features:
     the workers' feature distributions and their local optima move apart. ``meta['x_true']`` is
     the shared planted model, ``meta['group_models']`` the ``x_g``.
     """
-    if kind not in SYNTHETIC_KINDS:
-        raise ValueError(
-            f"unknown synthetic kind {kind!r}: choose one of {', '.join(SYNTHETIC_KINDS)}")
-    m = _check_int(n_samples, "n_samples (n)", 1)
-    d = _check_int(n_features, "n_features (d)", 1)
-    G = _check_int(groups, "groups", 1)
-    C = _check_int(classes, "classes", 2)
-    seed = _check_int(seed, "seed", 0)
-    if G > m:
-        raise ValueError(f"groups={G} is more than n_samples={m}")
-    h = float(heterogeneity) if isinstance(heterogeneity, numbers.Real) else float("nan")
-    if not (np.isfinite(h) and h >= 0):
-        raise ValueError(f"heterogeneity (h) must be a finite number >= 0, got {heterogeneity!r}")
-    if not isinstance(density, numbers.Real) or not (0.0 < float(density) <= 1.0):
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
-    if not isinstance(noise, numbers.Real) or not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-
+    m, d, G, C, seed, h = _checked_synthetic_arguments(
+        kind, n_samples, n_features, groups, classes, seed, heterogeneity, density, noise)
     model_ss, data_ss, het_ss = np.random.SeedSequence(seed).spawn(3)
-    model_rng = np.random.default_rng(model_ss)
-    data_rng = np.random.default_rng(data_ss)
-    het_rng = np.random.default_rng(het_ss)
-
-    shape = (d, C) if kind == "multiclass" else (d,)
-    support = np.arange(d)
-    if kind != "multiclass" and density < 1.0:
-        k = max(1, int(round(density * d)))
-        support = np.sort(model_rng.choice(d, size=k, replace=False))
-    x_true = np.zeros(shape)
-    x_true[support] = model_rng.standard_normal((support.size,) + shape[1:])
-    x_true *= 4.0 / np.linalg.norm(x_true)
-
+    x_true, support = _planted_model(np.random.default_rng(model_ss), kind, d, C, density)
     # Shared draws first (independent of G and h), so h = 0 data are the same for every G.
-    Z = data_rng.standard_normal((m, d))
-    if kind == "logistic":
-        uniforms = data_rng.random(m)
-    elif kind == "least_squares":
-        eps = data_rng.standard_normal(m)
-    else:
-        gumbel = data_rng.gumbel(size=(m, C))
-
-    group_models = []
-    A = Z
-    y = np.empty(m, dtype=np.int64 if kind == "multiclass" else np.float64)
-    for g in range(G):
-        u = het_rng.standard_normal(d) / np.sqrt(d)
-        v = np.zeros(shape)
-        v[support] = het_rng.standard_normal((support.size,) + shape[1:]) / np.sqrt(
-            support.size * (C if kind == "multiclass" else 1))
-        x_g = x_true + h * np.linalg.norm(x_true) * v
-        group_models.append(x_g)
-        lo, hi = block_bounds(m, G, g)
-        A[lo:hi] += h * u
-        z = A[lo:hi] @ x_g
-        if kind == "logistic":
-            y[lo:hi] = np.where(uniforms[lo:hi] < 1.0 / (1.0 + np.exp(-z)), 1.0, -1.0)
-        elif kind == "least_squares":
-            y[lo:hi] = z + noise * eps[lo:hi]
-        else:
-            y[lo:hi] = np.argmax(z + gumbel[lo:hi], axis=1)
-
-    task = {"logistic": "binary", "least_squares": "regression", "multiclass": "multiclass"}[kind]
+    Z, label_draws = _shared_draws(np.random.default_rng(data_ss), kind, m, d, C)
+    A, y, group_models = _grouped_samples(np.random.default_rng(het_ss), kind, Z, label_draws,
+                                          x_true, support, h, G, noise)
     meta = {"x_true": x_true, "group_models": np.stack(group_models), "groups": G,
             "heterogeneity": h}
     if kind == "multiclass":
         meta["n_classes"] = C
     name = f"synthetic:{kind},n={m},d={d},h={h:g},groups={G},seed={seed}"
-    return Dataset(A, y, name, task, meta)
+    return Dataset(A, y, name, _SYNTHETIC_TASKS[kind], meta)
 
 
 _SYNTH_KEYS = {

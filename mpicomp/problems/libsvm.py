@@ -30,6 +30,7 @@ import gzip
 import lzma
 import math
 import os
+from dataclasses import dataclass
 from typing import IO, Union
 
 import numpy as np
@@ -125,6 +126,140 @@ def _line_text(path: PathLike, lineno: int) -> str:
     raise AssertionError("line vanished")  # pragma: no cover
 
 
+def _checked_n_features(n_features) -> int | None:
+    """``n_features`` as an int (None stays None); ValueError unless a positive integer."""
+    if n_features is not None:
+        if (isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer))
+                or n_features < 1):
+            raise ValueError(f"n_features must be a positive integer or None, got {n_features!r}")
+        n_features = int(n_features)
+    return n_features
+
+
+def _parse_line(line: str) -> tuple[float, list[int], list[float]]:
+    """``(label, indices, values)`` of one data line (comment removed, not blank), indices as
+    written; ValueError or IndexError when it is malformed (`_diagnose` words why)."""
+    tokens = line.split()
+    feats = tokens[1:]
+    if feats and feats[0].startswith("qid:"):
+        feats = feats[1:]
+    label = float(tokens[0])
+    parts = [t.split(":") for t in feats]
+    idx = [int(p[0]) for p in parts]
+    val = [float(p[1]) for p in parts]
+    if any(len(p) != 2 for p in parts) or not math.isfinite(label):
+        raise ValueError
+    if tokens[1:2] and tokens[1].startswith("qid:"):
+        int(tokens[1][4:])
+    return label, idx, val
+
+
+@dataclass
+class _Samples:
+    """The samples of a file, read but not yet checked as a whole.
+
+    Attributes
+    ----------
+    labels : list of float
+    linenos : list of int
+        Physical line of each sample.
+    indptr : numpy.ndarray (int64)
+        CSR row pointers: sample ``r``'s entries are ``indptr[r]:indptr[r + 1]``.
+    cols : numpy.ndarray (int64)
+        Column of each entry (index minus the base).
+    data : numpy.ndarray (float64)
+        Value of each entry.
+    """
+
+    labels: list[float]
+    linenos: list[int]
+    indptr: np.ndarray
+    cols: np.ndarray
+    data: np.ndarray
+
+
+def _read_samples(path: PathLike, zero_based: bool, n_features: int | None) -> _Samples:
+    """Parse every line of ``path``; ValueError for a malformed line, a file that is not UTF-8
+    or one without samples."""
+    name = os.fspath(path)
+    labels: list[float] = []
+    linenos: list[int] = []       # physical line of each sample
+    counts: list[int] = []        # entries per sample
+    index_chunks: list[list[int]] = []
+    value_chunks: list[list[float]] = []
+    n_lines = 0
+    try:
+        with _open_text(path) as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                n_lines = lineno
+                hash_at = raw.find("#")
+                line = (raw[:hash_at] if hash_at >= 0 else raw).strip()
+                if not line:
+                    continue
+                try:
+                    label, idx, val = _parse_line(line)
+                except (ValueError, IndexError) as err:
+                    _diagnose(f"{name}:{lineno}", line, zero_based, n_features)
+                    raise AssertionError(  # pragma: no cover - _diagnose must have raised
+                        f"{name}:{lineno}: unparsable line {_short(line)!r}") from err
+                labels.append(label)
+                linenos.append(lineno)
+                counts.append(len(idx))
+                index_chunks.append(idx)
+                value_chunks.append(val)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name}: not a UTF-8 text file ({exc})") from None
+    if not labels:
+        what = "the file is empty" if n_lines == 0 else (
+            f"all {n_lines} lines are blank or comments")
+        raise ValueError(f"{name}: no samples to read: {what}")
+    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(counts, dtype=np.int64), out=indptr[1:])
+    nnz = int(indptr[-1])
+    cols = np.fromiter((i for chunk in index_chunks for i in chunk), dtype=np.int64, count=nnz)
+    data = np.fromiter((v for chunk in value_chunks for v in chunk), dtype=np.float64, count=nnz)
+    cols -= 0 if zero_based else 1
+    return _Samples(labels, linenos, indptr, cols, data)
+
+
+def _first_bad_entry(samples: _Samples, n_features: int | None) -> int | None:
+    """Index of the first entry that is out of range, not after a larger index on its line, or
+    not finite; None when all are fine."""
+    cols, data, indptr = samples.cols, samples.data, samples.indptr
+    nnz = cols.size
+    bad = np.zeros(nnz, dtype=bool)
+    if nnz:
+        bad |= cols < 0
+        if n_features is not None:
+            bad |= cols >= n_features
+        if nnz > 1:
+            not_row_start = np.ones(nnz, dtype=bool)
+            starts = indptr[:-1][np.diff(indptr) > 0]
+            not_row_start[starts] = False
+            step_ok = np.empty(nnz, dtype=bool)
+            step_ok[0] = True
+            step_ok[1:] = cols[1:] > cols[:-1]
+            bad |= not_row_start & ~step_ok
+        if not np.isfinite(data).all():
+            bad |= ~np.isfinite(data)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _csr_matrix(samples: _Samples, n_features: int | None, name: str) -> sp.csr_matrix:
+    """The samples as a CSR matrix with sorted indices, ``n_features`` wide (default: up to the
+    largest column seen); int32 indices where they fit."""
+    cols, nnz = samples.cols, samples.cols.size
+    width = n_features if n_features is not None else (int(cols.max()) + 1 if nnz else 1)
+    check_dimension(f"{name}: {width} features", width)
+    index_dtype = np.int32 if max(width, nnz) < np.iinfo(np.int32).max else np.int64
+    A = sp.csr_matrix(
+        (samples.data, cols.astype(index_dtype), samples.indptr.astype(index_dtype)),
+        shape=(len(samples.labels), width),
+    )
+    A.has_sorted_indices = True
+    return A
+
+
 def read_libsvm(
     path: PathLike,
     n_features: int | None = None,
@@ -157,99 +292,17 @@ def read_libsvm(
         The file does not exist.
     """
     name = os.fspath(path)
-    if n_features is not None:
-        if (isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer))
-                or n_features < 1):
-            raise ValueError(f"n_features must be a positive integer or None, got {n_features!r}")
-        n_features = int(n_features)
-    base = 0 if zero_based else 1
-
-    labels: list[float] = []
-    linenos: list[int] = []       # physical line of each sample
-    counts: list[int] = []        # entries per sample
-    index_chunks: list[list[int]] = []
-    value_chunks: list[list[float]] = []
-    n_lines = 0
-    try:
-        with _open_text(path) as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                n_lines = lineno
-                hash_at = raw.find("#")
-                line = (raw[:hash_at] if hash_at >= 0 else raw).strip()
-                if not line:
-                    continue
-                tokens = line.split()
-                feats = tokens[1:]
-                if feats and feats[0].startswith("qid:"):
-                    feats = feats[1:]
-                try:
-                    label = float(tokens[0])
-                    parts = [t.split(":") for t in feats]
-                    idx = [int(p[0]) for p in parts]
-                    val = [float(p[1]) for p in parts]
-                    if any(len(p) != 2 for p in parts) or not math.isfinite(label):
-                        raise ValueError
-                    if tokens[1:2] and tokens[1].startswith("qid:"):
-                        int(tokens[1][4:])
-                except (ValueError, IndexError) as err:
-                    _diagnose(f"{name}:{lineno}", line, zero_based, n_features)
-                    raise AssertionError(  # pragma: no cover - _diagnose must have raised
-                        f"{name}:{lineno}: unparsable line {_short(line)!r}") from err
-                labels.append(label)
-                linenos.append(lineno)
-                counts.append(len(idx))
-                index_chunks.append(idx)
-                value_chunks.append(val)
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{name}: not a UTF-8 text file ({exc})") from None
-
-    if not labels:
-        what = "the file is empty" if n_lines == 0 else (
-            f"all {n_lines} lines are blank or comments")
-        raise ValueError(f"{name}: no samples to read: {what}")
-
-    counts_arr = np.asarray(counts, dtype=np.int64)
-    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts_arr, out=indptr[1:])
-    nnz = int(indptr[-1])
-    cols = np.fromiter((i for chunk in index_chunks for i in chunk), dtype=np.int64, count=nnz)
-    data = np.fromiter((v for chunk in value_chunks for v in chunk), dtype=np.float64, count=nnz)
-    del index_chunks, value_chunks
-    cols -= base
-
+    n_features = _checked_n_features(n_features)
+    samples = _read_samples(path, zero_based, n_features)
     # Whole-file checks; the first bad entry's line is then diagnosed token by token.
-    bad = np.zeros(nnz, dtype=bool)
-    if nnz:
-        bad |= cols < 0
-        if n_features is not None:
-            bad |= cols >= n_features
-        if nnz > 1:
-            not_row_start = np.ones(nnz, dtype=bool)
-            starts = indptr[:-1][counts_arr > 0]
-            not_row_start[starts] = False
-            step_ok = np.empty(nnz, dtype=bool)
-            step_ok[0] = True
-            step_ok[1:] = cols[1:] > cols[:-1]
-            bad |= not_row_start & ~step_ok
-        if not np.isfinite(data).all():
-            bad |= ~np.isfinite(data)
-    if bad.any():
-        entry = int(np.flatnonzero(bad)[0])
-        row = int(np.searchsorted(indptr, entry, side="right") - 1)
-        lineno = linenos[row]
+    entry = _first_bad_entry(samples, n_features)
+    if entry is not None:
+        row = int(np.searchsorted(samples.indptr, entry, side="right") - 1)
+        lineno = samples.linenos[row]
         where = f"{name}:{lineno}"
         _diagnose(where, _line_text(path, lineno), zero_based, n_features)
         raise AssertionError(f"{where}: invalid entry not diagnosed")  # pragma: no cover
-
-    width = n_features if n_features is not None else (int(cols.max()) + 1 if nnz else 1)
-    check_dimension(f"{name}: {width} features", width)
-    index_dtype = np.int32 if max(width, nnz) < np.iinfo(np.int32).max else np.int64
-    A = sp.csr_matrix(
-        (data, cols.astype(index_dtype), indptr.astype(index_dtype)),
-        shape=(len(labels), width),
-    )
-    A.has_sorted_indices = True
-    return A, np.asarray(labels, dtype=np.float64)
+    return _csr_matrix(samples, n_features, name), np.asarray(samples.labels, dtype=np.float64)
 
 
 def write_libsvm(path: PathLike, A, y, zero_based: bool = False) -> None:
