@@ -15,14 +15,65 @@ communicator's ``mpi_comm``, ``rank``, ``size``, counters (``_record``, ``_model
 
 from __future__ import annotations
 
+import functools
+import operator
+import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .agreement import FAILED, NON_FINITE, STOP, NonFiniteInput, raise_agreed
 
 TRAILER = np.dtype([("flags", "<u4"), ("nbytes", "<u4")])
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where framed messages of known sizes lie, end to end, in one buffer."""
+
+    counts: np.ndarray  # payload bytes of each message
+    framed: np.ndarray  # payload and trailer bytes of each message
+    displs: np.ndarray  # where each framed message starts
+    sizes: tuple  # the payload sizes, as Python ints
+    total: int  # bytes of all framed messages
+    equal: bool  # one size for all
+
+    @classmethod
+    def of(cls, sizes) -> Layout:
+        counts = np.asarray(sizes, dtype=np.int64)
+        framed = counts + TRAILER.itemsize
+        return cls(counts, framed, np.cumsum(framed) - framed, tuple(int(c) for c in counts),
+                   int(framed.sum()), bool((counts == counts[0]).all()))
+
+    @property
+    def payload(self) -> int:
+        """The payload bytes of all messages."""
+        return sum(self.sizes)
+
+    @property
+    def biggest(self) -> int:
+        return max(self.sizes, default=0)
+
+    def unframe(self, recv: np.ndarray) -> tuple:
+        """``(payload views, flags, claimed sizes)`` of the framed messages in ``recv`` (the
+        flags and sizes as tuples of ints)."""
+        t, n = TRAILER.itemsize, len(self.sizes)
+        if self.equal:  # the common case: one size, rows of one array
+            frames = recv.reshape(n, self.sizes[0] + t)
+            views, tails = frames[:, :-t], frames[:, -t:].tobytes()
+        else:
+            ends = [int(d) + c for d, c in zip(self.displs, self.sizes)]
+            views = [recv[e - c : e] for e, c in zip(ends, self.sizes)]
+            tails = b"".join(recv[e : e + t].tobytes() for e in ends)
+        words = struct.unpack(f"<{2 * n}I", tails)
+        return views, words[0::2], words[1::2]
+
+
+def either(bits) -> int:
+    """The OR of control bits."""
+    return functools.reduce(operator.or_, bits, 0)
 
 
 class PayloadSizeError(ValueError):
@@ -43,7 +94,10 @@ class FusedCollectives:
     def agree(self, flags) -> int:
         """The OR of every rank's control bits: notes a stop request (`stop_agreed`) and raises
         NonFiniteInput (every rank sees the same bits, so every rank raises)."""
-        agreed = int(np.bitwise_or.reduce(np.asarray(flags, dtype=np.int64).ravel(), initial=0))
+        if isinstance(flags, (int, np.integer)):
+            agreed = int(flags)
+        else:
+            agreed = either(int(f) for f in np.ravel(flags))
         if agreed & STOP:
             self.stop_agreed = True
         if agreed & NON_FINITE:
@@ -74,35 +128,33 @@ class FusedCollectives:
     def _frame(self, buf, nbytes: int, flags: int) -> np.ndarray:
         """``buf`` cut or zero-padded to ``nbytes``, then the control trailer (``flags`` and
         ``buf``'s real size; None sends zeros and claims ``nbytes``)."""
-        out = np.empty(int(nbytes) + TRAILER.itemsize, dtype=np.uint8)
-        real = int(nbytes) if buf is None else buf.size
-        used = 0 if buf is None else min(real, int(nbytes))
-        out[:used] = buf[:used] if used else out[:0]
-        out[used:nbytes] = 0
-        out[nbytes:].view(TRAILER)[0] = (flags, real)
+        out = np.empty(nbytes + TRAILER.itemsize, dtype=np.uint8)
+        real = nbytes if buf is None else buf.size
+        used = 0 if buf is None else min(real, nbytes)
+        if used:
+            out[:used] = buf[:used]
+        if used < nbytes:
+            out[used:nbytes] = 0
+        struct.pack_into("<II", out, nbytes, flags, real)
         return out
 
-    @staticmethod
-    def _unframe(recv: np.ndarray, counts: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
-        """``(payload views, flags, claimed sizes)`` of framed messages laid end to end."""
-        t = TRAILER.itemsize
-        if (counts == counts[0]).all():  # the common case: one size, rows of one array
-            frames = recv.reshape(counts.size, int(counts[0]) + t)
-            words = np.ascontiguousarray(frames[:, -t:]).view("<u4")
-            return frames[:, :-t], words[:, 0], words[:, 1]
-        ends = np.cumsum(counts + t)
-        starts = ends - counts - t
-        words = recv[(ends - t)[:, None] + np.arange(t)].view("<u4").astype(np.int64)
-        return ([recv[s : s + c] for s, c in zip(starts.tolist(), counts.tolist())],
-                words[:, 0], words[:, 1])
+    def _layout(self, counts) -> Layout:
+        """The `Layout` of messages of ``counts`` bytes (one size for all ranks or one per
+        rank), made once per distinct ``counts`` and kept."""
+        key = counts if isinstance(counts, (int, np.integer)) else tuple(int(c) for c in counts)
+        layouts = self.__dict__.setdefault("_layouts", {})
+        if key not in layouts:
+            layouts[key] = Layout.of([key] * self.size if isinstance(key, (int, np.integer))
+                                     else key)
+        return layouts[key]
 
-    def _counts(self, counts) -> np.ndarray:
-        if isinstance(counts, (int, np.integer)):
-            return np.full(self.size, counts, dtype=np.int64)
-        return np.asarray(counts, dtype=np.int64)
+    def _check(self, sizes: tuple, layout: Layout, what: str) -> None:
+        """PayloadSizeError unless every claimed size is the expected one."""
+        if sizes != layout.sizes:
+            self.check_sizes(np.array(sizes, dtype=np.int64), layout.counts, what)
 
     # -- collectives ----------------------------------------------------------------------
-    def allgather_fixed(self, buf, counts, flags: int = 0, failure: str | None = None) -> list:
+    def allgather_fixed(self, buf, counts, flags: int = 0, failure: str | None = None):
         """Every rank's buffer on every rank when every size is known in advance (``counts``:
         one for all ranks or one per rank): one ``Allgather`` (``Allgatherv`` for unequal
         sizes) of the buffers with their control trailers, no sizes exchanged.
@@ -112,23 +164,21 @@ class FusedCollectives:
         (`settle`), PayloadSizeError for a buffer that is not of its size.
         """
         t0 = time.perf_counter()
-        counts = self._counts(counts)
+        layout = self._layout(counts)
         flags |= FAILED if failure else 0
-        send = self._frame(None if buf is None else self._bytes(buf), counts[self.rank],
-                           self.control(flags))
-        framed = counts + TRAILER.itemsize
-        recv = np.empty(int(framed.sum()), dtype=np.uint8)
-        if (framed == framed[0]).all():
+        mine = layout.sizes[self.rank]
+        send = self._frame(None if buf is None else self._bytes(buf), mine, self.control(flags))
+        recv = np.empty(layout.total, dtype=np.uint8)
+        if layout.equal:
             self.mpi_comm.Allgather([send, self.MPI.BYTE], [recv, self.MPI.BYTE])
         else:
-            displs = np.cumsum(framed) - framed
-            self.mpi_comm.Allgatherv([send, self.MPI.BYTE], [recv, framed, displs, self.MPI.BYTE])
-        bufs, got_flags, sizes = self._unframe(recv, counts)
-        self.settle(self.agree(got_flags), failure)
-        self.check_sizes(sizes, counts, "allgatherv")
-        mine = int(counts[self.rank])
-        self._record("allgatherv", t0, mine * (self.size - 1), int(counts.sum()) - mine,
-                     self._model("allgather", self.size, int(counts.max())))
+            self.mpi_comm.Allgatherv([send, self.MPI.BYTE],
+                                     [recv, layout.framed, layout.displs, self.MPI.BYTE])
+        bufs, got_flags, sizes = layout.unframe(recv)
+        self.settle(self.agree(either(got_flags)), failure)
+        self._check(sizes, layout, "allgatherv")
+        self._record("allgatherv", t0, mine * (self.size - 1), layout.payload - mine,
+                     self._model("allgather", self.size, layout.biggest))
         return bufs
 
     def gather_fixed(self, buf, root: int, counts, flags: int = 0):
@@ -141,25 +191,24 @@ class FusedCollectives:
         ``failure`` to the `bcast_fixed` that follows, which settles them on every rank.
         """
         t0 = time.perf_counter()
-        counts = self._counts(counts)
+        layout = self._layout(counts)
         mine = self.control(flags)
-        send = self._frame(None if buf is None else self._bytes(buf), counts[self.rank], mine)
+        size = layout.sizes[self.rank]
+        send = self._frame(None if buf is None else self._bytes(buf), size, mine)
         is_root = self.rank == root
-        framed = counts + TRAILER.itemsize
-        recv = np.empty(int(framed.sum()), dtype=np.uint8) if is_root else None
-        spec = [recv, framed, np.cumsum(framed) - framed, self.MPI.BYTE] if is_root else None
+        recv = np.empty(layout.total, dtype=np.uint8) if is_root else None
+        spec = [recv, layout.framed, layout.displs, self.MPI.BYTE] if is_root else None
         self.mpi_comm.Gatherv([send, self.MPI.BYTE], spec, root=root)
-        sent = 0 if is_root else int(counts[self.rank])
-        received = int(counts.sum() - counts[root]) if is_root else 0
-        self._record("gatherv", t0, sent, received,
-                     self._model("gather", self.size, int(counts.max())))
+        received = layout.payload - layout.sizes[root] if is_root else 0
+        self._record("gatherv", t0, 0 if is_root else size, received,
+                     self._model("gather", self.size, layout.biggest))
         if not is_root:
             return None, mine, None
-        bufs, got_flags, sizes = self._unframe(recv, counts)
-        bits = int(np.bitwise_or.reduce(got_flags))
+        bufs, got_flags, sizes = layout.unframe(recv)
+        bits = either(got_flags)
         try:
             if not bits & NON_FINITE:
-                self.check_sizes(sizes, counts, "gatherv")
+                self._check(sizes, layout, "gatherv")
         except PayloadSizeError as exc:
             return bufs, bits, f"{type(exc).__name__}: {exc}"
         return bufs, bits, None
@@ -189,8 +238,8 @@ class FusedCollectives:
             framed = (self._frame(buf, m, flags) if is_root
                       else np.empty(m + TRAILER.itemsize, dtype=np.uint8))
             self.mpi_comm.Bcast([framed, self.MPI.BYTE], root=root)
-            (out,), got, _ = self._unframe(framed, np.array([m]))
-            bits = int(got[0])
+            out = framed[:m]
+            bits = struct.unpack_from("<I", framed, m)[0]
         self.settle(self.agree(bits), failure if is_root else None)
         self._record("bcast", t0, m * (self.size - 1) if is_root else 0, 0 if is_root else m,
                      self._model("bcast", self.size, m))
@@ -206,18 +255,16 @@ class FusedCollectives:
         and any failure.
         """
         t0 = time.perf_counter()
-        send_counts, recv_counts = self._counts(send_counts), self._counts(recv_counts)
+        sending, receiving = self._layout(send_counts), self._layout(recv_counts)
         mine = self.control(flags)
         send = np.concatenate([self._frame(None if b is None else self._bytes(b), n, mine)
-                               for b, n in zip(bufs, send_counts)])
-        sent, got = send_counts + TRAILER.itemsize, recv_counts + TRAILER.itemsize
-        recv = np.empty(int(got.sum()), dtype=np.uint8)
-        self.mpi_comm.Alltoallv([send, sent, np.cumsum(sent) - sent, self.MPI.BYTE],
-                            [recv, got, np.cumsum(got) - got, self.MPI.BYTE])
+                               for b, n in zip(bufs, sending.sizes)])
+        recv = np.empty(receiving.total, dtype=np.uint8)
+        self.mpi_comm.Alltoallv([send, sending.framed, sending.displs, self.MPI.BYTE],
+                                [recv, receiving.framed, receiving.displs, self.MPI.BYTE])
         me = self.rank
-        biggest = max(int(send_counts.max(initial=0)), int(recv_counts.max(initial=0)))
-        self._record("alltoallv", t0, int(send_counts.sum() - send_counts[me]),
-                     int(recv_counts.sum() - recv_counts[me]),
-                     self._model("alltoall", self.size, biggest))
-        received, got_flags, sizes = self._unframe(recv, recv_counts)
-        return received, int(np.bitwise_or.reduce(got_flags)), sizes
+        self._record("alltoallv", t0, sending.payload - sending.sizes[me],
+                     receiving.payload - receiving.sizes[me],
+                     self._model("alltoall", self.size, max(sending.biggest, receiving.biggest)))
+        received, got_flags, sizes = receiving.unframe(recv)
+        return received, either(got_flags), sizes
