@@ -480,3 +480,21 @@ def parse_config(argv: Sequence[str] | None, settings: Sequence[Setting], *,
 
 __all__ = ["ConfigError", "Setting", "Config", "Theory", "COMMON_SETTINGS", "RESUMABLE",
            "parse_config", "build_parser", "read_toml"]
+
+
+def broadcast_config(mpi_comm, parse: Callable[[], Config], prog: str) -> Config | None:
+    """``parse()`` on rank 0 and its `Config` on every rank (collective; ``mpi_comm`` an mpi4py
+    communicator). None on every rank when the command line is not valid, after rank 0 printed
+    why: an exception in ``parse`` never leaves the other ranks waiting in the broadcast."""
+    parsed = None
+    if mpi_comm.Get_rank() == 0:
+        try:
+            parsed = (parse(), None)
+        except ConfigError as exc:
+            parsed = (None, str(exc))
+        except Exception as exc:
+            parsed = (None, f"{type(exc).__name__}: {exc}")
+    cfg, error = mpi_comm.bcast(parsed, root=0)
+    if error and mpi_comm.Get_rank() == 0:
+        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+    return cfg

@@ -42,7 +42,7 @@ from .checkpoint import (
     save_gathered,
 )
 from .comm.agreement import RunError, agree, any_rank
-from .config import Config, ConfigError, build_parser, parse_config
+from .config import Config, broadcast_config, build_parser, parse_config
 from .progress import Progress
 from .recorder import COUNTER_NAMES, Counters, Recorder
 from .setup import Setup, build_run
@@ -201,26 +201,6 @@ def stop_signals(run: Run):
             signal.signal(sig, old)
 
 
-def parsed_config(algorithm: str, argv: list, mpi_comm, settings, prog: str, description: str,
-                  defaults: dict | None) -> Config | None:
-    """The `Config` rank 0 parses from ``argv``, on every rank (collective); None after rank 0
-    printed why it is not valid."""
-    parsed = None
-    if mpi_comm.Get_rank() == 0:
-        try:
-            cfg = parse_config(argv, settings, prog=prog, description=description,
-                               defaults=defaults)
-            parsed = (cfg.replace(trace=cfg.trace or f"{algorithm}.h5"), None)
-        except ConfigError as exc:
-            parsed = (None, str(exc))
-        except Exception as exc:  # never leave the other ranks waiting in the broadcast
-            parsed = (None, f"{type(exc).__name__}: {exc}")
-    cfg, error = mpi_comm.bcast(parsed, root=0)
-    if error and mpi_comm.Get_rank() == 0:
-        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
-    return cfg
-
-
 def abort_alone(run: Run, exc: BaseException) -> int:
     """A failure of this rank alone: its traceback, the trace marked failed, and ``MPI_Abort``
     so that no rank waits for ever."""
@@ -251,8 +231,12 @@ def main(algorithm: str, argv: Sequence[str] | None = None, mpi_comm=None, *,
         return EXIT_FINISHED
     from mpi4py import MPI
 
+    def parse() -> Config:
+        cfg = parse_config(argv, settings, prog=prog, description=description, defaults=defaults)
+        return cfg.replace(trace=cfg.trace or f"{algorithm}.h5")
+
     mpi_comm = MPI.COMM_WORLD if mpi_comm is None else mpi_comm
-    cfg = parsed_config(algorithm, argv, mpi_comm, settings, prog, description, defaults)
+    cfg = broadcast_config(mpi_comm, parse, prog)
     if cfg is None:
         return EXIT_BAD_INPUT
     run = Run(algorithm, cfg, mpi_comm, on_step)
