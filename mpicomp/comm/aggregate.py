@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compress import Compressor, Payload, make_compressor
-from ..compress.base import check_dtype
+from ..compress.base import NonFiniteVector, check_dtype
 from ..compress.registry import check_lengths
 from .agreement import (
     NON_FINITE,
@@ -40,9 +40,9 @@ from .agreement import (
     NonFiniteInput,
     collectively,  # noqa: F401  (re-exported: the aggregators' error agreement)
     failure_text,
-    finite_bits,
 )
 from .communicator import Communicator
+from .fused import either
 
 VOTE_MODES = ("server", "allgather", "bitsliced")
 __all__ = ["AggregationError", "NonFiniteInput", "Aggregate", "ServerAggregator",
@@ -72,10 +72,12 @@ class Aggregate:
 
 def encode_finite(op: Compressor, x: np.ndarray, rng) -> tuple[Payload | None, int]:
     """``(op.encode(x, rng), 0)``, or ``(None, NON_FINITE)`` when ``x`` has NaN or Inf (there is
-    nothing to encode; the exchange then tells every rank)."""
-    if finite_bits(x):
+    nothing to encode; the exchange then tells every rank). The operator's own finiteness
+    check decides, so ``x`` is scanned once."""
+    try:
+        return op.encode(x, rng), 0
+    except NonFiniteVector:
         return None, NON_FINITE
-    return op.encode(x, rng), 0
 
 
 def buffer_of(payload: Payload | None) -> np.ndarray | None:
@@ -310,9 +312,9 @@ class TwoPhaseAggregator(Aggregator):
         dtype = check_dtype(x.dtype)
         b = self.bounds(x.size)
         lengths = np.diff(b)
-        flags = finite_bits(x)
-        payloads = ([self.compressor.encode(x[b[q] : b[q + 1]], rng) for q in range(c.size)]
-                    if not flags else [None] * c.size)
+        chunks = [encode_finite(self.compressor, x[b[q] : b[q + 1]], rng) for q in range(c.size)]
+        flags = either(bits for _, bits in chunks)
+        payloads = [None if flags else p for p, _ in chunks]
         lo, hi = b[c.rank], b[c.rank + 1]
         want = self.expected_nbytes(hi - lo, dtype)
         if self.compressor.fixed_size:

@@ -106,6 +106,7 @@ class Communicator(FusedCollectives):
         self.stop_requested = False
         #: some rank asked to stop, as learnt from an exchange (the run stops after the step)
         self.stop_agreed = False
+        self._layouts = {}  # the fused collectives' message layouts, by sizes
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(self, op: str, t0: float, sent: int, received: int, model: float) -> None:

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .agreement import FAILED, NON_FINITE, STOP, NonFiniteInput, raise_agreed
+from .agreement import FAILED, NON_FINITE, STOP, NonFiniteInput, failure_text, raise_agreed
 
-TRAILER = np.dtype([("flags", "<u4"), ("nbytes", "<u4")])
+#: the control trailer of every framed message: uint32 control bits, uint32 payload size
+TRAILER = struct.Struct("<II")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Layout:
     @classmethod
     def of(cls, sizes) -> Layout:
         counts = np.asarray(sizes, dtype=np.int64)
-        framed = counts + TRAILER.itemsize
+        framed = counts + TRAILER.size
         return cls(counts, framed, np.cumsum(framed) - framed, tuple(int(c) for c in counts),
                    int(framed.sum()), bool((counts == counts[0]).all()))
 
@@ -59,7 +60,7 @@ class Layout:
     def unframe(self, recv: np.ndarray) -> tuple:
         """``(payload views, flags, claimed sizes)`` of the framed messages in ``recv`` (the
         flags and sizes as tuples of ints)."""
-        t, n = TRAILER.itemsize, len(self.sizes)
+        t, n = TRAILER.size, len(self.sizes)
         if self.equal:  # the common case: one size, rows of one array
             frames = recv.reshape(n, self.sizes[0] + t)
             views, tails = frames[:, :-t], frames[:, -t:].tobytes()
@@ -67,8 +68,8 @@ class Layout:
             ends = [int(d) + c for d, c in zip(self.displs, self.sizes)]
             views = [recv[e - c : e] for e, c in zip(ends, self.sizes)]
             tails = b"".join(recv[e : e + t].tobytes() for e in ends)
-        words = struct.unpack(f"<{2 * n}I", tails)
-        return views, words[0::2], words[1::2]
+        pairs = list(TRAILER.iter_unpack(tails))
+        return views, tuple(f for f, _ in pairs), tuple(size for _, size in pairs)
 
 
 def either(bits) -> int:
@@ -85,6 +86,7 @@ class FusedCollectives:
 
     stop_requested: bool  # set by the owner: sent in the control bits of each exchange
     stop_agreed: bool  # some rank asked to stop, as learnt from an exchange
+    _layouts: dict  # the `Layout` of each message sizes seen (`_layout`)
 
     # -- control bits ----------------------------------------------------------------------
     def control(self, flags: int = 0) -> int:
@@ -128,25 +130,24 @@ class FusedCollectives:
     def _frame(self, buf, nbytes: int, flags: int) -> np.ndarray:
         """``buf`` cut or zero-padded to ``nbytes``, then the control trailer (``flags`` and
         ``buf``'s real size; None sends zeros and claims ``nbytes``)."""
-        out = np.empty(nbytes + TRAILER.itemsize, dtype=np.uint8)
+        out = np.empty(nbytes + TRAILER.size, dtype=np.uint8)
         real = nbytes if buf is None else buf.size
         used = 0 if buf is None else min(real, nbytes)
         if used:
             out[:used] = buf[:used]
         if used < nbytes:
             out[used:nbytes] = 0
-        struct.pack_into("<II", out, nbytes, flags, real)
+        TRAILER.pack_into(out, nbytes, flags, real)
         return out
 
     def _layout(self, counts) -> Layout:
         """The `Layout` of messages of ``counts`` bytes (one size for all ranks or one per
         rank), made once per distinct ``counts`` and kept."""
-        key = counts if isinstance(counts, (int, np.integer)) else tuple(int(c) for c in counts)
-        layouts = self.__dict__.setdefault("_layouts", {})
-        if key not in layouts:
-            layouts[key] = Layout.of([key] * self.size if isinstance(key, (int, np.integer))
-                                     else key)
-        return layouts[key]
+        one = isinstance(counts, (int, np.integer))
+        key = int(counts) if one else tuple(int(c) for c in counts)
+        if key not in self._layouts:
+            self._layouts[key] = Layout.of([key] * self.size if one else key)
+        return self._layouts[key]
 
     def _check(self, sizes: tuple, layout: Layout, what: str) -> None:
         """PayloadSizeError unless every claimed size is the expected one."""
@@ -210,7 +211,7 @@ class FusedCollectives:
             if not bits & NON_FINITE:
                 self._check(sizes, layout, "gatherv")
         except PayloadSizeError as exc:
-            return bufs, bits, f"{type(exc).__name__}: {exc}"
+            return bufs, bits, failure_text(exc)
         return bufs, bits, None
 
     def bcast_fixed(self, buf, root: int, nbytes: int | None, flags: int = 0,
@@ -236,10 +237,10 @@ class FusedCollectives:
         else:
             m = int(nbytes)
             framed = (self._frame(buf, m, flags) if is_root
-                      else np.empty(m + TRAILER.itemsize, dtype=np.uint8))
+                      else np.empty(m + TRAILER.size, dtype=np.uint8))
             self.mpi_comm.Bcast([framed, self.MPI.BYTE], root=root)
             out = framed[:m]
-            bits = struct.unpack_from("<I", framed, m)[0]
+            bits = TRAILER.unpack_from(framed, m)[0]
         self.settle(self.agree(bits), failure if is_root else None)
         self._record("bcast", t0, m * (self.size - 1) if is_root else 0, 0 if is_root else m,
                      self._model("bcast", self.size, m))

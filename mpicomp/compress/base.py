@@ -66,11 +66,16 @@ def check_dtype(dtype) -> np.dtype:
     return dt
 
 
+class NonFiniteVector(ValueError):
+    """An input vector holds NaN or Inf (compressors take finite values only)."""
+
+
 def raise_non_finite(x: np.ndarray) -> None:
-    """Raise the ValueError that names the first NaN/Inf entry of ``x`` (if there is one)."""
+    """Raise the NonFiniteVector that names the first NaN/Inf entry of ``x`` (if there is
+    one)."""
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
-        raise ValueError(
+        raise NonFiniteVector(
             f"vector has {bad.size} non-finite entries (first at index {bad[0]}: {x[bad[0]]}); "
             "compressors take finite values only"
         )
