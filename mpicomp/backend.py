@@ -1,4 +1,13 @@
-"""Array backend: NumPy on the CPU, CuPy on the GPU.
+"""Array backend: NumPy on the CPU, CuPy on the GPU, and the copies between them.
+
+Numerical code is written once for both: it takes the array namespace of its inputs
+(`namespace`: NumPy for host arrays, the Python array API namespace of anything else, through
+``array-api-compat``), so a shard, a model and an algorithm's state in CuPy stay on the device.
+Every copy between host and device goes through a `Runtime` (`runtime_of`), explicitly: the
+payload staging of the communicator, trace rows and checkpoints. CuPy's runtime is `CupyRuntime`;
+a namespace that brings its own (the test suite's strict CuPy stand-in) offers it as
+``__mpicomp_runtime__``; array namespaces without a device runtime (``array_api_strict``) get
+`GenericRuntime`.
 
 CuPy is imported only when a caller asks for the GPU (``device="gpu"``) or hands in a CuPy
 array; importing mpicomp never touches CUDA.
@@ -26,9 +35,18 @@ def import_cupy() -> ModuleType:
         import cupy
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise RuntimeError(
-            "device='gpu' needs CuPy: pip install 'mpicomp[gpu]' (or the cupy wheel that "
-            f"matches your CUDA); import failed with: {exc}"
+            "device='gpu' needs CuPy for your CUDA major version: pip install "
+            "'mpicomp[gpu-cuda13]' or 'mpicomp[gpu-cuda12]' (nvidia-smi shows the CUDA version); "
+            f"import failed with: {exc}"
         ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError: no driver, a driver too old for this CuPy
+        raise RuntimeError(f"device='gpu': CuPy {cupy.__version__} cannot reach a GPU: {exc}; "
+                           "check the NVIDIA driver (nvidia-smi) and that the CuPy extra "
+                           "matches its CUDA major version") from None
+    if count < 1:
+        raise RuntimeError("device='gpu': CuPy sees no GPU (CUDA_VISIBLE_DEVICES?)")
     return cupy
 
 
@@ -38,8 +56,92 @@ def is_gpu_array(x: Any) -> bool:
     return cp is not None and isinstance(x, cp.ndarray)
 
 
+def is_device_array(x: Any) -> bool:
+    """True for an array that is not a host NumPy array (CuPy, or another array API array)."""
+    return not isinstance(x, (np.ndarray, np.generic)) and hasattr(x, "dtype") and hasattr(
+        x, "shape")
+
+
+def namespace(*arrays: Any) -> ModuleType:
+    """The array namespace of ``arrays``: NumPy for host arrays (and Python scalars), else the
+    array API namespace ``array_api_compat.array_namespace`` gives (CuPy's through
+    ``array_api_compat.cupy``)."""
+    devices = [a for a in arrays if is_device_array(a)]
+    if not devices:
+        return np
+    from array_api_compat import array_namespace
+
+    return array_namespace(*devices)
+
+
+class CupyRuntime:
+    """Host↔device copies and synchronisation of CuPy, on its current stream."""
+
+    def __init__(self, cp: ModuleType):
+        self.cp = cp
+
+    def synchronize(self) -> None:
+        self.cp.cuda.get_current_stream().synchronize()
+
+    def to_host(self, a) -> np.ndarray:
+        return self.cp.asnumpy(a)  # blocking: synchronises the stream
+
+    def to_device(self, host: np.ndarray, dtype=None):
+        return self.cp.asarray(host, dtype=dtype)
+
+    def copy_to_host(self, a, out: np.ndarray) -> None:
+        """``out[:] = a`` (bytes), then wait for it (``out`` pinned: a direct DMA)."""
+        a.view(np.uint8).reshape(-1).get(out=out.view(np.uint8).reshape(-1))
+
+    def copy_to_device(self, host: np.ndarray, out) -> None:
+        out.view(np.uint8).reshape(-1).set(host.view(np.uint8).reshape(-1))
+
+    def pinned_empty(self, nbytes: int) -> np.ndarray:
+        mem = self.cp.cuda.alloc_pinned_memory(max(int(nbytes), 1))
+        return np.frombuffer(mem, np.uint8, int(nbytes))
+
+
+class GenericRuntime:
+    """Copies of an array API namespace without a device runtime (``array_api_strict``): through
+    ``to_device`` and DLPack, explicitly."""
+
+    def __init__(self, like):
+        self.device = like.device
+        self.xp = namespace(like)
+
+    def synchronize(self) -> None:
+        pass
+
+    def to_host(self, a) -> np.ndarray:
+        cpu = self.xp.__array_namespace_info__().default_device()
+        return np.from_dlpack(a.to_device(cpu)).copy()
+
+    def to_device(self, host: np.ndarray, dtype=None):
+        return self.xp.asarray(host, dtype=dtype, device=self.device)
+
+    def copy_to_host(self, a, out: np.ndarray) -> None:
+        host = self.to_host(a)
+        out.view(np.uint8).reshape(-1)[...] = host.view(np.uint8).reshape(-1)
+
+    def copy_to_device(self, host: np.ndarray, out) -> None:
+        out[...] = self.to_device(host.view(out.dtype).reshape(out.shape))
+
+    def pinned_empty(self, nbytes: int) -> np.ndarray:
+        return np.empty(int(nbytes), np.uint8)
+
+
+def runtime_of(x: Any):
+    """The `Runtime` that copies ``x`` (a device array) to and from the host."""
+    if is_gpu_array(x):
+        cp = _cupy_if_loaded()
+        custom = getattr(cp, "__mpicomp_runtime__", None)
+        return custom if custom is not None else CupyRuntime(cp)
+    return GenericRuntime(x)
+
+
 def get_xp(x: Any = None, device: str | None = None) -> ModuleType:
-    """The array module for an array or a device name.
+    """The array module for an array or a device name (the module itself, CuPy's or NumPy's,
+    not its array API namespace: for problems that call ``xp.logaddexp`` and the like).
 
     Parameters
     ----------
@@ -48,7 +150,9 @@ def get_xp(x: Any = None, device: str | None = None) -> ModuleType:
     device : {"cpu", "gpu"}, optional
     """
     if x is not None:
-        return _cupy_if_loaded() if is_gpu_array(x) else np
+        if is_gpu_array(x):
+            return _cupy_if_loaded()
+        return namespace(x) if is_device_array(x) else np
     if device is None or device == "cpu":
         return np
     if device == "gpu":
@@ -57,12 +161,18 @@ def get_xp(x: Any = None, device: str | None = None) -> ModuleType:
 
 
 def to_host(x: Any) -> Any:
-    """A NumPy view/copy of ``x``; GPU arrays are copied after their stream is synchronised."""
-    if is_gpu_array(x):
-        cp = _cupy_if_loaded()
-        cp.cuda.get_current_stream().synchronize()
-        return cp.asnumpy(x)
+    """A NumPy view/copy of ``x``; device arrays are copied (explicitly, by their runtime)
+    after their stream is synchronised."""
+    if is_device_array(x):
+        return runtime_of(x).to_host(x)
     return x
+
+
+def to_like(host: np.ndarray, like: Any) -> Any:
+    """``host`` on the device of ``like`` (returned as it is when ``like`` is a host array)."""
+    if not is_device_array(like):
+        return host
+    return runtime_of(like).to_device(np.ascontiguousarray(host))
 
 
 def to_device(x: np.ndarray, device: str) -> Any:
@@ -73,17 +183,18 @@ def to_device(x: np.ndarray, device: str) -> Any:
 
 def synchronize(x: Any = None) -> None:
     """Wait for the current CUDA stream (no-op on the CPU or when CuPy is not loaded)."""
+    if x is not None and is_device_array(x):
+        runtime_of(x).synchronize()
+        return
     cp = _cupy_if_loaded()
-    if cp is not None and (x is None or is_gpu_array(x)):
-        cp.cuda.get_current_stream().synchronize()
+    if x is None and cp is not None:
+        (getattr(cp, "__mpicomp_runtime__", None) or CupyRuntime(cp)).synchronize()
 
 
 def host_buffer(x: Any, gpu_aware: bool = False) -> Any:
-    """The buffer to hand to MPI: the GPU array itself when the MPI is CUDA-aware, else a host copy.
-
-    The stream is synchronised first either way, so MPI never reads a buffer still being written.
-    """
-    synchronize(x)
-    if gpu_aware or not is_gpu_array(x):
-        return x
-    return to_host(x)
+    """The buffer to hand to MPI: a host copy of a device array (staged explicitly), or the
+    host array itself. ``gpu_aware`` is accepted for the callers that pass it; device buffers
+    are always staged (see `mpicomp.comm.cuda_aware`)."""
+    if is_device_array(x):
+        return to_host(x)
+    return x

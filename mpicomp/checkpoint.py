@@ -26,6 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .backend import is_device_array, to_host, to_like
 from .diskspace import abandon, check_free_space, failure_text
 
 FORMAT = "mpicomp-checkpoint"
@@ -55,6 +56,8 @@ def state_record(state: Any) -> dict:
             record[field.name] = ("generator", json.dumps(value.bit_generator.state))
         elif isinstance(value, np.ndarray):
             record[field.name] = ("array", value)
+        elif is_device_array(value):  # saved from the host: explicitly copied there
+            record[field.name] = ("array", to_host(value))
         elif (isinstance(value, (int, float, np.integer, np.floating))
               and not isinstance(value, bool)):
             record[field.name] = ("scalar", value.item() if hasattr(value, "item") else value)
@@ -78,8 +81,10 @@ def state_spec(state: Any) -> dict:
     return spec
 
 
-def restore_state(state_type: type, record: dict) -> Any:
-    """Inverse of `state_record` (for a record that `read_checkpoint` has checked)."""
+def restore_state(state_type: type, record: dict, fresh: Any = None) -> Any:
+    """Inverse of `state_record` (for a record that `read_checkpoint` has checked); arrays go
+    to the device of the same field of ``fresh`` (a newly initialised State), so a checkpoint
+    resumes on the GPU or on the CPU, whichever the resumed run uses."""
     values = {}
     for field in dataclasses.fields(state_type):
         if field.name not in record:
@@ -94,6 +99,8 @@ def restore_state(state_type: type, record: dict) -> Any:
             except (TypeError, ValueError, KeyError) as exc:
                 raise CheckpointError(f"generator {field.name!r}: invalid state: {exc}") from None
             value = gen
+        elif kind == "array" and fresh is not None:
+            value = to_like(value, getattr(fresh, field.name))
         values[field.name] = value
     return state_type(**values)
 

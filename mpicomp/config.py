@@ -234,7 +234,8 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("log_every", "int", 10, "steps between trace rows", low=1),
     Setting("device", "text", "cpu", "where the shard and the gradients live",
             choices=("cpu", "gpu")),
-    Setting("gpu_aware", "bool", False, "hand GPU buffers straight to a CUDA-aware MPI"),
+    Setting("gpu_aware", "bool", False,
+            "require a CUDA-aware MPI (checked at start; payloads are staged either way)"),
     Setting("network", "text", "10gbe",
             "network model for net_time: 1gbe, 10gbe, 100gib, custom:alpha=S,beta=B/S, none",
             check=_valid_network),
@@ -250,9 +251,10 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("quiet", "bool", False, "close with one line instead of the summary (job arrays)"),
 )
 
-#: settings that may change when a run is resumed (everything else must match the checkpoint)
+#: settings that may change when a run is resumed (everything else must match the checkpoint);
+#: a checkpoint holds host arrays, so a run may go on on the other device
 RESUMABLE = frozenset({"iters", "resume", "checkpoint_every", "progress", "trace", "overwrite",
-                       "quiet"})
+                       "quiet", "device", "gpu_aware"})
 
 
 #: a ``theory`` setting's value: a number, or the word ``theory``

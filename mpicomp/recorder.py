@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .algorithms import ALGORITHMS, DivergenceError
+from .backend import to_host, to_like
 from .checkpoint import CheckpointError
 from .comm.agreement import RunError
 from .comm.communicator import Communicator
@@ -123,7 +124,7 @@ class Recorder:
         """Rank 0 closes the trace with ``final/x`` (collective, agreed) and prints what the run
         found."""
         self.agree(lambda: self.rank == 0 and self.trace.finish(
-            "finished", final_x=np.asarray(x, dtype=np.float64)))
+            "finished", final_x=np.asarray(to_host(x), dtype=np.float64)))
         if self.rank == 0:
             self.summary()
 
@@ -161,10 +162,12 @@ class Recorder:
 
         obj = algo.objective
         self.last_logged = state.step
-        x = np.asarray(algo.model(state), dtype=np.float64)
+        x = np.asarray(to_host(algo.model(state)), dtype=np.float64)  # a log row's copy
         extra = algo.metrics(state, x)
+        on_device = to_like(x, obj.problem.b)  # the shard's device: the model goes back there
         with np.errstate(all="ignore"):
-            local = np.concatenate([[obj.loss(x)], obj.grad(x)]).astype(np.float64)
+            local = np.concatenate([[obj.loss(on_device)],
+                                    to_host(obj.grad(on_device))]).astype(np.float64)
         total = np.empty_like(local)
         self.mpi_comm.Allreduce(local, total, op=MPI.SUM)
         total /= self.size

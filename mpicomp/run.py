@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .algorithms import ALGORITHMS, DivergenceError, rank_generators, settings_of
-from .backend import to_host
+from .backend import to_host, to_like
 from .checkpoint import (
     checkpoint_path,
     load_scattered,
@@ -106,14 +106,16 @@ class Run:
         algo = setup.algorithm
         try:
             x0 = to_host(algo.objective.problem.initial_point(np.random.default_rng(cfg.seed)))
-            state = algo.init(np.asarray(x0, dtype=cfg.dtype),
+            x0 = to_like(np.asarray(x0, dtype=cfg.dtype), algo.objective.problem.b)
+            state = algo.init(x0,
                               rank_generators(cfg.seed, self.size, self.rank))
             recorder.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
             if cfg.resume:  # the fresh State is the template the checkpoint must match
                 record, saved = load_scattered(self.mpi_comm, self.agree, self.ckpt_path, state,
                                                COUNTER_NAMES)
                 state, recorder.counters = self.agree(lambda: (
-                    restore_state(algo.state_type, record), Counters.restored(saved, algo.comm)))
+                    restore_state(algo.state_type, record, state),
+                    Counters.restored(saved, algo.comm)))
                 self.agree(recorder.open, resumed_rows)
             recorder.describe(setup)  # on --resume too: the trace describes the run that goes on
             return self.loop(algo, state, resumed_rows)

@@ -18,6 +18,7 @@ import numpy as np
 from .algorithms import ALGORITHMS, LocalObjective
 from .backend import to_device
 from .comm.communicator import Communicator
+from .comm.cuda_aware import check_gpu_aware
 from .config import Config
 from .limits import check_dimension, check_fits
 
@@ -162,6 +163,7 @@ def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
         solved = agree(lambda: reference_point(cfg, train, stop_requested) if rank == 0 else None)
         x_star, f_star = mpi_comm.bcast(solved, root=0)
     network = None if cfg.network == "none" else cfg.network
+    agree(check_gpu_aware, cfg.gpu_aware)
     communicator = Communicator(mpi_comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
     try:
         algo = agree(ALGORITHMS[algorithm].build, cfg, objective, communicator, smoothness)

@@ -39,6 +39,10 @@ from typing import Any
 
 import pytest
 
+# GPU kernels run under Numba's CUDA simulator here (no GPU; set before numba.cuda is imported).
+# On a machine with a GPU, NUMBA_ENABLE_CUDASIM=0 runs them on the device instead.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 DEFAULT_TIMEOUT = 300.0
 WATCHDOG_GRACE = 3.0  # s a rank without a failure of its own waits before reporting
 

@@ -26,7 +26,7 @@ def test_unknown_device_names_the_choices():
 
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
 def test_gpu_without_cupy_says_how_to_get_it():
-    with pytest.raises(RuntimeError, match=r"pip install 'mpicomp\[gpu\]'"):
+    with pytest.raises(RuntimeError, match=r"mpicomp\[gpu-cuda13\]"):
         backend.get_xp(device="gpu")
 
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..backend import get_xp, to_device, to_host
+from ..backend import is_device_array, namespace, to_like
 from ..comm.agreement import NonFiniteInput
 from ..config import Setting
 
@@ -61,9 +61,9 @@ class LocalObjective:
     shard sizes differ. The regulariser ``R`` is global: `prox` and `regulariser` are not
     weighted.
 
-    The algorithms keep their state in host (NumPy) arrays, where the compressors work; when
-    the shard lives on the GPU, `loss` and `grad` move ``x`` (and minibatch indices) there and
-    the gradient back, so only ``d``-vectors cross the bus each step.
+    ``x`` lives where the shard does (NumPy on the host, CuPy on the GPU): `loss` and `grad`
+    compute there and return there. Only minibatch indices, drawn from the rank's host
+    generator, are uploaded (``8·batch`` bytes a step).
 
     Parameters
     ----------
@@ -76,7 +76,7 @@ class LocalObjective:
     def __init__(self, problem, weight: float = 1.0):
         self.problem = problem
         self.weight = float(weight)
-        self.device = "cpu" if get_xp(problem.b) is np else "gpu"
+        self.device = "gpu" if is_device_array(problem.b) else "cpu"
 
     @property
     def dim(self) -> int:
@@ -87,12 +87,12 @@ class LocalObjective:
         return self.problem.n_samples
 
     def loss(self, x) -> float:
-        return self.weight * self.problem.loss(to_device(x, self.device))
+        return self.weight * self.problem.loss(x)
 
-    def grad(self, x, batch=None) -> np.ndarray:
+    def grad(self, x, batch=None):
         if batch is not None:
-            batch = to_device(batch, self.device)
-        g = to_host(self.problem.grad(to_device(x, self.device), batch))
+            batch = to_like(batch, self.problem.b)
+        g = self.problem.grad(x, batch)
         return g if self.weight == 1.0 else self.weight * g
 
     def smoothness(self) -> float | None:
@@ -225,7 +225,17 @@ class Algorithm:
     def local_gradient(self, state):
         """`gradient` in the dtype of ``state.x`` (its finiteness is agreed by the exchange
         that sends what is computed from it)."""
-        return self.gradient(state).astype(state.x.dtype, copy=False)
+        return namespace(state.x).astype(self.gradient(state), state.x.dtype, copy=False)
+
+
+def copy_of(x0):
+    """A fresh copy of ``x0`` in its own namespace and device (the state's first array)."""
+    return namespace(x0).asarray(x0, copy=True)
+
+
+def zeros_like(x):
+    """Zeros of ``x``'s shape, dtype and device."""
+    return namespace(x).zeros_like(x)
 
 
 def require_number(value, setting: str, method: str, example: float):

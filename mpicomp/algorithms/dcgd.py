@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import LocalObjective, StepInfo
+from .base import LocalObjective, StepInfo, copy_of
 from .centralised import CentralisedAlgorithm
 
 
@@ -79,7 +79,7 @@ class DCGD(CentralisedAlgorithm):
         return cls(objective, comm, aggregator, lr=lr, batch=cfg.batch)
 
     def init(self, x0, seeds):
-        return self.new_state(seeds, x=np.array(x0, copy=True))
+        return self.new_state(seeds, x=copy_of(x0))
 
     def advance(self, state: DCGDState) -> StepInfo:
         agg = self.aggregator.reduce(self.local_gradient(state), state.rng)

@@ -6,9 +6,10 @@ import dataclasses
 
 import numpy as np
 
+from ..backend import to_like
 from ..comm.aggregate import Aggregator
 from ..config import Setting
-from .base import LocalObjective, StepInfo
+from .base import LocalObjective, StepInfo, copy_of, zeros_like
 from .centralised import CentralisedAlgorithm, omega_of, require_exact_downlink
 
 
@@ -106,15 +107,15 @@ class DIANA(CentralisedAlgorithm):
                    shift_init=cfg.shift_init, batch=cfg.batch)
 
     def init(self, x0, seeds):
-        x = np.array(x0, copy=True)
-        h_local = np.zeros_like(x)
-        h_mean = np.zeros_like(x)
+        x = copy_of(x0)
+        h_local = zeros_like(x)
+        h_mean = zeros_like(x)
         if self.shift_init == "grad":
             h_local[...] = self.objective.grad(x)
-            h_mean[...] = self.comm.allreduce(h_local) / self.comm.size
+            h_mean[...] = to_like(self.comm.allreduce(h_local) / self.comm.size, h_mean)
             bits = h_local.size * 8 * h_local.itemsize
             self.setup_info = StepInfo(bits, bits)
-        return self.new_state(seeds, x=x, h_local=h_local, h_mean=h_mean, v=np.zeros_like(x))
+        return self.new_state(seeds, x=x, h_local=h_local, h_mean=h_mean, v=zeros_like(x))
 
     def advance(self, state: DIANAState) -> StepInfo:
         g = self.local_gradient(state)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from ..comm.aggregate import Aggregator
-from .base import LocalObjective, StepInfo, require_number
+from .base import LocalObjective, StepInfo, copy_of, require_number, zeros_like
 from .centralised import CentralisedAlgorithm, require_exact_downlink
 
 
@@ -76,8 +76,8 @@ class EFSGD(CentralisedAlgorithm):
                    lr=require_number(cfg.lr, "lr", "EF-SGD", 0.1), batch=cfg.batch)
 
     def init(self, x0, seeds):
-        x = np.array(x0, copy=True)
-        return self.new_state(seeds, x=x, e=np.zeros_like(x))
+        x = copy_of(x0)
+        return self.new_state(seeds, x=x, e=zeros_like(x))
 
     def advance(self, state: EFSGDState) -> StepInfo:
         p = self.lr * self.local_gradient(state) + state.e

@@ -14,14 +14,16 @@ import math
 
 import numpy as np
 
+from ..backend import namespace, to_host
 from ..comm import graphs
-from ..comm.aggregate import buffer_of, encode_finite
+from ..comm.aggregate import buffer_of, decode_like, encode_finite
 from ..comm.agreement import finite_bits
 from ..comm.gossip import Gossip
 from ..compress import make_compressor
+from ..compress.base import value_bits
 from ..compress.registry import check_lengths
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, require_number
+from .base import Algorithm, LocalObjective, StepInfo, copy_of, require_number, zeros_like
 
 SCHEDULES = ("constant", "sqrt")
 ORDERS = ("adapt-combine", "combine-adapt")
@@ -111,14 +113,15 @@ class GossipAlgorithm(Algorithm):
         from mpi4py import MPI
 
         total = np.empty(state.x.size, dtype=np.float64)
-        self.comm.mpi_comm.Allreduce(np.asarray(state.x, dtype=np.float64), total, op=MPI.SUM)
+        self.comm.mpi_comm.Allreduce(np.asarray(to_host(state.x), dtype=np.float64), total,
+                                     op=MPI.SUM)
         return total / self.comm.size
 
     def metrics(self, state, model) -> dict:
         """``consensus_error`` ``Σ_i ‖x_i − x̄‖²`` and ``sparsity`` of ``x̄`` (collective)."""
         from mpi4py import MPI
 
-        local = float(np.sum((np.asarray(state.x, dtype=np.float64) - model) ** 2))
+        local = float(np.sum((np.asarray(to_host(state.x), dtype=np.float64) - model) ** 2))
         return {"consensus_error": self.comm.mpi_comm.allreduce(local, op=MPI.SUM),
                 "sparsity": float(np.mean(model == 0)) if model.size else math.nan}
 
@@ -192,7 +195,7 @@ class DPSGD(GossipAlgorithm):
         return "identity"
 
     def init(self, x0, seeds):
-        return self.new_state(seeds, x=np.array(x0, copy=True))
+        return self.new_state(seeds, x=copy_of(x0))
 
     @property
     def diverging(self) -> str:
@@ -207,7 +210,7 @@ class DPSGD(GossipAlgorithm):
             g = self.local_gradient(state)
             z = self.gossip.mix(state.x, finite_bits(g)) - eta * g
         state.x = self.objective.prox(z, eta)
-        return StepInfo(bits_up=8 * state.x.nbytes * self.gossip.degree)
+        return StepInfo(bits_up=value_bits(state.x.dtype) * state.x.size * self.gossip.degree)
 
 
 class ChocoSGD(GossipAlgorithm):
@@ -294,12 +297,12 @@ class ChocoSGD(GossipAlgorithm):
         return self.compressor.spec()
 
     def init(self, x0, seeds):
-        x = np.array(x0, copy=True)
-        return self.new_state(seeds, x=x, x_hat=np.zeros_like(x), mixed=np.zeros_like(x))
+        x = copy_of(x0)
+        return self.new_state(seeds, x=x, x_hat=zeros_like(x), mixed=zeros_like(x))
 
-    def received(self, buf, d: int, dtype) -> np.ndarray:
+    def received(self, buf, d: int, dtype, like) -> np.ndarray:
         """A message's ``q = Q(·)/τ`` from its bytes (the sender applies the same to its own)."""
-        q = self.compressor.decode(buf, d, dtype)
+        q = decode_like(self.compressor, buf, d, dtype, like)
         return q if self.tau == 1.0 else q / self.tau
 
     def advance(self, state: ChocoState) -> StepInfo:
@@ -309,13 +312,14 @@ class ChocoSGD(GossipAlgorithm):
         nbytes = self.compressor.nbytes_max(d, dtype) if self.compressor.fixed_size else None
         got = self.gossip.exchange(buffer_of(payload), flags, nbytes)
         got[self.gossip.rank] = payload.buffer
-        change = np.zeros(d, dtype=np.float64)
+        xp = namespace(half)
+        change = xp.zeros(d, dtype=xp.float64, device=half.device)
         for j in sorted(got):
-            q = self.received(got[j], d, dtype)
+            q = self.received(got[j], d, dtype, half)
             change += self.gossip.row[j] * q
             if j == self.gossip.rank:
                 state.x_hat += q
-        state.mixed += change.astype(dtype, copy=False)
+        state.mixed += xp.astype(change, dtype, copy=False)
         state.x = self.objective.prox(half + self.gamma * (state.mixed - state.x_hat), eta)
         return StepInfo(bits_up=payload.nbits * self.gossip.degree)
 

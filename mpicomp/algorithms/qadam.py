@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 
+from ..backend import namespace
 from ..comm.aggregate import ServerAggregator, make_aggregator
 from ..compress import make_compressor
 from ..compress.registry import check_lengths
 from ..config import Setting
-from .base import LocalObjective, StepInfo, require_number
+from .base import LocalObjective, StepInfo, copy_of, require_number, zeros_like
 from .centralised import CentralisedAlgorithm
 
 
@@ -127,13 +128,14 @@ class QAdam(CentralisedAlgorithm):
 
     def init(self, x0, seeds):
         rng = seeds[0]
-        server_x = (np.array(x0, copy=True) if self.aggregator.is_root
-                    else np.empty(0, np.asarray(x0).dtype))
-        x, bits = self.send_weights(server_x, rng, np.asarray(x0).size, np.asarray(x0).dtype)
+        xp = namespace(x0)
+        x0 = xp.asarray(x0)
+        server_x = copy_of(x0) if self.aggregator.is_root else xp.empty(0, dtype=x0.dtype)
+        self.aggregator.start(x0)  # the weights are received where x0 lives
+        x, bits = self.send_weights(server_x, rng, x0.size, x0.dtype)
         self.setup_info = StepInfo(0, bits)
-        zeros = np.zeros_like(x)
-        return self.new_state(seeds, x=x, server_x=server_x, m=zeros, v=zeros.copy(),
-                              e=zeros.copy())
+        return self.new_state(seeds, x=x, server_x=server_x, m=zeros_like(x), v=zeros_like(x),
+                              e=zeros_like(x))
 
     def send_weights(self, server_x: np.ndarray, rng, d: int, dtype) -> tuple[np.ndarray, int]:
         """``(Q_x(x), bits received)``: the server's weights as every worker holds them
@@ -148,7 +150,7 @@ class QAdam(CentralisedAlgorithm):
         g = self.local_gradient(state)
         state.m = self.beta1 * state.m + (1.0 - self.beta1) * g
         state.v = self.beta2 * state.v + (1.0 - self.beta2) * g * g
-        delta = self.step_size(state.step) * state.m / (np.sqrt(state.v) + self.eps)
+        delta = self.step_size(state.step) * state.m / (namespace(state.v).sqrt(state.v) + self.eps)
         if self.error_feedback:
             delta = delta + state.e
         up = self.aggregator.gather(delta, state.rng, own=self.error_feedback)

@@ -6,10 +6,11 @@ import dataclasses
 
 import numpy as np
 
+from ..backend import namespace, to_like
 from ..comm.aggregate import VOTE_MODES, MajorityVote
 from ..comm.agreement import finite_bits
 from ..config import Setting
-from .base import LocalObjective, StepInfo, require_number
+from .base import LocalObjective, StepInfo, copy_of, require_number, zeros_like
 from .centralised import CentralisedAlgorithm
 
 ATTACKS = ("flip", "random")
@@ -29,7 +30,8 @@ class SignumState:
 
 def signs(v: np.ndarray) -> np.ndarray:
     """±1 with sign(0) = +1 (the rule of the `sign` operator's bits)."""
-    return np.where(v < 0, -1.0, 1.0).astype(v.dtype)
+    xp = namespace(v)
+    return xp.astype(xp.where(v < 0, -1.0, 1.0), v.dtype)
 
 
 class Signum(CentralisedAlgorithm):
@@ -120,8 +122,8 @@ class Signum(CentralisedAlgorithm):
         self.vote.close()
 
     def init(self, x0, seeds):
-        x = np.array(x0, copy=True)
-        return self.new_state(seeds, x=x, m=np.zeros_like(x))
+        x = copy_of(x0)
+        return self.new_state(seeds, x=x, m=zeros_like(x))
 
     def message(self, state: SignumState) -> np.ndarray:
         """The vector whose signs this rank sends: its momentum, or an adversary's ±1."""
@@ -129,7 +131,8 @@ class Signum(CentralisedAlgorithm):
             return state.m  # the vote encodes sign(m) itself
         if self.attack == "flip":
             return -signs(state.m)  # not −m: sign(−0) would still be +1
-        return (2.0 * state.rng.integers(0, 2, size=state.m.size) - 1.0).astype(state.m.dtype)
+        coins = (2.0 * state.rng.integers(0, 2, size=state.m.size) - 1.0).astype(state.m.dtype)
+        return to_like(coins, state.m)  # drawn on the host: d values uploaded
 
     def advance(self, state: SignumState) -> StepInfo:
         g = self.local_gradient(state)

@@ -17,11 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 metavar="{compressors,collectives,step}")
     comp = sub.add_parser("compressors",
                           help="encode/decode time of every operator vs a memory copy")
-    comp.add_argument("--d", type=int, default=2**24, help="vector length (default 2^24)")
+    comp.add_argument("--d", type=int, default=None,
+                      help="vector length (default 2^24 on the CPU, 2^26 on the GPU)")
     comp.add_argument("--repeat", type=int, default=7, help="timed repeats (median is reported)")
     comp.add_argument("--ops", nargs="*", help="operator specs (default: every operator)")
     comp.add_argument("--kernels", choices=("numba", "numpy"), help="force a kernel path")
     comp.add_argument("--json", help="also write the rows to this JSON file")
+    comp.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                      help="gpu: the GPU kernels vs a device copy, timed with CUDA events")
     coll = sub.add_parser("collectives",
                           help="compressed aggregation vs MPI.Allreduce (run under mpiexec)")
     coll.add_argument("--log2d", type=int, nargs="+", default=[20, 24],
@@ -52,9 +55,15 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.what == "compressors" and args.device == "gpu":
+            from .gpu_compressors import main as run_gpu_compressors
+
+            return run_gpu_compressors(args)
         if args.what == "compressors":
             from .compressors import main as run_compressors
 
+            if args.d is None:
+                args.d = 2**24
             return run_compressors(args)
         if args.what == "step":
             from .step import main as run_step

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compress import Compressor, Payload, make_compressor
+from ..backend import is_device_array, namespace, to_like
+from ..compress import Compressor, Payload, device, make_compressor
 from ..compress.base import NonFiniteVector, check_dtype
 from ..compress.registry import check_lengths
 from .agreement import (
@@ -70,14 +71,30 @@ class Aggregate:
     bits_down: int
 
 
-def encode_finite(op: Compressor, x: np.ndarray, rng) -> tuple[Payload | None, int]:
+def encode_finite(op: Compressor, x, rng,
+                  staging: device.Staging | None = None) -> tuple[Payload | None, int]:
     """``(op.encode(x, rng), 0)``, or ``(None, NON_FINITE)`` when ``x`` has NaN or Inf (there is
     nothing to encode; the exchange then tells every rank). The operator's own finiteness
-    check decides, so ``x`` is scanned once."""
+    check decides, so ``x`` is scanned once. A device ``x`` is encoded on the device and its
+    payload staged to host memory (`mpicomp.compress.device.encode`)."""
     try:
+        if is_device_array(x):
+            return device.encode(op, x, rng, staging), 0
         return op.encode(x, rng), 0
     except NonFiniteVector:
         return None, NON_FINITE
+
+
+def decode_like(op: Compressor, buf, d: int, dtype, like, staging=None, out=None):
+    """``op.decode(buf, d, dtype)`` on the device of ``like`` (on the host for a host
+    ``like``), into ``out`` when given."""
+    if not is_device_array(like):
+        return op.decode(buf, d, dtype, out=out)
+    values = device.decode(op, buf, d, dtype, like, staging)
+    if out is None:
+        return values
+    out[...] = values
+    return out
 
 
 def buffer_of(payload: Payload | None) -> np.ndarray | None:
@@ -145,6 +162,23 @@ class Aggregator:
         self.comm = comm
         self.compressor = make_compressor(compressor)
         self.work = Workspace()
+        self.staging = device.Staging()  # payload buffers of device vectors
+        self.like = None  # the vector of the current reduce: where results live
+
+    def mean_of(self, op, payloads, d: int, dtype, keep: int | None = None):
+        """`mean_of` on the host, or on the device of the vector being reduced."""
+        if is_device_array(self.like):
+            return device.mean_of(op, payloads, d, dtype, self.like, keep, self.staging)
+        return mean_of(op, payloads, d, dtype, keep=keep, work=self.work)
+
+    def encode(self, op, x, rng):
+        """`encode_finite` with this aggregator's staging buffers."""
+        return encode_finite(op, x, rng, self.staging)
+
+    def start(self, x) -> None:
+        """Begin a reduce of ``x``: results live where ``x`` does; staging buffers recycle."""
+        self.like = x
+        self.staging.begin()
 
     def lengths(self, d: int) -> list[int]:
         """The lengths of the vectors its operators compress when it reduces ``d``-vectors."""
@@ -213,8 +247,9 @@ class ServerAggregator(Aggregator):
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
+        self.start(x)
         sends = not (self.dedicated and self.is_root)
-        payload, flags = encode_finite(self.compressor, x, rng) if sends else (None, 0)
+        payload, flags = self.encode(self.compressor, x, rng) if sends else (None, 0)
         want = self.expected_nbytes(d, dtype)
         failure = None
         if want is None:  # sizes vary: they and the control bits are exchanged first
@@ -227,12 +262,12 @@ class ServerAggregator(Aggregator):
         if self.is_root and failure is None and not flags & NON_FINITE:
             senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
             try:
-                mean = mean_of(self.compressor, [gathered[r] for r in senders], d, dtype,
-                               work=self.work)[0]
+                mean = self.mean_of(self.compressor, [gathered[r] for r in senders], d,
+                                    dtype)[0]
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         self._pending = (flags, failure) if self.is_root else (0, None)
-        mine = (self.compressor.decode(payload.buffer, d, dtype)
+        mine = (decode_like(self.compressor, payload.buffer, d, dtype, x, self.staging)
                 if own and payload is not None else None)
         return Aggregate(mean, mine, payload.nbits if payload is not None else 0, 0)
 
@@ -250,12 +285,16 @@ class ServerAggregator(Aggregator):
         down = None
         if self.is_root and failure is None and not flags & NON_FINITE:
             try:
-                down = op.encode(vector, rng)
+                down = (device.encode(op, vector, rng, self.staging) if is_device_array(vector)
+                        else op.encode(vector, rng))
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         nbytes = op.nbytes_max(d, dtype) if op.fixed_size else None
         received = self.comm.bcast_fixed(buffer_of(down), self.root, nbytes, flags, failure)
-        result = op.decode(received, d, dtype, out=result_array(out, d, dtype))
+        if is_device_array(self.like):
+            result = decode_like(op, received, d, dtype, self.like, self.staging, out)
+        else:
+            result = op.decode(received, d, dtype, out=result_array(out, d, dtype))
         return result, (down.nbits if self.is_root else payload_bits(op, received, d, dtype))
 
     def reduce(self, x, rng, own=False, out=None):
@@ -269,7 +308,8 @@ class AllgatherAggregator(Aggregator):
 
     def reduce(self, x, rng, own=False, out=None):
         dtype = check_dtype(x.dtype)
-        payload, flags = encode_finite(self.compressor, x, rng)
+        self.start(x)
+        payload, flags = self.encode(self.compressor, x, rng)
         want = self.expected_nbytes(x.size, dtype)
         if want is None:  # sizes vary: they and the control bits are exchanged first
             bufs = self.comm.allgatherv(buffer_of(payload), flags=flags)
@@ -277,7 +317,9 @@ class AllgatherAggregator(Aggregator):
             bufs = self.comm.allgather_fixed(buffer_of(payload), want, flags)
         # same buffers on every rank, so the same outcome (and the same error, if any) everywhere
         keep = self.comm.rank if own else None
-        mean, mine = mean_of(self.compressor, bufs, x.size, dtype, keep=keep, work=self.work)
+        mean, mine = self.mean_of(self.compressor, bufs, x.size, dtype, keep=keep)
+        if is_device_array(x):
+            return Aggregate(mean, mine, payload.nbits, 0)
         result = result_array(out, x.size, dtype)
         result[...] = mean
         return Aggregate(result, mine, payload.nbits, 0)
@@ -312,7 +354,8 @@ class TwoPhaseAggregator(Aggregator):
         dtype = check_dtype(x.dtype)
         b = self.bounds(x.size)
         lengths = np.diff(b)
-        chunks = [encode_finite(self.compressor, x[b[q] : b[q + 1]], rng) for q in range(c.size)]
+        self.start(x)
+        chunks = [self.encode(self.compressor, x[b[q] : b[q + 1]], rng) for q in range(c.size)]
         flags = either(bits for _, bits in chunks)
         payloads = [None if flags else p for p, _ in chunks]
         lo, hi = b[c.rank], b[c.rank + 1]
@@ -331,8 +374,9 @@ class TwoPhaseAggregator(Aggregator):
                 if bad:
                     raise ValueError(f"chunk payload of {sizes[bad[0]]} bytes from rank {bad[0]}, "
                                      f"expected {want}")
-                chunk_mean = mean_of(self.compressor, received, hi - lo, dtype, work=self.work)[0]
-                down = self.down.encode(chunk_mean, rng)
+                chunk_mean = self.mean_of(self.compressor, received, hi - lo, dtype)[0]
+                down = (device.encode(self.down, chunk_mean, rng, self.staging)
+                        if is_device_array(chunk_mean) else self.down.encode(chunk_mean, rng))
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         if self.down.fixed_size:
@@ -342,6 +386,10 @@ class TwoPhaseAggregator(Aggregator):
             bufs = c.allgatherv(buffer_of(down), flags=flags, failure=failure)
 
         def assemble():
+            if is_device_array(x):
+                return namespace(x).concat([
+                    decode_like(self.down, buf, int(b[q + 1] - b[q]), dtype, x, self.staging)
+                    for q, buf in enumerate(bufs)])
             result = result_array(out, x.size, dtype)
             for q, buf in enumerate(bufs):
                 self.down.decode(buf, int(b[q + 1] - b[q]), dtype, out=result[b[q] : b[q + 1]])
@@ -349,8 +397,9 @@ class TwoPhaseAggregator(Aggregator):
 
         mine = None
         if own:
-            mine = np.concatenate([self.compressor.decode(p.buffer, int(b[q + 1] - b[q]), dtype)
-                                   for q, p in enumerate(payloads)])
+            parts = [decode_like(self.compressor, p.buffer, int(b[q + 1] - b[q]), dtype, x,
+                                 self.staging) for q, p in enumerate(payloads)]
+            mine = namespace(x).concat(parts) if is_device_array(x) else np.concatenate(parts)
         down_bits = sum(payload_bits(self.down, buf, int(b[q + 1] - b[q]), dtype)
                         for q, buf in enumerate(bufs))
         return Aggregate(assemble(), mine, sum(p.nbits for p in payloads), down_bits)
@@ -421,6 +470,8 @@ class MajorityVote:
         c = self.comm
         dtype = check_dtype(x.dtype)
         d = x.size
+        if is_device_array(x):  # signs packed on the device; the count and vote on the host
+            return self._staged_vote(x, flags)
         mine, own_flags = encode_finite(self.sign, x, None)
         flags |= own_flags
         mine = None if flags & NON_FINITE else mine
@@ -442,6 +493,18 @@ class MajorityVote:
             return Aggregate(self.sign.decode(got, d, dtype), None, d, d)
         return Aggregate(self._bit_sliced(buffer_of(mine), d, dtype, flags), None,
                          self.planes * d, 0)
+
+    def _staged_vote(self, x, flags: int) -> Aggregate:
+        """`vote` of a device vector: its sign payload packed on the device and staged; the
+        vote, counted on the host, uploaded (d/8 bytes down, d values up)."""
+        try:
+            payload = device.encode(self.sign, x, None)
+        except NonFiniteVector:
+            payload, flags = None, flags | NON_FINITE
+        host = (np.zeros(x.size, dtype=x.dtype) if payload is None
+                else self.sign.decode(payload.buffer, x.size, x.dtype))
+        result = self.vote(host, flags)
+        return Aggregate(to_like(result.mean, x), None, result.bits_up, result.bits_down)
 
     def _bit_sliced(self, sign_payload, d, dtype, flags: int):
         """The ``Allreduce`` of bit-sliced counters; one more element carries the control bits

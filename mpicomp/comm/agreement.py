@@ -27,9 +27,14 @@ class NonFiniteInput(AggregationError):
 
 
 def finite_bits(x) -> int:
-    """0 when ``x`` holds no NaN or Inf, else `NON_FINITE` (the control bit a rank sends)."""
+    """0 when ``x`` holds no NaN or Inf, else `NON_FINITE` (the control bit a rank sends).
+    For a device ``x`` the verdict is one scalar read from the device."""
+    from ..backend import is_device_array, namespace
     from ..compress import kernels
 
+    if is_device_array(x):
+        xp = namespace(x)
+        return 0 if bool(xp.all(xp.isfinite(x))) else NON_FINITE
     return 0 if kernels.backend().all_finite(x) else NON_FINITE
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import is_device_array, to_host, to_like
 from .graphs import Topology
 
 if TYPE_CHECKING:
@@ -121,10 +121,15 @@ class Gossip:
         order with Python-float weights, in ``x``'s dtype, so it equals the serial
         ``sum(float(W[i, j]) * X[j] for j in sorted support)`` bit for bit.
         """
-        xp = get_xp(x)
-        x = xp.ascontiguousarray(x)
-        got = self.exchange(x.reshape(-1).view(np.uint8), flags, x.nbytes)
-        terms = {j: xp.asarray(b).view(x.dtype).reshape(x.shape) for j, b in got.items()}
+        if is_device_array(x):  # the model goes down and the neighbours' come up, explicitly
+            host = np.ascontiguousarray(to_host(x))
+            got = self.exchange(host.reshape(-1).view(np.uint8), flags, host.nbytes)
+            terms = {j: to_like(b.view(host.dtype).reshape(host.shape), x)
+                     for j, b in got.items()}
+        else:
+            x = np.ascontiguousarray(x)
+            got = self.exchange(x.reshape(-1).view(np.uint8), flags, x.nbytes)
+            terms = {j: b.view(x.dtype).reshape(x.shape) for j, b in got.items()}
         terms[self.rank] = x
         out = None
         for j in sorted(terms):

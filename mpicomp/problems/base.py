@@ -7,9 +7,11 @@ A problem is ``F(x) = f(x) + R(x)`` over this rank's shard ``(A, b)`` of ``m`` s
 - ``R(x) = λ1‖x‖₁`` is not differentiable and never enters `grad`; algorithms apply it through
   `Problem.prox`, the soft threshold, which produces exact zeros.
 
-Arrays are used through ``xp = backend.get_xp(array)``, so a shard held in CuPy arrays (dense,
-or ``cupyx.scipy.sparse``) works the same way; the data matrix may also be a SciPy sparse
-matrix (kept as CSR).
+Dense arrays are used through their array API namespace, ``xp = backend.namespace(array)``
+(NumPy itself for host arrays), with standard functions only, so a shard held in CuPy arrays or
+any other array API library (``array_api_strict`` on a non-default device) works the same way
+and never converts to NumPy implicitly; the data matrix may also be a SciPy sparse matrix (kept
+as CSR) or a ``cupyx.scipy.sparse`` matrix.
 """
 
 from __future__ import annotations
@@ -22,7 +24,38 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..backend import get_xp, to_host
+from ..backend import namespace, to_host, to_like
+
+
+def dense_device(x):
+    """The device of a dense array, for ``device=`` of the namespace's creation functions."""
+    from array_api_compat import device
+
+    return device(x)
+
+
+def xp_dtype(xp, dtype):
+    """``dtype`` (a NumPy dtype or one of ``xp``'s) as a dtype of the namespace ``xp``."""
+    if xp is np:
+        return dtype
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # already a dtype of xp (array_api_strict's are not NumPy's)
+        return dtype
+    return getattr(xp, name)
+
+
+def vdot(xp, a, b):
+    """``aᵀb`` of two vectors: ``np.dot`` on the host (as always), ``a @ b`` elsewhere."""
+    return np.dot(a, b) if xp is np else a @ b
+
+
+def host_data(A):
+    """``A`` as the host (NumPy or SciPy) matrix a one-time host computation needs; sparse
+    matrices pass as they are (`spectral` copies ``cupyx.scipy.sparse`` itself)."""
+    if _is_sparse(A) or isinstance(A, np.ndarray):
+        return A
+    return to_host(A)
 
 
 def _is_sparse(A) -> bool:
@@ -35,7 +68,8 @@ def _is_sparse(A) -> bool:
 def check_matrix(A, name: str = "A"):
     """Validate a data matrix: 2-D, numeric, finite; SciPy sparse becomes CSR, ints become
     float64."""
-    if _is_sparse(A):
+    sparse = _is_sparse(A)
+    if sparse:
         A = A.tocsr()
         values = A.data
     else:
@@ -46,21 +80,24 @@ def check_matrix(A, name: str = "A"):
         raise ValueError(f"{name} must be a 2-D (samples × features) matrix, got shape {A.shape}")
     if A.shape[0] == 0:
         raise ValueError(f"{name} has no rows: a shard needs at least one sample")
-    kind = np.dtype(A.dtype).kind
-    if kind in "biu":
-        A = A.astype(np.float64)
-        values = A.data if _is_sparse(A) else A
-    elif kind != "f":
+    xp = namespace(values)
+    if xp.isdtype(A.dtype, ("bool", "integral")):
+        if sparse:
+            A = A.astype(np.float64)
+            values = A.data
+        else:
+            A = values = xp.astype(A, xp.float64)
+    elif not xp.isdtype(A.dtype, "real floating"):
         raise TypeError(f"{name} must hold real numbers, got dtype {A.dtype}")
-    xp = get_xp(values)
     finite = xp.isfinite(values)
-    if not bool(finite.all()):
-        if _is_sparse(A):
+    if not bool(xp.all(finite)):
+        bad = ~to_host(finite)  # the error path only: an explicit copy to the host
+        if sparse:
             coo = A.tocoo()
-            k = int(to_host(xp.flatnonzero(~finite))[0])
+            k = int(np.flatnonzero(bad)[0])
             where = (int(coo.row[k]), int(coo.col[k]))
         else:
-            where = tuple(int(i) for i in np.argwhere(~to_host(finite))[0])
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"{name} contains NaN or Inf (first at row, column {where})")
     return A
 
@@ -69,17 +106,17 @@ def check_labels(b, m: int, name: str = "b"):
     """Validate a label / target vector: 1-D, length ``m``, finite."""
     if not hasattr(b, "ndim"):
         b = np.asarray(b)
+    xp = namespace(b)
     if b.ndim == 2 and 1 in b.shape:
-        b = b.reshape(-1)
+        b = xp.reshape(b, (-1,))
     if b.ndim != 1 or b.shape[0] != m:
         raise ValueError(
             f"{name} must be a vector of length {m} (one entry per row of A), got shape {b.shape}"
         )
-    if np.dtype(b.dtype).kind not in "biuf":
+    if not xp.isdtype(b.dtype, ("bool", "integral", "real floating")):
         raise TypeError(f"{name} must be numeric, got dtype {b.dtype}")
-    xp = get_xp(b)
-    if np.dtype(b.dtype).kind == "f" and not bool(xp.isfinite(b).all()):
-        k = int(to_host(xp.flatnonzero(~xp.isfinite(b)))[0])
+    if xp.isdtype(b.dtype, "real floating") and not bool(xp.all(xp.isfinite(b))):
+        k = int(np.flatnonzero(~np.isfinite(to_host(b)))[0])  # the error path: explicit copy
         raise ValueError(f"{name} contains NaN or Inf (first at index {k})")
     return b
 
@@ -95,8 +132,10 @@ def check_reg(value, name: str) -> float:
 
 
 def check_integer_labels(b, n_classes: int | None, what: str):
-    """Labels ``0..C−1`` as an int64 array and ``C`` (inferred as ``max + 1`` when not given)."""
-    xp = get_xp(b)
+    """Labels ``0..C−1`` as an int64 array and ``C`` (inferred as ``max + 1`` when not given).
+
+    Checked on the host (an explicit copy, once at construction); the result is on ``b``'s
+    device."""
     host = np.asarray(to_host(b))
     as_int = host.astype(np.int64)
     if not np.array_equal(as_int, host):
@@ -112,7 +151,7 @@ def check_integer_labels(b, n_classes: int | None, what: str):
             f"{what} needs class labels in 0..{n_classes - 1}; found labels "
             f"{found.tolist()[:20]} (out of range: {bad.tolist()[:20]})"
         )
-    return xp.asarray(as_int), int(n_classes)
+    return to_like(as_int, b), int(n_classes)
 
 
 class Problem(abc.ABC):
@@ -180,7 +219,7 @@ class Problem(abc.ABC):
         x = self._check_x(x)
         value = self._data_loss(x, self._check_batch(batch))
         if self.l2:
-            value += 0.5 * self.l2 * float(get_xp(x).dot(x, x))
+            value += 0.5 * self.l2 * float(vdot(namespace(x), x, x))
         return float(value)
 
     def grad(self, x, batch=None):
@@ -208,7 +247,8 @@ class Problem(abc.ABC):
         """``R(x) = λ1‖x‖₁`` (the part of the objective not in `loss`)."""
         if not self.l1:
             return 0.0
-        return self.l1 * float(get_xp(x).abs(x).sum())
+        xp = namespace(x)
+        return self.l1 * float(xp.sum(xp.abs(x)))
 
     def objective(self, x) -> float:
         """``F(x) = f(x) + R(x)``, the full objective."""
@@ -217,12 +257,13 @@ class Problem(abc.ABC):
     def prox(self, z, step: float):
         """``prox_{step·R}(z) = sign(z)·max(|z| − step·λ1, 0)`` (soft threshold, exact zeros)."""
         step = check_reg(step, "step")
-        xp = get_xp(z)
+        xp = namespace(z)
         return xp.sign(z) * xp.maximum(xp.abs(z) - step * self.l1, 0)
 
     def initial_point(self, rng: np.random.Generator | None = None, dtype=np.float64):
         """A starting ``x⁰``: zeros for the convex problems (subclasses may do better)."""
-        return get_xp(self.b).zeros(self.dim, dtype=dtype)
+        xp = namespace(self.b)
+        return xp.zeros(self.dim, dtype=xp_dtype(xp, dtype), device=dense_device(self.b))
 
     def __repr__(self) -> str:
         kind = "sparse" if _is_sparse(self.A) else "dense"
@@ -241,13 +282,13 @@ class Problem(abc.ABC):
     def _check_batch(self, batch):
         if batch is None:
             return None
-        xp = get_xp(self.b)
+        xp = namespace(self.b)
         batch = xp.asarray(batch)
-        if batch.ndim != 1 or batch.size == 0:
+        if batch.ndim != 1 or batch.shape[0] == 0:
             raise ValueError(f"batch must be a non-empty 1-D index array, got shape {batch.shape}")
-        if np.dtype(batch.dtype).kind not in "iu":
+        if not xp.isdtype(batch.dtype, "integral"):
             raise TypeError(f"batch must hold integer sample indices, got dtype {batch.dtype}")
-        lo, hi = int(batch.min()), int(batch.max())
+        lo, hi = int(xp.min(batch)), int(xp.max(batch))
         if lo < 0 or hi >= self.n_samples:
             raise IndexError(
                 f"batch indices must lie in 0..{self.n_samples - 1}, got range {lo}..{hi}"
@@ -258,4 +299,7 @@ class Problem(abc.ABC):
         """``(A_rows, b_rows, count)`` for an index array, or the whole shard for None."""
         if rows is None:
             return self.A, self.b, self.n_samples
-        return self.A[rows], self.b[rows], int(rows.shape[0])
+        xp = namespace(self.b)
+        if xp is np or _is_sparse(self.A):  # host arrays and sparse matrices: as always
+            return self.A[rows], self.b[rows], int(rows.shape[0])
+        return xp.take(self.A, rows, axis=0), xp.take(self.b, rows, axis=0), int(rows.shape[0])

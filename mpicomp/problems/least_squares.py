@@ -6,8 +6,10 @@ lasso (elastic net with both).
 
 from __future__ import annotations
 
-from ..backend import get_xp
-from .base import Problem
+import numpy as np
+
+from ..backend import namespace
+from .base import Problem, host_data, vdot
 from .spectral import lambda_max_gram
 
 
@@ -25,7 +27,9 @@ class LeastSquares(Problem):
 
     def __init__(self, A, b, l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__(A, b, l1=l1, l2=l2)
-        self.b = get_xp(self.b).asarray(self.b, dtype=self.A.dtype)
+        xp = namespace(self.b)
+        self.b = (xp.asarray(self.b, dtype=self.A.dtype) if xp is np else
+                  xp.astype(self.b, self.A.dtype))
 
     @property
     def dim(self) -> int:
@@ -34,11 +38,11 @@ class LeastSquares(Problem):
     def _data_loss(self, x, rows) -> float:
         A, b, m = self._rows(rows)
         r = A @ x - b
-        return 0.5 * float(get_xp(r).dot(r, r)) / m
+        return 0.5 * float(vdot(namespace(r), r, r)) / m
 
     def _data_grad(self, x, rows):
         A, b, m = self._rows(rows)
         return (A.T @ (A @ x - b)) / m
 
     def _data_smoothness(self) -> float:
-        return lambda_max_gram(self.A) / self.n_samples
+        return lambda_max_gram(host_data(self.A)) / self.n_samples

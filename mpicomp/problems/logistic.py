@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_xp, to_host
-from .base import Problem
+from ..backend import namespace, to_host
+from .base import Problem, dense_device, host_data
 from .spectral import lambda_max_gram
 
 
@@ -36,9 +36,9 @@ class LogisticRegression(Problem):
                 f"logistic regression needs labels in {{-1, +1}}; found labels {shown}{hint}; "
                 "use the softmax problem for more than two classes"
             )
-        xp = get_xp(self.b)
+        xp = namespace(self.b)
         dtype = self.A.dtype
-        self.b = xp.asarray(self.b, dtype=dtype)
+        self.b = xp.asarray(self.b, dtype=dtype) if xp is np else xp.astype(self.b, dtype)
 
     @property
     def dim(self) -> int:
@@ -46,20 +46,23 @@ class LogisticRegression(Problem):
 
     def _data_loss(self, x, rows) -> float:
         A, b, m = self._rows(rows)
-        xp = get_xp(x)
-        return float(xp.logaddexp(0.0, -b * (A @ x)).sum()) / m
+        xp = namespace(x)
+        return float(xp.sum(xp.logaddexp(0.0, -b * (A @ x)))) / m
 
     def _data_grad(self, x, rows):
         A, b, m = self._rows(rows)
-        xp = get_xp(x)
+        xp = namespace(x)
         t = b * (A @ x)
         w = -b * xp.exp(-xp.logaddexp(0.0, t))  # −b σ(−t)
         return (A.T @ w) / m
 
     def _data_smoothness(self) -> float:
-        return lambda_max_gram(self.A) / (4.0 * self.n_samples)
+        return lambda_max_gram(host_data(self.A)) / (4.0 * self.n_samples)
 
     def predict(self, x, A=None):
         """Predicted labels ``sign(Ax)`` in ``{−1, +1}`` (a zero margin predicts +1)."""
         A = self.A if A is None else A
-        return get_xp(x).where(A @ x >= 0, 1.0, -1.0)
+        z = A @ x
+        xp = namespace(z)
+        one = xp.asarray(1.0, dtype=xp.float64, device=dense_device(z))
+        return xp.where(z >= 0, one, -1.0)

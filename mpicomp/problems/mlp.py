@@ -11,9 +11,9 @@ import numbers
 
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import namespace, to_like
 from ._softmax_ops import log_softmax_loss, softmax_residual
-from .base import Problem, check_integer_labels
+from .base import Problem, check_integer_labels, xp_dtype
 
 
 class MLP(Problem):
@@ -61,10 +61,13 @@ class MLP(Problem):
     def unpack(self, x):
         """Views ``(W1, b1, W2, b2)`` of the flat parameter vector."""
         o = self._offsets
-        return tuple(x[o[i]:o[i + 1]].reshape(s) for i, s in enumerate(self._shapes))
+        xp = namespace(x)
+        return tuple(xp.reshape(x[o[i]:o[i + 1]], s) for i, s in enumerate(self._shapes))
 
     def initial_point(self, rng: np.random.Generator | None = None, dtype=np.float64):
-        """Glorot-uniform weights, zero biases; ``rng`` defaults to seed 0 so all ranks agree."""
+        """Glorot-uniform weights, zero biases; ``rng`` defaults to seed 0 so all ranks agree.
+
+        Drawn on the host (NumPy's generator) and copied explicitly to the device of ``b``."""
         rng = np.random.default_rng(0) if rng is None else rng
         parts = []
         for shape in self._shapes:
@@ -73,13 +76,15 @@ class MLP(Problem):
                 parts.append(rng.uniform(-limit, limit, size=shape).ravel())
             else:
                 parts.append(np.zeros(shape))
-        x = np.concatenate(parts).astype(dtype)
-        return get_xp(self.b).asarray(x)
+        xp = namespace(self.b)
+        if xp is np:
+            return np.asarray(np.concatenate(parts).astype(dtype))
+        return xp.astype(to_like(np.concatenate(parts), self.b), xp_dtype(xp, dtype))
 
     def _forward(self, x, rows):
         A, y, m = self._rows(rows)
         W1, b1, W2, b2 = self.unpack(x)
-        H = get_xp(x).tanh(A @ W1 + b1)
+        H = namespace(x).tanh(A @ W1 + b1)
         loss, P = log_softmax_loss(H @ W2 + b2, y)
         return A, y, m, H, W2, loss, P
 
@@ -88,11 +93,12 @@ class MLP(Problem):
 
     def _data_grad(self, x, rows):
         A, y, m, H, W2, _, P = self._forward(x, rows)
-        xp = get_xp(x)
+        xp = namespace(x)
         dZ = softmax_residual(P, y) / m
         dU = (dZ @ W2.T) * (1.0 - H * H)
-        return xp.concatenate([
-            (A.T @ dU).reshape(-1), dU.sum(axis=0), (H.T @ dZ).reshape(-1), dZ.sum(axis=0)
+        return xp.concat([
+            xp.reshape(A.T @ dU, (-1,)), xp.sum(dU, axis=0),
+            xp.reshape(H.T @ dZ, (-1,)), xp.sum(dZ, axis=0),
         ])
 
     def _data_smoothness(self) -> None:
@@ -103,14 +109,14 @@ class MLP(Problem):
 
         A heuristic (valid near ``x`` only), not a bound: ``f`` is non-convex.
         """
-        xp = get_xp(x)
-        v = xp.asarray(np.random.default_rng(seed).standard_normal(self.dim))
-        v /= xp.linalg.norm(v)
+        xp = namespace(x)
+        v = to_like(np.random.default_rng(seed).standard_normal(self.dim), x)
+        v /= _norm(xp, v)
         g0 = self.grad(x)
         est = 0.0
         for _ in range(iters):
             hv = (self.grad(x + eps * v) - g0) / eps
-            est = float(xp.linalg.norm(hv))
+            est = float(_norm(xp, hv))
             if est == 0.0:
                 break
             v = hv / est
@@ -120,4 +126,11 @@ class MLP(Problem):
         """Predicted classes for ``A`` (default: the shard)."""
         A = self.A if A is None else A
         W1, b1, W2, b2 = self.unpack(x)
-        return (get_xp(x).tanh(A @ W1 + b1) @ W2 + b2).argmax(axis=1)
+        xp = namespace(x)
+        return xp.argmax(xp.tanh(A @ W1 + b1) @ W2 + b2, axis=1)
+
+
+def _norm(xp, v):
+    """``‖v‖₂``: ``np.linalg.norm`` on the host (as always), the standard ``vector_norm``
+    elsewhere."""
+    return np.linalg.norm(v) if xp is np else xp.linalg.vector_norm(v)

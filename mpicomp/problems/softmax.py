@@ -7,8 +7,9 @@ bias: append a constant column to ``A`` for one.
 
 from __future__ import annotations
 
+from ..backend import namespace
 from ._softmax_ops import log_softmax_loss, softmax_residual
-from .base import Problem, check_integer_labels
+from .base import Problem, check_integer_labels, host_data
 from .spectral import lambda_max_gram
 
 
@@ -48,19 +49,25 @@ class SoftmaxRegression(Problem):
 
     def _data_loss(self, x, rows) -> float:
         A, y, _ = self._rows(rows)
-        loss, _ = log_softmax_loss(A @ x.reshape(self.n_features, self.n_classes), y)
+        loss, _ = log_softmax_loss(A @ self._weights(x), y)
         return loss
 
     def _data_grad(self, x, rows):
         A, y, m = self._rows(rows)
-        _, P = log_softmax_loss(A @ x.reshape(self.n_features, self.n_classes), y)
-        return (A.T @ softmax_residual(P, y)).reshape(-1) / m
+        _, P = log_softmax_loss(A @ self._weights(x), y)
+        G = A.T @ softmax_residual(P, y)
+        return namespace(G).reshape(G, (-1,)) / m
 
     def _data_smoothness(self) -> float:
-        return lambda_max_gram(self.A) / (2.0 * self.n_samples)
+        return lambda_max_gram(host_data(self.A)) / (2.0 * self.n_samples)
 
     def predict(self, x, A=None):
         """Predicted classes ``argmax_c (AW)_c`` for ``A`` (default: the shard)."""
         A = self.A if A is None else A
-        return (A @ x.reshape(self.n_features, self.n_classes)).argmax(axis=1)
+        Z = A @ self._weights(x)
+        return namespace(Z).argmax(Z, axis=1)
+
+    def _weights(self, x):
+        """``W = x.reshape(d, C)`` (a view)."""
+        return namespace(x).reshape(x, (self.n_features, self.n_classes))
 

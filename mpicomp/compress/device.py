@@ -1,0 +1,231 @@
+"""Payloads of device (GPU) vectors: encoded by the GPU kernels, staged through host memory.
+
+For an operator with a `DeviceCodec` (every fixed-size operator but top-k), `encode` runs the
+kernels on the device vector and copies the body, with the kernels' status slots, to a reused
+host buffer in one transfer, where the header is written: the payload is byte for byte the
+CPU's for the same input, key and block scales. `mean_of` and `decode` take host payloads (as
+MPI delivers them), check their headers on the host, upload all bodies in one transfer and
+decode (and sum) them on the device; the decoders' status comes back in one small transfer.
+Operators without a codec (variable-size coders, top-k, compositions) are encoded and decoded
+on the host: their vectors are staged explicitly (`to_host`, `to_like`).
+
+Per call, then: one device→host copy to encode; one host→device copy and one small
+device→host copy (the status) to decode. Nothing else crosses the bus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_xp, is_gpu_array, runtime_of, to_host, to_like
+from .base import (
+    DTYPE_CODES,
+    HEADER,
+    MAGIC,
+    DecodeError,
+    NonFiniteVector,
+    Payload,
+    check_dtype,
+    raise_non_finite,
+)
+from .bitpack import check_padding
+from .counter_rng import draw_key
+
+STATUS_BYTES = 16  # two int64 slots (`cuda.STATUS_FIELDS`)
+
+
+def _align(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+class _FixedKey:
+    """A generator stand-in whose one draw is ``key``: replays an encode on the host."""
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def integers(self, *args, **kwargs):
+        return np.uint64(self.key)
+
+
+class Staging:
+    """Reused host (pinned) and device buffers, handed out in order within one exchange.
+
+    `begin` starts an exchange; each `host`/`device` call then returns the next buffer of that
+    size, so every payload of one exchange has its own memory and the next exchange reuses it.
+    """
+
+    def __init__(self):
+        self._pools: dict[tuple, list] = {}
+        self._used: dict[tuple, int] = {}
+        #: this exchange's encoded payloads: host buffer address → (size, extra, device body)
+        self.encoded: dict[int, tuple] = {}
+
+    def begin(self) -> None:
+        self._used.clear()
+        self.encoded.clear()
+
+    def device_body(self, buf) -> tuple | None:
+        """``(extra, device body)`` of a payload `encode` staged in this exchange, or None (a
+        payload that came from elsewhere): decoding one's own message needs no upload."""
+        if not isinstance(buf, np.ndarray) or buf.size == 0:
+            return None
+        found = self.encoded.get(buf.ctypes.data)
+        return found[1:] if found is not None and found[0] == buf.size else None
+
+    def _next(self, key: tuple, make):
+        pool = self._pools.setdefault(key, [])
+        i = self._used.get(key, 0)
+        self._used[key] = i + 1
+        if i == len(pool):
+            pool.append(make())
+        return pool[i]
+
+    def host(self, nbytes: int, runtime) -> np.ndarray:
+        return self._next(("host", nbytes), lambda: runtime.pinned_empty(nbytes))
+
+    def device(self, nbytes: int, xp):
+        return self._next(("device", nbytes), lambda: xp.empty(nbytes, dtype=xp.uint8))
+
+
+
+def codec_of(op, like):
+    """The op's `DeviceCodec` for vectors like ``like``, or None (encoded on the host): the
+    kernels take CuPy arrays; other array API arrays (``array_api_strict``) are staged."""
+    if not is_gpu_array(like):
+        return None
+    from .cuda.codec import codec_for
+
+    return codec_for(op)
+
+
+def encode(op, x, rng, staging: Staging | None = None) -> Payload:
+    """``op.encode(x, rng)`` of a device vector: the same bytes, in a host buffer (from
+    ``staging``), ready for MPI. Raises NonFiniteVector / ValueError as `Compressor.encode`."""
+    from .cuda import NON_FINITE, NONE, REJECTED
+
+    staging = staging or Staging()
+    codec = codec_of(op, x)
+    if codec is None:
+        return op.encode(to_host(x), rng)
+    dtype = check_dtype(x.dtype)
+    if op.randomised and rng is None:
+        raise ValueError(f"{op.spec()} is randomised: pass rng=np.random.Generator")
+    d = int(x.size)
+    key = draw_key(rng) if op.randomised else 0
+    xp, runtime = get_xp(x), runtime_of(x)
+    head = 8 + op.extra_header
+    nbytes = op.nbytes_max(d, dtype)
+    body_bytes = nbytes - head
+    dev = staging.device(_align(body_bytes) + STATUS_BYTES, xp)
+    status = dev[_align(body_bytes):].view(xp.int64)
+    status[...] = NONE
+    extra = codec.encode(op, x, key, codec.scales(op, x), dev[:body_bytes], status)
+    host = staging.host(head + _align(body_bytes) + STATUS_BYTES, runtime)
+    runtime.copy_to_host(dev, host[head:])
+    bad = host[head + _align(body_bytes):].view(np.int64)
+    if bad[NON_FINITE] != NONE or bad[REJECTED] != NONE:
+        _raise_encode_failure(op, x, key, int(bad[NON_FINITE]), int(bad[REJECTED]))
+    host[:head] = np.frombuffer(HEADER.pack(MAGIC, op.code, DTYPE_CODES[dtype], 0, d) + extra,
+                                np.uint8)
+    staging.encoded[host.ctypes.data] = (nbytes, extra, dev[:body_bytes])
+    return Payload(host[:nbytes], op.body_bits(d, dtype))
+
+
+def _raise_encode_failure(op, x, key: int, non_finite: int, rejected: int):
+    """The error the CPU path raises for this input (replayed on a host copy, with the same
+    key), or one that names the coordinate the kernels flagged."""
+    host = to_host(x)
+    if non_finite != np.iinfo(np.int64).max:
+        raise_non_finite(host)
+        raise NonFiniteVector(f"vector has NaN or Inf at index {non_finite}")
+    op.encode(host, _FixedKey(key))  # raises the CPU's ValueError where the CPU rejects it
+    raise ValueError(f"{op.spec()}: x[{rejected}] = {host[rejected]:g} cannot be encoded "
+                     f"as {x.dtype}")
+
+
+def _bodies(op, bufs, d: int, dtype):
+    """(extra header bytes, body) of each host payload, headers and sizes checked."""
+    from .base import check_body_size
+
+    out = []
+    for buf in bufs:
+        extra, body = op.split(buf, d, dtype)
+        try:
+            check_body_size(body, op.body_bits(d, dtype))
+            check_padding(body, op.body_bits(d, dtype))
+        except DecodeError as exc:
+            raise op._named(exc) from exc
+        out.append((extra, body))
+    return out
+
+
+def mean_of(op, bufs, d: int, dtype, like, keep: int | None = None,
+            staging: Staging | None = None):
+    """``(mean, kept)`` of host payloads on the device of ``like``: the rank-order float64 sum
+    of the decoded messages over their number, in ``dtype``, and the decoded payload number
+    ``keep`` (or None). The same values as the host `mean_of`."""
+    staging = staging or Staging()
+    dtype = check_dtype(dtype)
+    codec = codec_of(op, like)
+    xp, runtime = get_xp(like), runtime_of(like)
+    if codec is None:
+        from ..comm.aggregate import mean_of as host_mean_of
+
+        mean, kept = host_mean_of(op, list(bufs), d, dtype, keep=keep)
+        return to_like(mean, like), (None if kept is None else to_like(kept, like))
+    parts = _bodies(op, bufs, d, dtype)
+    n = len(parts)
+    size = sum(_align(body.size) for _, body in parts)
+    host = staging.host(size + STATUS_BYTES * max(n, 1), runtime)
+    offsets, o = [], 0
+    for _, body in parts:
+        host[o : o + body.size] = body
+        offsets.append(o)
+        o += _align(body.size)
+    dev = staging.device(size + STATUS_BYTES * max(n, 1), xp)
+    runtime.copy_to_device(host[:size], dev[:size])
+    status = dev[size:].view(xp.int64)
+    status[...] = np.iinfo(np.int64).max
+    acc = xp.zeros(d, dtype=xp.float64)
+    kept = None
+    for i, ((extra, body), off) in enumerate(zip(parts, offsets)):
+        section = dev[off : off + body.size]
+        slots = status[2 * i : 2 * i + 2]
+        if i == keep:
+            kept = xp.empty(d, dtype=dtype)
+            codec.decode(op, extra, section, d, dtype, kept, False, slots)
+            acc += kept.astype(xp.float64)
+        else:
+            codec.decode(op, extra, section, d, dtype, acc, True, slots)
+    _check_status(op, status, runtime, staging, n)
+    mean = (acc / max(n, 1)).astype(dtype)
+    return mean, kept
+
+
+def decode(op, buf, d: int, dtype, like, staging: Staging | None = None):
+    """``op.decode(buf, d, dtype)`` of a host payload, on the device of ``like``. A payload
+    this rank encoded in the current exchange (``staging``) is decoded from the body still on
+    the device: no copy at all."""
+    from .cuda import new_status
+
+    codec = codec_of(op, like)
+    if codec is None:
+        return to_like(op.decode(buf, d, check_dtype(dtype)), like)
+    own = staging.device_body(buf) if staging is not None else None
+    if own is None:
+        return mean_of(op, [buf], d, dtype, like, keep=0, staging=staging)[1]
+    xp, dtype = get_xp(like), check_dtype(dtype)
+    out = xp.empty(d, dtype=dtype)
+    codec.decode(op, own[0], own[1], d, dtype, out, False, new_status(xp))  # our own kernels' bytes
+    return out
+
+
+def _check_status(op, status, runtime, staging: Staging, n: int) -> None:
+    host = staging.host(16 * max(n, 1), runtime)
+    runtime.copy_to_host(status, host)
+    slots = host.view(np.int64).reshape(-1, 2)
+    for i, (_, rejected) in enumerate(slots[:n]):
+        if rejected != np.iinfo(np.int64).max:
+            raise DecodeError(f"{op.spec()}: payload {i} is corrupted at coordinate {rejected} "
+                              "(decoded on the GPU)")

@@ -1,0 +1,1 @@
+"""``cupyx`` of the CuPy stand-in (see ``tests/standin/cupy``): only ``cupyx.scipy.sparse``."""
