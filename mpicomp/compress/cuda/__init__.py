@@ -18,10 +18,16 @@ is used.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
-from numba import config, cuda
+
+# every kernel runs on CuPy's current stream, after the CuPy work that produced its inputs: Numba
+# need not block the host on the producer's stream at each launch (it would by default)
+os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
+
+from numba import config, cuda  # noqa: E402  (after the setting above)
 
 #: threads per block of every launch
 THREADS = 256
