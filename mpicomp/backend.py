@@ -50,6 +50,27 @@ def import_cupy() -> ModuleType:
     return cupy
 
 
+def node_rank(mpi_comm) -> int:
+    """This rank's number among the ranks of its node (collective on ``mpi_comm``)."""
+    from mpi4py import MPI
+
+    local = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return local.Get_rank()
+    finally:
+        local.Free()
+
+
+def use_local_gpu(local_rank: int) -> int:
+    """Make GPU ``local_rank % count`` (of those CUDA_VISIBLE_DEVICES shows) CuPy's current
+    device, and Numba's, which attaches to it; returns its id. With as many ranks per node as
+    GPUs, each rank has its own; a launcher that gives each task one visible GPU also works."""
+    cp = import_cupy()
+    gpu = local_rank % cp.cuda.runtime.getDeviceCount()
+    cp.cuda.Device(gpu).use()
+    return gpu
+
+
 def is_gpu_array(x: Any) -> bool:
     """True if ``x`` is a CuPy array (checked without importing CuPy)."""
     cp = _cupy_if_loaded()
@@ -57,9 +78,12 @@ def is_gpu_array(x: Any) -> bool:
 
 
 def is_device_array(x: Any) -> bool:
-    """True for an array that is not a host NumPy array (CuPy, or another array API array)."""
-    return not isinstance(x, (np.ndarray, np.generic)) and hasattr(x, "dtype") and hasattr(
-        x, "shape")
+    """True for a CuPy array, or an array of another array API namespace (one whose type has
+    ``__array_namespace__``: ``array_api_strict``); False for NumPy and for array-likes that
+    are not arrays of a namespace (pandas, xarray, h5py datasets), which stay host data."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return False
+    return is_gpu_array(x) or hasattr(type(x), "__array_namespace__")
 
 
 def namespace(*arrays: Any) -> ModuleType:
@@ -94,6 +118,9 @@ class CupyRuntime:
         a.view(np.uint8).reshape(-1).get(out=out.view(np.uint8).reshape(-1))
 
     def copy_to_device(self, host: np.ndarray, out) -> None:
+        """``out[:] = host`` (bytes), asynchronously on the current stream: the kernels that
+        read ``out`` come after it, and ``host`` must not change until the stream has passed
+        it (the staging's next blocking read)."""
         out.view(np.uint8).reshape(-1).set(host.view(np.uint8).reshape(-1))
 
     def pinned_empty(self, nbytes: int) -> np.ndarray:

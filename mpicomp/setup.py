@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .algorithms import ALGORITHMS, LocalObjective
-from .backend import to_device
+from .backend import node_rank, to_device, use_local_gpu
 from .comm.communicator import Communicator
 from .comm.cuda_aware import check_gpu_aware
 from .config import Config
@@ -155,6 +155,8 @@ def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
     whether any rank was (collective; the solve is then skipped, and the resumed run solves).
     """
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
+    if cfg.device == "gpu":  # each rank of a node on its own GPU, round robin
+        agree(use_local_gpu, node_rank(mpi_comm))
     train, test, objective, L_mine = agree(local_objective, cfg, algorithm, rank, size)
     L_all = mpi_comm.allgather(L_mine)
     smoothness = None if any(v is None for v in L_all) else max(L_all)

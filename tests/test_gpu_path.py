@@ -108,27 +108,30 @@ def test_a_sparse_shard_on_the_gpu_stand_in_follows_its_cpu_run(tmp_path):
     np.testing.assert_array_equal(gpu.final_x, expected.final_x)
 
 
-def test_a_gpu_step_moves_only_payloads_between_host_and_device(tmp_path):
+@pytest.mark.parametrize("batch", [0, 8])
+def test_a_gpu_step_moves_only_payloads_between_host_and_device(tmp_path, batch):
     # DIANA, server topology, dither:p=inf,s=1 up and the exact mean down, d = 64 float64:
     # counts of 4 steps minus counts of 2 steps (no trace row in between) = 2 steps' copies
-    flags = ("--log-every", "1000")
+    flags = ("--log-every", "1000", "--batch", str(batch))
     _, short = standin_run(tmp_path, "short", "diana", 2, flags)
     _, long = standin_run(tmp_path, "long", "diana", 4, flags)
     per_step = [{k: (b[k] - a[k]) / 2 for k in a} for a, b in zip(short, long)]
     up_body = 8 + 64 * 2 // 8  # the norm ν, then 2 bits a coordinate
     down_body = 64 * 8  # identity: the mean's 64 float64
     status = 16
+    rows = (1, 8 * batch) if batch else (0, 0)  # a minibatch's indices go up, checked on the host
     worker = per_step[1]
     # down: its payload with the kernels' status (one copy) and the status of decoding the
     # broadcast mean; up: the mean's body. Its own message is decoded from the body the kernels
     # left on the device: no copy
     assert worker["d2h"] == 2 and worker["d2h_bytes"] == up_body + 2 * status
-    assert worker["h2d"] == 1 and worker["h2d_bytes"] == down_body
+    assert worker["h2d"] == 1 + rows[0] and worker["h2d_bytes"] == down_body + rows[1]
     root = per_step[0]
-    # the root also uploads both ranks' payloads (one copy) and decodes their mean (a status
-    # each), and encodes the downlink (its body and status down) before decoding it
-    assert root["d2h"] == 4 and root["d2h_bytes"] == up_body + down_body + 5 * status
-    assert root["h2d"] == 2 and root["h2d_bytes"] == 2 * up_body + down_body
+    # the root uploads both ranks' payloads (one copy), reads the status of their mean (a slot
+    # pair each), sends its downlink down with its status, and decodes that downlink where it
+    # encoded it
+    assert root["d2h"] == 3 and root["d2h_bytes"] == up_body + down_body + 4 * status
+    assert root["h2d"] == 1 + rows[0] and root["h2d_bytes"] == 2 * up_body + rows[1]
     for rank in per_step:
         assert rank["scalar_reads"] == 0 and rank["pinned_allocs"] == 0  # buffers are reused
 

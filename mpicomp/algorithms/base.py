@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..backend import is_device_array, namespace, to_like
+from ..backend import is_device_array, namespace
 from ..comm.agreement import NonFiniteInput
 from ..config import Setting
 
@@ -90,9 +90,7 @@ class LocalObjective:
         return self.weight * self.problem.loss(x)
 
     def grad(self, x, batch=None):
-        if batch is not None:
-            batch = to_like(batch, self.problem.b)
-        g = self.problem.grad(x, batch)
+        g = self.problem.grad(x, batch)  # host indices: checked there, then uploaded
         return g if self.weight == 1.0 else self.weight * g
 
     def smoothness(self) -> float | None:

@@ -14,12 +14,12 @@ import math
 
 import numpy as np
 
-from ..backend import namespace, to_host
+from ..backend import is_device_array, namespace, to_host
 from ..comm import graphs
-from ..comm.aggregate import buffer_of, decode_like, encode_finite
+from ..comm.aggregate import buffer_of, encode_finite
 from ..comm.agreement import finite_bits
 from ..comm.gossip import Gossip
-from ..compress import make_compressor
+from ..compress import device, make_compressor
 from ..compress.base import value_bits
 from ..compress.registry import check_lengths
 from ..config import Setting
@@ -276,6 +276,7 @@ class ChocoSGD(GossipAlgorithm):
         self.check_settings(gamma=gamma, tau=tau)
         self.compressor = make_compressor(op)
         self.gamma, self.tau = float(gamma), float(tau)
+        self.staging = device.Staging()  # payload buffers of device models
 
     @staticmethod
     def theory_tau(op, dim: int) -> float:
@@ -300,22 +301,29 @@ class ChocoSGD(GossipAlgorithm):
         x = copy_of(x0)
         return self.new_state(seeds, x=x, x_hat=zeros_like(x), mixed=zeros_like(x))
 
-    def received(self, buf, d: int, dtype, like) -> np.ndarray:
-        """A message's ``q = Q(·)/τ`` from its bytes (the sender applies the same to its own)."""
-        q = decode_like(self.compressor, buf, d, dtype, like)
-        return q if self.tau == 1.0 else q / self.tau
+    def received(self, bufs, d: int, dtype, like) -> list:
+        """The messages' ``q = Q(·)/τ`` from their bytes (the sender applies the same to its
+        own), where ``like`` lives: on a device, all decoded after one upload."""
+        if is_device_array(like):
+            qs = device.decode_each(self.compressor, bufs, [d] * len(bufs), dtype, like,
+                                    self.staging)
+        else:
+            qs = [self.compressor.decode(buf, d, dtype) for buf in bufs]
+        return qs if self.tau == 1.0 else [q / self.tau for q in qs]
 
     def advance(self, state: ChocoState) -> StepInfo:
         half, eta = self.half_step(state)
         d, dtype = half.size, half.dtype
-        payload, flags = encode_finite(self.compressor, half - state.x_hat, state.rng)
+        self.staging.begin()
+        payload, flags = encode_finite(self.compressor, half - state.x_hat, state.rng,
+                                       self.staging)
         nbytes = self.compressor.nbytes_max(d, dtype) if self.compressor.fixed_size else None
         got = self.gossip.exchange(buffer_of(payload), flags, nbytes)
         got[self.gossip.rank] = payload.buffer
         xp = namespace(half)
         change = xp.zeros(d, dtype=xp.float64, device=half.device)
-        for j in sorted(got):
-            q = self.received(got[j], d, dtype, half)
+        order = sorted(got)
+        for j, q in zip(order, self.received([got[j] for j in order], d, dtype, half)):
             change += self.gossip.row[j] * q
             if j == self.gossip.rank:
                 state.x_hat += q

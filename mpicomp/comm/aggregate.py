@@ -165,10 +165,12 @@ class Aggregator:
         self.staging = device.Staging()  # payload buffers of device vectors
         self.like = None  # the vector of the current reduce: where results live
 
-    def mean_of(self, op, payloads, d: int, dtype, keep: int | None = None):
-        """`mean_of` on the host, or on the device of the vector being reduced."""
+    def mean_of(self, op, payloads, d: int, dtype, keep: int | None = None, senders=None):
+        """`mean_of` on the host, or on the device of the vector being reduced (``senders``:
+        the ranks of the payloads, for a corrupted payload's message)."""
         if is_device_array(self.like):
-            return device.mean_of(op, payloads, d, dtype, self.like, keep, self.staging)
+            return device.mean_of(op, payloads, d, dtype, self.like, keep, self.staging,
+                                  senders)
         return mean_of(op, payloads, d, dtype, keep=keep, work=self.work)
 
     def encode(self, op, x, rng):
@@ -263,7 +265,7 @@ class ServerAggregator(Aggregator):
             senders = [r for r in range(c.size) if not (self.dedicated and r == self.root)]
             try:
                 mean = self.mean_of(self.compressor, [gathered[r] for r in senders], d,
-                                    dtype)[0]
+                                    dtype, senders=senders)[0]
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         self._pending = (flags, failure) if self.is_root else (0, None)
@@ -280,6 +282,9 @@ class ServerAggregator(Aggregator):
         before it, so a failure or NaN anywhere in the step is raised here on every rank."""
         op = self.down if op is None else make_compressor(op)
         dtype = check_dtype(dtype)
+        on_device = is_device_array(self.like)
+        if on_device:  # the gather's buffers are done with (its results are device arrays)
+            self.staging.begin()
         flags, failure = self._pending
         self._pending = (0, None)
         down = None
@@ -291,8 +296,9 @@ class ServerAggregator(Aggregator):
                 failure = failure_text(exc)
         nbytes = op.nbytes_max(d, dtype) if op.fixed_size else None
         received = self.comm.bcast_fixed(buffer_of(down), self.root, nbytes, flags, failure)
-        if is_device_array(self.like):
-            result = decode_like(op, received, d, dtype, self.like, self.staging, out)
+        if on_device:  # the root decodes the payload it encoded, still on the device
+            mine = down.buffer if down is not None else received
+            result = decode_like(op, mine, d, dtype, self.like, self.staging, out)
         else:
             result = op.decode(received, d, dtype, out=result_array(out, d, dtype))
         return result, (down.nbits if self.is_root else payload_bits(op, received, d, dtype))
@@ -317,8 +323,12 @@ class AllgatherAggregator(Aggregator):
             bufs = self.comm.allgather_fixed(buffer_of(payload), want, flags)
         # same buffers on every rank, so the same outcome (and the same error, if any) everywhere
         keep = self.comm.rank if own else None
-        mean, mine = self.mean_of(self.compressor, bufs, x.size, dtype, keep=keep)
+        mean, mine = self.mean_of(self.compressor, bufs, x.size, dtype, keep=keep,
+                                  senders=range(len(bufs)))
         if is_device_array(x):
+            if out is not None:
+                out[...] = mean
+                mean = out
             return Aggregate(mean, mine, payload.nbits, 0)
         result = result_array(out, x.size, dtype)
         result[...] = mean
@@ -374,7 +384,8 @@ class TwoPhaseAggregator(Aggregator):
                 if bad:
                     raise ValueError(f"chunk payload of {sizes[bad[0]]} bytes from rank {bad[0]}, "
                                      f"expected {want}")
-                chunk_mean = self.mean_of(self.compressor, received, hi - lo, dtype)[0]
+                chunk_mean = self.mean_of(self.compressor, received, hi - lo, dtype,
+                                          senders=range(c.size))[0]
                 down = (device.encode(self.down, chunk_mean, rng, self.staging)
                         if is_device_array(chunk_mean) else self.down.encode(chunk_mean, rng))
             except (ValueError, TypeError) as exc:
@@ -386,10 +397,12 @@ class TwoPhaseAggregator(Aggregator):
             bufs = c.allgatherv(buffer_of(down), flags=flags, failure=failure)
 
         def assemble():
-            if is_device_array(x):
-                return namespace(x).concat([
-                    decode_like(self.down, buf, int(b[q + 1] - b[q]), dtype, x, self.staging)
-                    for q, buf in enumerate(bufs)])
+            if is_device_array(x):  # one upload; this rank's chunk read where it was encoded
+                mine = [down.buffer if q == c.rank and down is not None else buf
+                        for q, buf in enumerate(bufs)]
+                whole = out if out is not None else namespace(x).empty_like(x)
+                return device.decode_each(self.down, mine, lengths, dtype, x, self.staging,
+                                          out=whole)
             result = result_array(out, x.size, dtype)
             for q, buf in enumerate(bufs):
                 self.down.decode(buf, int(b[q + 1] - b[q]), dtype, out=result[b[q] : b[q + 1]])
@@ -397,9 +410,13 @@ class TwoPhaseAggregator(Aggregator):
 
         mine = None
         if own:
-            parts = [decode_like(self.compressor, p.buffer, int(b[q + 1] - b[q]), dtype, x,
-                                 self.staging) for q, p in enumerate(payloads)]
-            mine = namespace(x).concat(parts) if is_device_array(x) else np.concatenate(parts)
+            if is_device_array(x):  # this rank's own payloads: decoded where they were encoded
+                mine = device.decode_each(self.compressor, [p.buffer for p in payloads],
+                                          lengths, dtype, x, self.staging,
+                                          out=namespace(x).empty_like(x))
+            else:
+                mine = np.concatenate([self.compressor.decode(p.buffer, int(n), dtype)
+                                       for p, n in zip(payloads, lengths)])
         down_bits = sum(payload_bits(self.down, buf, int(b[q + 1] - b[q]), dtype)
                         for q, buf in enumerate(bufs))
         return Aggregate(assemble(), mine, sum(p.nbits for p in payloads), down_bits)
@@ -455,6 +472,7 @@ class MajorityVote:
         self.planes = max(1, int(comm.size).bit_length())  # ⌈log₂(n+1)⌉
         self._mpi_op = None
         self._type = None
+        self.staging = device.Staging()  # sign payloads of device vectors
 
     def _negatives(self, bufs, d, dtype):
         """Per coordinate, how many of the sign payloads say negative (no float decode)."""
@@ -497,8 +515,9 @@ class MajorityVote:
     def _staged_vote(self, x, flags: int) -> Aggregate:
         """`vote` of a device vector: its sign payload packed on the device and staged; the
         vote, counted on the host, uploaded (d/8 bytes down, d values up)."""
+        self.staging.begin()
         try:
-            payload = device.encode(self.sign, x, None)
+            payload = device.encode(self.sign, x, None, self.staging)
         except NonFiniteVector:
             payload, flags = None, flags | NON_FINITE
         host = (np.zeros(x.size, dtype=x.dtype) if payload is None

@@ -16,9 +16,14 @@ def cuda_support() -> bool | None:
     (MPI must be initialised)."""
     from mpi4py import MPI
 
-    try:
-        query = ctypes.CDLL(MPI.__file__).MPIX_Query_cuda_support
-    except (OSError, AttributeError):
+    query = None
+    for library in (MPI.__file__, None):  # linked to mpi4py, or loaded into the process
+        try:
+            query = ctypes.CDLL(library).MPIX_Query_cuda_support
+            break
+        except (OSError, AttributeError):
+            continue
+    if query is None:
         return None
     query.restype = ctypes.c_int
     query.argtypes = []

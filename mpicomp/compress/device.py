@@ -144,88 +144,133 @@ def _raise_encode_failure(op, x, key: int, non_finite: int, rejected: int):
                      f"as {x.dtype}")
 
 
-def _bodies(op, bufs, d: int, dtype):
-    """(extra header bytes, body) of each host payload, headers and sizes checked."""
+def _bodies(op, bufs, lengths, dtype, staging: Staging):
+    """Per payload ``(extra header bytes, host body or None, device body or None)``: the
+    payloads this rank encoded in the current exchange keep their device body; the others'
+    headers and sizes are checked on the host."""
     from .base import check_body_size
 
     out = []
-    for buf in bufs:
+    for buf, d in zip(bufs, lengths):
+        own = staging.device_body(buf)
+        if own is not None:
+            out.append((own[0], None, own[1]))
+            continue
         extra, body = op.split(buf, d, dtype)
         try:
             check_body_size(body, op.body_bits(d, dtype))
             check_padding(body, op.body_bits(d, dtype))
         except DecodeError as exc:
             raise op._named(exc) from exc
-        out.append((extra, body))
+        out.append((extra, body, None))
     return out
 
 
+def _decode_all(op, codec, bufs, lengths, dtype, like, staging: Staging, write, senders=None):
+    """Decode host payloads on the device: the received bodies go up in one copy (payloads
+    this rank encoded are read where they are), ``write(i, extra, body, d, status)`` runs the
+    codec for payload ``i``, and the decoders' status comes back in one small copy (none when
+    every payload was this rank's own). ``senders`` name the payloads in errors (ranks)."""
+    xp, runtime = get_xp(like), runtime_of(like)
+    parts = _bodies(op, bufs, lengths, dtype, staging)
+    n = len(parts)
+    size = sum(_align(body.size) for _, body, _ in parts if body is not None)
+    host = staging.host(size, runtime) if size else None
+    dev = staging.device(size + STATUS_BYTES * max(n, 1), xp)
+    sections, o = [], 0
+    for _, body, on_device in parts:
+        if body is None:
+            sections.append(on_device)
+            continue
+        host[o : o + body.size] = body
+        sections.append(dev[o : o + body.size])
+        o += _align(body.size)
+    if size:
+        runtime.copy_to_device(host, dev[:size])
+    status = dev[size:].view(xp.int64)
+    status[...] = np.iinfo(np.int64).max
+    for i, ((extra, _, _), section, d) in enumerate(zip(parts, sections, lengths)):
+        write(i, extra, section, d, status[2 * i : 2 * i + 2])
+    if size:
+        _check_status(op, status, runtime, staging, n, senders)
+
+
 def mean_of(op, bufs, d: int, dtype, like, keep: int | None = None,
-            staging: Staging | None = None):
+            staging: Staging | None = None, senders=None):
     """``(mean, kept)`` of host payloads on the device of ``like``: the rank-order float64 sum
     of the decoded messages over their number, in ``dtype``, and the decoded payload number
-    ``keep`` (or None). The same values as the host `mean_of`."""
+    ``keep`` (or None). The same values as the host `mean_of`; one upload, one status read."""
     staging = staging or Staging()
     dtype = check_dtype(dtype)
     codec = codec_of(op, like)
-    xp, runtime = get_xp(like), runtime_of(like)
+    xp = get_xp(like)
+    bufs = list(bufs)
     if codec is None:
         from ..comm.aggregate import mean_of as host_mean_of
 
-        mean, kept = host_mean_of(op, list(bufs), d, dtype, keep=keep)
+        mean, kept = host_mean_of(op, bufs, d, dtype, keep=keep)
         return to_like(mean, like), (None if kept is None else to_like(kept, like))
-    parts = _bodies(op, bufs, d, dtype)
-    n = len(parts)
-    size = sum(_align(body.size) for _, body in parts)
-    host = staging.host(size + STATUS_BYTES * max(n, 1), runtime)
-    offsets, o = [], 0
-    for _, body in parts:
-        host[o : o + body.size] = body
-        offsets.append(o)
-        o += _align(body.size)
-    dev = staging.device(size + STATUS_BYTES * max(n, 1), xp)
-    runtime.copy_to_device(host[:size], dev[:size])
-    status = dev[size:].view(xp.int64)
-    status[...] = np.iinfo(np.int64).max
     acc = xp.zeros(d, dtype=xp.float64)
-    kept = None
-    for i, ((extra, body), off) in enumerate(zip(parts, offsets)):
-        section = dev[off : off + body.size]
-        slots = status[2 * i : 2 * i + 2]
+    kept = []
+
+    def write(i, extra, body, length, slots):
         if i == keep:
-            kept = xp.empty(d, dtype=dtype)
-            codec.decode(op, extra, section, d, dtype, kept, False, slots)
-            acc += kept.astype(xp.float64)
+            kept.append(xp.empty(length, dtype=dtype))
+            codec.decode(op, extra, body, length, dtype, kept[0], False, slots)
+            acc[...] += kept[0].astype(xp.float64)
         else:
-            codec.decode(op, extra, section, d, dtype, acc, True, slots)
-    _check_status(op, status, runtime, staging, n)
-    mean = (acc / max(n, 1)).astype(dtype)
-    return mean, kept
+            codec.decode(op, extra, body, length, dtype, acc, True, slots)
+
+    _decode_all(op, codec, bufs, [d] * len(bufs), dtype, like, staging, write, senders)
+    return (acc / max(len(bufs), 1)).astype(dtype), (kept[0] if kept else None)
+
+
+def decode_each(op, bufs, lengths, dtype, like, staging: Staging | None = None, out=None):
+    """``[op.decode(buf, d, dtype) for buf, d in zip(bufs, lengths)]`` on the device of
+    ``like``, with one upload and one status read; with ``out`` (a device vector of
+    ``sum(lengths)`` values) the decoded vectors are written one after the other into it, and
+    ``out`` is returned instead of the list."""
+    staging = staging or Staging()
+    dtype = check_dtype(dtype)
+    codec = codec_of(op, like)
+    xp = get_xp(like)
+    bufs, lengths = list(bufs), [int(n) for n in lengths]
+    if codec is None:
+        values = [to_like(op.decode(buf, n, dtype), like) for buf, n in zip(bufs, lengths)]
+    else:
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+        whole = out if out is not None else xp.empty(int(starts[-1]), dtype=dtype)
+        values = [whole[starts[i] : starts[i + 1]] for i in range(len(bufs))]
+
+        def write(i, extra, body, length, slots):
+            codec.decode(op, extra, body, length, dtype, values[i], False, slots)
+
+        _decode_all(op, codec, bufs, lengths, dtype, like, staging, write)
+        if out is not None:
+            return out
+    if out is not None:
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+        for i, v in enumerate(values):
+            out[starts[i] : starts[i + 1]] = v
+        return out
+    return values
 
 
 def decode(op, buf, d: int, dtype, like, staging: Staging | None = None):
     """``op.decode(buf, d, dtype)`` of a host payload, on the device of ``like``. A payload
     this rank encoded in the current exchange (``staging``) is decoded from the body still on
     the device: no copy at all."""
-    from .cuda import new_status
-
-    codec = codec_of(op, like)
-    if codec is None:
-        return to_like(op.decode(buf, d, check_dtype(dtype)), like)
-    own = staging.device_body(buf) if staging is not None else None
-    if own is None:
-        return mean_of(op, [buf], d, dtype, like, keep=0, staging=staging)[1]
-    xp, dtype = get_xp(like), check_dtype(dtype)
-    out = xp.empty(d, dtype=dtype)
-    codec.decode(op, own[0], own[1], d, dtype, out, False, new_status(xp))  # our own kernels' bytes
-    return out
+    return decode_each(op, [buf], [d], dtype, like, staging)[0]
 
 
-def _check_status(op, status, runtime, staging: Staging, n: int) -> None:
-    host = staging.host(16 * max(n, 1), runtime)
+def _check_status(op, status, runtime, staging: Staging, n: int, senders=None) -> None:
+    """Read the decoders' status back (one copy); a DecodeError naming the first corrupted
+    payload (its sender, when ``senders`` are given) and coordinate."""
+    host = staging.host(STATUS_BYTES * max(n, 1), runtime)
     runtime.copy_to_host(status, host)
     slots = host.view(np.int64).reshape(-1, 2)
     for i, (_, rejected) in enumerate(slots[:n]):
         if rejected != np.iinfo(np.int64).max:
-            raise DecodeError(f"{op.spec()}: payload {i} is corrupted at coordinate {rejected} "
+            who = f"the payload of rank {senders[i]}" if senders is not None else f"payload {i}"
+            raise DecodeError(f"{op.spec()}: {who} is corrupted at coordinate {rejected} "
                               "(decoded on the GPU)")

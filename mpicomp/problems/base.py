@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..backend import namespace, to_host, to_like
+from ..backend import is_device_array, namespace, to_host, to_like
 
 
 def dense_device(x):
@@ -280,9 +280,12 @@ class Problem(abc.ABC):
         return x
 
     def _check_batch(self, batch):
+        """``batch`` checked where it lives (host indices on the host, so a device shard costs
+        no scalar reads), then on the shard's device."""
         if batch is None:
             return None
-        xp = namespace(self.b)
+        on_host = not is_device_array(batch)
+        xp = np if on_host else namespace(batch)
         batch = xp.asarray(batch)
         if batch.ndim != 1 or batch.shape[0] == 0:
             raise ValueError(f"batch must be a non-empty 1-D index array, got shape {batch.shape}")
@@ -293,7 +296,7 @@ class Problem(abc.ABC):
             raise IndexError(
                 f"batch indices must lie in 0..{self.n_samples - 1}, got range {lo}..{hi}"
             )
-        return batch
+        return to_like(batch, self.b) if on_host else batch
 
     def _rows(self, rows):
         """``(A_rows, b_rows, count)`` for an index array, or the whole shard for None."""

@@ -18,16 +18,10 @@ is used.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
-
-# every kernel runs on CuPy's current stream, after the CuPy work that produced its inputs: Numba
-# need not block the host on the producer's stream at each launch (it would by default)
-os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
-
-from numba import config, cuda  # noqa: E402  (after the setting above)
+from numba import config, cuda
 
 #: threads per block of every launch
 THREADS = 256
@@ -42,11 +36,18 @@ SIMULATED = bool(config.ENABLE_CUDASIM)
 
 
 def kernel_array(a):
-    """The object a kernel is launched with for the device array ``a``: ``a`` itself, or what
-    a stand-in array offers through ``__mpicomp_kernel_array__`` (the test suite's strict CuPy
-    stand-in hands over its NumPy storage, for the simulator)."""
+    """The object a kernel is launched with for the argument ``a``: a CuPy array as a Numba
+    device array viewing its memory without synchronising its stream (every kernel runs on
+    CuPy's current stream, after the CuPy work that produced its inputs; Numba would otherwise
+    block the host on each launch); what a stand-in array offers through
+    ``__mpicomp_kernel_array__`` (the test suite's CuPy stand-in hands over its NumPy storage,
+    for the simulator); anything else as it is."""
     unwrap = getattr(a, "__mpicomp_kernel_array__", None)
-    return a if unwrap is None else unwrap()
+    if unwrap is not None:
+        return unwrap()
+    if not SIMULATED and hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a, sync=False)
+    return a
 
 
 def _stream():
