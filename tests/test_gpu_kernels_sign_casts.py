@@ -345,8 +345,14 @@ def test_corrupted_body_rejected_on_decode(spec, dtype):
     bad_buf = np.concatenate([buf[: buf.size - body.size], bad])
     with pytest.raises(DecodeError):
         op.decode(bad_buf, d, dtype)
+    assert_rejected_on_the_device(op, extra, bad, d, dtype, first)
+
+
+def assert_rejected_on_the_device(op, extra, body, d, dtype, first):
+    """Decoding ``body`` on the device, plain and accumulating, reports REJECTED at
+    coordinate ``first`` and nothing as non-finite."""
     for accumulate, out in ((False, np.empty(d, dtype)), (True, np.zeros(d))):
-        status = gpu_decode(op, extra, bad, d, dtype, out, accumulate)
+        status = gpu_decode(op, extra, body, d, dtype, out, accumulate)
         assert status[REJECTED] == first
         assert status[NON_FINITE] == NONE
 
@@ -392,10 +398,7 @@ def test_corrupted_randk_rejected_on_decode(spec, d, damage, dtype):
     header = HEADER.pack(MAGIC, op.code, DTYPE_CODES[np.dtype(dtype)], 0, d) + extra
     with pytest.raises(DecodeError):
         op.decode(np.concatenate([np.frombuffer(header, np.uint8), body]), d, dtype)
-    for accumulate, out in ((False, np.empty(d, dtype)), (True, np.zeros(d))):
-        status = gpu_decode(op, extra, body, d, dtype, out, accumulate)
-        assert status[REJECTED] == first
-        assert status[NON_FINITE] == NONE
+    assert_rejected_on_the_device(op, extra, body, d, dtype, first)
 
 
 # --- scaled sign: the device scales ----------------------------------------------------------

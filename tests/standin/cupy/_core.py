@@ -503,7 +503,7 @@ for _name in _ARRAY_METHODS:
 
 
 def _binary(name: str):
-    op = getattr(operator, name)
+    op = divmod if name == "divmod" else getattr(operator, name)
 
     def forward(self, other):
         o = _operand(other)
@@ -541,18 +541,7 @@ for _name in ("lt", "le", "eq", "ne", "gt", "ge"):
     setattr(ndarray, f"__{_name}__", _binary(_name)[0])
 
 
-def _divmod(self, other):
-    o = _operand(other)
-    return NotImplemented if o is NotImplemented else wrap(divmod(self._a, o))
-
-
-def _rdivmod(self, other):
-    o = _operand(other)
-    return NotImplemented if o is NotImplemented else wrap(divmod(o, self._a))
-
-
-ndarray.__divmod__ = _divmod
-ndarray.__rdivmod__ = _rdivmod
+ndarray.__divmod__, ndarray.__rdivmod__ = _binary("divmod")
 ndarray.__hash__ = None
 
 for _name in ("neg", "pos", "abs", "invert"):
