@@ -12,7 +12,10 @@ them on the CPU for the tests. They never synchronise and never copy to the host
 meets a value it must reject records the first such coordinate in a device ``status`` array
 (`STATUS_FIELDS`) with an atomic minimum, and the caller reads it when it stages the payload.
 
-Importing this package imports ``numba.cuda``; nothing in mpicomp does so unless the device path
+Kernels are compiled on first use and cached on disk (``cache=True``: in ``__pycache__`` beside
+these modules, or Numba's user cache directory where that is read-only), once per compute
+capability, so a run's ranks compile only the first time. Importing this package imports
+``numba.cuda``; nothing in mpicomp does so unless the device path
 is used.
 """
 

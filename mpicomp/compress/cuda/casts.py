@@ -109,7 +109,7 @@ def all_ones(field, ebits, mbits):
 
 
 # --- kernels ---------------------------------------------------------------------------------
-@cuda.jit
+@cuda.jit(cache=True)
 def _scan_finite(x, status):
     """``status[NON_FINITE]`` ← the first coordinate of ``x`` that is NaN/Inf."""
     j = cuda.grid(1)
@@ -117,7 +117,7 @@ def _scan_finite(x, status):
         cuda.atomic.min(status, NON_FINITE, j)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _identity_encode(x, xbits, out, status):
     """``out[j] = xbits[j]`` (the value's bit pattern); NaN/Inf → ``NON_FINITE``."""
     j = cuda.grid(1)
@@ -127,7 +127,7 @@ def _identity_encode(x, xbits, out, status):
             cuda.atomic.min(status, NON_FINITE, j)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _copy_checked(values, out, accumulate, status):
     """``out[j] (+)= values[j]``; a NaN/Inf value → ``REJECTED``."""
     j = cuda.grid(1)
@@ -138,7 +138,7 @@ def _copy_checked(values, out, accumulate, status):
         store(out, j, v, accumulate)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _fp16_encode(x, xbits, src_e, src_m, out, status):
     """IEEE half bit patterns of ``x`` (round to nearest even); NaN/Inf → ``NON_FINITE``,
     |x| > 65504 → ``REJECTED``."""
@@ -153,7 +153,7 @@ def _fp16_encode(x, xbits, src_e, src_m, out, status):
         out[j] = uint16(half & uint64(0xFFFF))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bf16_encode(x, xbits, src_e, src_m, out, status):
     """bfloat16 bit patterns: ``x`` rounded to float32, then its top 16 bits rounded to
     nearest even (`cast.BF16`); NaN/Inf → ``NON_FINITE``, rounding past the largest bfloat16
@@ -170,7 +170,7 @@ def _bf16_encode(x, xbits, src_e, src_m, out, status):
         out[j] = uint16(rounded & uint64(0xFFFF))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _decode_halfwords(words, ebits, mbits, out, accumulate, status):
     """``out[j] (+)=`` the value of the 16-bit float pattern ``words[j]`` (half: 5/10,
     bfloat16: 8/7 exponent/mantissa bits); NaN/Inf → ``REJECTED``."""
@@ -206,7 +206,7 @@ def _natural_field(xbits, key, ebits, mbits, j, owner, status):
     return field & ((uint64(1) << uint64(ebits + 1)) - uint64(1))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _natural_pack(xbits, key, ebits, mbits, out, status):
     """Byte ``i`` of the packed C_nat fields (``1 + ebits`` bits each) of ``xbits``;
     NaN/Inf → ``NON_FINITE``, rounding up to the all-ones exponent → ``REJECTED``."""
@@ -221,7 +221,7 @@ def _natural_pack(xbits, key, ebits, mbits, out, status):
         out[i] = byte
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _natural_unpack(buf, ebits, out, accumulate, status):
     """``out[j] (+)= ±2^(e − bias)`` (0 for e = 0) of C_nat field ``j``; an all-ones exponent
     → ``REJECTED``."""
@@ -233,7 +233,7 @@ def _natural_unpack(buf, ebits, out, accumulate, status):
         store(out, j, widen(field, ebits, 0), accumulate)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _randk_gather(x, xbits, idx, scale, single, values, status):
     """``values[t] = xbits[idx[t]]`` (the kept values' bit patterns); a finite kept value whose
     ``× scale`` overflows the payload dtype → ``REJECTED`` at its coordinate."""
@@ -246,7 +246,7 @@ def _randk_gather(x, xbits, idx, scale, single, values, status):
             cuda.atomic.min(status, REJECTED, j)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _pack_index_fields(idx, width, out):
     """Byte ``i`` of the sorted indices ``idx`` packed in ``width``-bit fields."""
     i = cuda.grid(1)
@@ -272,7 +272,7 @@ def _lower_bound(idx, j):
     return lo
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _pack_index_bitmap(idx, d, out):
     """Byte ``i`` of the ``d``-bit bitmap of the sorted indices ``idx``."""
     i = cuda.grid(1)
@@ -286,7 +286,7 @@ def _pack_index_bitmap(idx, d, out):
         out[i] = byte
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _read_index_fields(section, width, d, idx, status):
     """``idx[t]`` = packed index ``t``; one that does not exceed its predecessor or is not below
     ``d`` (a corrupted section) → ``REJECTED`` at its position ``t``."""
@@ -309,7 +309,7 @@ def _kept_value(values, t, j, scale, single, status):
     return r
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _randk_expand(idx, values, scale, single, out, accumulate, status):
     """``out[j] (+)=`` kept value × ``scale`` where ``j`` is in the sorted ``idx``, else 0.0
     (``+= 0.0`` too, exactly as adding a decoded dense vector does)."""
@@ -322,7 +322,7 @@ def _randk_expand(idx, values, scale, single, out, accumulate, status):
         store(out, j, r, accumulate)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bitmap_counts(section, d, counts):
     """``counts[i]`` = set bits of bitmap byte ``i`` among the ``d`` coordinates."""
     i = cuda.grid(1)
@@ -333,7 +333,7 @@ def _bitmap_counts(section, d, counts):
         counts[i] = cuda.popc(byte)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bitmap_expand(section, counts, prefix, values, scale, single, out, accumulate, status):
     """`_randk_expand` for a bitmap section: coordinate ``j``'s bit set → kept value number
     (set bits before it), from ``prefix`` (inclusive running sum of ``counts``). More or fewer

@@ -135,7 +135,7 @@ def natural_field(v, inv, s, word, sign_bit):
     return uint32(level)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _encode_levels(x, nu, clipping, bound, bound_cast, block, s, natural, key, width, body,
                    status):
     """One body byte of a dithering payload: a byte of the norms ``nu``, or of the packed
@@ -174,7 +174,7 @@ def _encode_levels(x, nu, clipping, bound, bound_cast, block, s, natural, key, w
     body[i] = byte
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _decode_levels(body, blocks, itemsize, block, s, width, natural, out, accumulate, round32,
                    status):
     """``out[j]`` (``+=`` when ``accumulate``) = ``±f(ℓ)·unit`` of coordinate j's field, f(ℓ) = ℓ
@@ -319,7 +319,7 @@ def grid_field(v, low, high, top, stochastic, word):
     return uint32(t)  # truncation is ⌊t⌋ here
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _encode_uniform(x, lo, hi, block, top, stochastic, key, width, body, status):
     """One body byte of a uniform payload: a byte of the interleaved block ends ``lo``/``hi``
     (float64, sent in ``x``'s dtype), or of the packed grid levels. NaN/Inf input →
@@ -346,7 +346,7 @@ def _encode_uniform(x, lo, hi, block, top, stochastic, key, width, body, status)
     body[i] = byte
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _decode_uniform(body, blocks, itemsize, block, top, width, out, accumulate, round32, status):
     """``out[j]`` (``+=`` when ``accumulate``) = ``lo·(1 − f) + hi·f``, ``f = level/top``
     (`numba_kernels.uniform_values`). ``REJECTED`` at: block ends that are not finite or not

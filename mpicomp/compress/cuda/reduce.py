@@ -70,7 +70,7 @@ def _fold(acc, t, use_max):
 
 
 # --- sums and maxima ---------------------------------------------------------------------------
-@cuda.jit
+@cuda.jit(cache=True)
 def _reduce_sequential(src, block, mode, use_max, clipping, center, bound, bound_cast, out):
     """``out[b]`` = the fold of block ``b``'s terms, one thread a block, in index order."""
     b = cuda.grid(1)
@@ -82,7 +82,7 @@ def _reduce_sequential(src, block, mode, use_max, clipping, center, bound, bound
         out[b] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _reduce_tree(src, block, chunk, parts, mode, use_max, clipping, center, bound, bound_cast,
                  out):
     """``out[g]`` = the fold of part ``g % parts`` (``chunk`` values) of block ``g // parts``:
@@ -108,7 +108,7 @@ def _reduce_tree(src, block, chunk, parts, mode, use_max, clipping, center, boun
         out[g] = shared[0]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _per_count(values, block, d, root):
     """``values[b] /= (values in block b)``, then the square root when ``root``."""
     b = cuda.grid(1)
@@ -117,7 +117,7 @@ def _per_count(values, block, d, root):
         values[b] = math.sqrt(v) if root else v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sqrt(values):
     """``values[b] = √values[b]``."""
     b = cuda.grid(1)
@@ -231,7 +231,7 @@ def _scan_extremes(x, from_x, lo, lo_at, hi, hi_at, start, stop, step, low, low_
     return low, low_at, high, high_at
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _extremes_sequential(x, from_x, lo, lo_at, hi, hi_at, n, block, out_lo, out_lo_at, out_hi,
                          out_hi_at):
     """Per block of ``block`` candidates (of ``n``): the lowest and highest, one thread a block,
@@ -246,7 +246,7 @@ def _extremes_sequential(x, from_x, lo, lo_at, hi, hi_at, n, block, out_lo, out_
         out_lo[b], out_lo_at[b], out_hi[b], out_hi_at[b] = low, low_at, high, high_at
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _extremes_tree(x, from_x, lo, lo_at, hi, hi_at, n, block, chunk, parts, out_lo, out_lo_at,
                    out_hi, out_hi_at):
     """The lowest and highest candidate of part ``g % parts`` of block ``g // parts`` into
@@ -311,7 +311,7 @@ def block_extremes(x, block: int, xp):
 
 
 # --- block scalars in the payload dtype --------------------------------------------------------
-@cuda.jit
+@cuda.jit(cache=True)
 def _round_up(values, out):
     """``out[i]`` = float64 ``values[i]`` cast to ``out``'s dtype, the next value up where the
     cast rounded down (only float32 can); above the dtype's range: inf."""
@@ -334,7 +334,7 @@ def round_up(values, dtype, xp):
     return out
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _clip_bounds(sigma, clip, bound, bound_cast):
     """``bound = clip·σ`` per block, and the bound cast to the payload dtype."""
     b = cuda.grid(1)

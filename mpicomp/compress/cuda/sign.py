@@ -21,7 +21,7 @@ from . import NON_FINITE, REJECTED, launch
 from .codec import DeviceCodec, register
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sign_pack(x, head, body, status):
     """Byte ``i`` of ``head ‖ sign bits of x``; NaN/Inf in ``x`` → ``NON_FINITE``."""
     i = cuda.grid(1)
@@ -41,7 +41,7 @@ def _sign_pack(x, head, body, status):
             body[i] = byte
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sign_unpack(bits, scales, block, out, accumulate, status):
     """``out[j] (+)= −s if bit j else s`` with ``s = scales[j // block]`` (1 when ``scales`` is
     empty: `Sign`); a NaN/Inf or negative scale → ``REJECTED`` at its block's first coordinate.
@@ -61,7 +61,7 @@ def _sign_unpack(bits, scales, block, out, accumulate, status):
             out[j] = v
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _block_means(l1, rescaled, largest, block, d, out):
     """``out[b]`` = mean |x_B| as `block_mean_abs` forms it from the block's ℓ1 norm ``l1[b]``,
     or, where that overflowed, from the ℓ1 norm ``rescaled[b]`` of x_B·2⁻⁶⁴, capped at
