@@ -3,14 +3,17 @@
 For an operator with a `DeviceCodec` (every fixed-size operator but top-k), `encode` runs the
 kernels on the device vector and copies the body, with the kernels' status slots, to a reused
 host buffer in one transfer, where the header is written: the payload is byte for byte the
-CPU's for the same input, key and block scales. `mean_of` and `decode` take host payloads (as
-MPI delivers them), check their headers on the host, upload all bodies in one transfer and
-decode (and sum) them on the device; the decoders' status comes back in one small transfer.
-Operators without a codec (variable-size coders, top-k, compositions) are encoded and decoded
-on the host: their vectors are staged explicitly (`to_host`, `to_like`).
+CPU's for the same input, key and block scales. `mean_of`, `decode_each` and `decode` take
+host payloads (as MPI delivers them), check their headers on the host, upload all bodies in one
+transfer and decode (and sum) them on the device; the decoders' status comes back in one small
+transfer. A payload this rank encoded in the same exchange (its `Staging`) is decoded from the
+body still on the device. Operators without a codec (variable-size coders, top-k, compositions)
+are encoded and decoded on the host: their vectors are staged explicitly (`to_host`,
+`to_like`).
 
 Per call, then: one device→host copy to encode; one host→device copy and one small
-device→host copy (the status) to decode. Nothing else crosses the bus.
+device→host copy (the status) to decode received payloads, none for one's own. Nothing else
+crosses the bus.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Staging:
         self.encoded: dict[int, tuple] = {}
 
     def begin(self) -> None:
+        """Start an exchange: the buffers of the last one are handed out again."""
         self._used.clear()
         self.encoded.clear()
 
@@ -86,7 +90,6 @@ class Staging:
 
     def device(self, nbytes: int, xp):
         return self._next(("device", nbytes), lambda: xp.empty(nbytes, dtype=xp.uint8))
-
 
 
 def codec_of(op, like):
