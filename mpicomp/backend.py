@@ -206,22 +206,3 @@ def to_device(x: np.ndarray, device: str) -> Any:
     """Move a host array to ``device`` ("cpu" returns it unchanged)."""
     xp = get_xp(device=device)
     return x if xp is np else xp.asarray(x)
-
-
-def synchronize(x: Any = None) -> None:
-    """Wait for the current CUDA stream (no-op on the CPU or when CuPy is not loaded)."""
-    if x is not None and is_device_array(x):
-        runtime_of(x).synchronize()
-        return
-    cp = _cupy_if_loaded()
-    if x is None and cp is not None:
-        (getattr(cp, "__mpicomp_runtime__", None) or CupyRuntime(cp)).synchronize()
-
-
-def host_buffer(x: Any, gpu_aware: bool = False) -> Any:
-    """The buffer to hand to MPI: a host copy of a device array (staged explicitly), or the
-    host array itself. ``gpu_aware`` is accepted for the callers that pass it; device buffers
-    are always staged (see `mpicomp.comm.cuda_aware`)."""
-    if is_device_array(x):
-        return to_host(x)
-    return x

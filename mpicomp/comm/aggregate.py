@@ -71,16 +71,19 @@ class Aggregate:
     bits_down: int
 
 
+def encode_on(op: Compressor, x, rng, staging: device.Staging | None = None) -> Payload:
+    """``op.encode(x, rng)`` where ``x`` lives: a device ``x`` is encoded on the device and its
+    payload staged to host memory (`mpicomp.compress.device.encode`)."""
+    return device.encode(op, x, rng, staging) if is_device_array(x) else op.encode(x, rng)
+
+
 def encode_finite(op: Compressor, x, rng,
                   staging: device.Staging | None = None) -> tuple[Payload | None, int]:
     """``(op.encode(x, rng), 0)``, or ``(None, NON_FINITE)`` when ``x`` has NaN or Inf (there is
     nothing to encode; the exchange then tells every rank). The operator's own finiteness
-    check decides, so ``x`` is scanned once. A device ``x`` is encoded on the device and its
-    payload staged to host memory (`mpicomp.compress.device.encode`)."""
+    check decides, so ``x`` is scanned once (`encode_on`: on the device for a device ``x``)."""
     try:
-        if is_device_array(x):
-            return device.encode(op, x, rng, staging), 0
-        return op.encode(x, rng), 0
+        return encode_on(op, x, rng, staging), 0
     except NonFiniteVector:
         return None, NON_FINITE
 
@@ -290,8 +293,7 @@ class ServerAggregator(Aggregator):
         down = None
         if self.is_root and failure is None and not flags & NON_FINITE:
             try:
-                down = (device.encode(op, vector, rng, self.staging) if is_device_array(vector)
-                        else op.encode(vector, rng))
+                down = encode_on(op, vector, rng, self.staging)
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         nbytes = op.nbytes_max(d, dtype) if op.fixed_size else None
@@ -386,8 +388,7 @@ class TwoPhaseAggregator(Aggregator):
                                      f"expected {want}")
                 chunk_mean = self.mean_of(self.compressor, received, hi - lo, dtype,
                                           senders=range(c.size))[0]
-                down = (device.encode(self.down, chunk_mean, rng, self.staging)
-                        if is_device_array(chunk_mean) else self.down.encode(chunk_mean, rng))
+                down = encode_on(self.down, chunk_mean, rng, self.staging)
             except (ValueError, TypeError) as exc:
                 failure = failure_text(exc)
         if self.down.fixed_size:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import get_xp, host_buffer
+from ..backend import to_host
 from .agreement import FAILED
 from .fused import FusedCollectives, PayloadSizeError
 from .netmodel import NetworkModel, make_network_model
@@ -87,8 +87,9 @@ class Communicator(FusedCollectives):
         Profile for simulated time (``"1gbe"``, ``"10gbe"``, ``"100gib"``,
         ``"custom:alpha=…,beta=…"``); without one, ``model_seconds`` stays 0.
     gpu_aware : bool
-        Hand CuPy buffers straight to MPI (CUDA-aware MPI); otherwise they are staged through
-        host memory after the stream is synchronised.
+        The run asked for a CUDA-aware MPI (``--gpu-aware``, checked by
+        `mpicomp.comm.cuda_aware`). MPI is handed host buffers either way: a device array
+        given to a collective is copied to the host first (`mpicomp.backend.to_host`).
     """
 
     def __init__(self, mpi_comm, network: str | NetworkModel | None = None,
@@ -121,14 +122,14 @@ class Communicator(FusedCollectives):
         return getattr(self.network, kind)(*args) if self.network else 0.0
 
     def _bytes(self, buf) -> np.ndarray:
-        buf = host_buffer(buf, self.gpu_aware)
+        buf = to_host(buf)
         if buf.dtype != np.uint8 or buf.ndim != 1:
             raise TypeError(f"byte collectives take flat uint8 buffers, got {buf.dtype}{buf.shape}")
         return buf
 
-    def _empty(self, n: int, like) -> np.ndarray:
-        xp = get_xp(like) if self.gpu_aware else np
-        return xp.empty(n, dtype=np.uint8)
+    @staticmethod
+    def _empty(n: int) -> np.ndarray:
+        return np.empty(n, dtype=np.uint8)
 
     def sizes(self, nbytes: int, flags: int | None = None,
               failure: str | None = None) -> np.ndarray:
@@ -173,7 +174,7 @@ class Communicator(FusedCollectives):
         sizes = self.sizes(buf.size, flags, failure)
         self.check_sizes(sizes, expected, "allgatherv")
         displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        recv = self._empty(int(sizes.sum()), buf)
+        recv = self._empty(int(sizes.sum()))
         if self.size == 1:
             recv[:] = buf
         elif (sizes == sizes[0]).all():
@@ -194,7 +195,7 @@ class Communicator(FusedCollectives):
         self.check_sizes(sizes, expected, "gatherv")
         displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         is_root = self.rank == root
-        recv = self._empty(int(sizes.sum()), buf) if is_root else None
+        recv = self._empty(int(sizes.sum())) if is_root else None
         if self.size == 1:
             recv[:] = buf
         else:
@@ -214,7 +215,7 @@ class Communicator(FusedCollectives):
             buf = self._bytes(buf)
         n = np.array([buf.size if is_root else 0], np.int64)
         self.mpi_comm.Bcast([n, self.MPI.INT64_T], root=root)
-        out = buf if is_root else self._empty(int(n[0]), buf)
+        out = buf if is_root else self._empty(int(n[0]))
         if self.size > 1:
             self.mpi_comm.Bcast([out, self.MPI.BYTE], root=root)
         m = int(n[0])
@@ -246,7 +247,7 @@ class Communicator(FusedCollectives):
         sdispl = np.concatenate([[0], np.cumsum(send_sizes)[:-1]])
         rdispl = np.concatenate([[0], np.cumsum(recv_sizes)[:-1]])
         send = np.concatenate(bufs) if bufs else np.empty(0, np.uint8)
-        recv = self._empty(int(recv_sizes.sum()), send)
+        recv = self._empty(int(recv_sizes.sum()))
         self.mpi_comm.Alltoallv([send, send_sizes, sdispl, self.MPI.BYTE],
                                 [recv, recv_sizes, rdispl, self.MPI.BYTE])
         me = self.rank
@@ -272,7 +273,7 @@ class Communicator(FusedCollectives):
             graph_comm.Neighbor_allgather([np.array([buf.size], np.int64), self.MPI.INT64_T],
                                           [sizes, self.MPI.INT64_T])
         displs = np.cumsum(sizes) - sizes  # also right for a rank without in-neighbours
-        recv = self._empty(int(sizes.sum()), buf)
+        recv = self._empty(int(sizes.sum()))
         graph_comm.Neighbor_allgatherv([buf, self.MPI.BYTE], [recv, sizes, displs, self.MPI.BYTE])
         self._record("neighbor_allgatherv", t0, buf.size * len(destinations), int(sizes.sum()),
                      self._model("neighbor", len(destinations),
@@ -285,8 +286,8 @@ class Communicator(FusedCollectives):
         ``datatype``); counted as a ring allreduce moves it (``counted``: the bytes that are
         payload, when the array also carries control words)."""
         t0 = time.perf_counter()
-        array = host_buffer(array, self.gpu_aware)
-        out = get_xp(array).empty_like(array) if self.gpu_aware else np.empty_like(array)
+        array = to_host(array)
+        out = np.empty_like(array)
         op = op or self.MPI.SUM
         if datatype is None:
             self.mpi_comm.Allreduce(array, out, op=op)

@@ -58,9 +58,14 @@ class Payload:
         return int(self.buffer.nbytes)
 
 
+def numpy_dtype(dtype) -> np.dtype:
+    """``dtype`` as a NumPy dtype (``array_api_strict``'s dtypes wrap NumPy's)."""
+    return np.dtype(getattr(dtype, "_np_dtype", dtype))
+
+
 def check_dtype(dtype) -> np.dtype:
     """Return ``dtype`` as a NumPy dtype if it is float32 or float64, else raise TypeError."""
-    dt = np.dtype(getattr(dtype, "_np_dtype", dtype))  # array_api_strict wraps NumPy's
+    dt = numpy_dtype(dtype)
     if dt not in DTYPE_CODES:
         raise TypeError(f"unsupported dtype {dt}: compressors take float32 or float64 vectors")
     return dt
@@ -372,4 +377,4 @@ def n_blocks(d: int, block: int) -> int:
 
 def value_bits(dtype) -> int:
     """Bits of one transmitted scalar (norms, kept values): the input's own precision."""
-    return 8 * np.dtype(getattr(dtype, "_np_dtype", dtype)).itemsize
+    return 8 * numpy_dtype(dtype).itemsize

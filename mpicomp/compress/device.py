@@ -169,7 +169,7 @@ def _bodies(op, bufs, lengths, dtype, staging: Staging):
     return out
 
 
-def _decode_all(op, codec, bufs, lengths, dtype, like, staging: Staging, write, senders=None):
+def _decode_all(op, bufs, lengths, dtype, like, staging: Staging, write, senders=None):
     """Decode host payloads on the device: the received bodies go up in one copy (payloads
     this rank encoded are read where they are), ``write(i, extra, body, d, status)`` runs the
     codec for payload ``i``, and the decoders' status comes back in one small copy (none when
@@ -224,7 +224,7 @@ def mean_of(op, bufs, d: int, dtype, like, keep: int | None = None,
         else:
             codec.decode(op, extra, body, length, dtype, acc, True, slots)
 
-    _decode_all(op, codec, bufs, [d] * len(bufs), dtype, like, staging, write, senders)
+    _decode_all(op, bufs, [d] * len(bufs), dtype, like, staging, write, senders)
     return (acc / max(len(bufs), 1)).astype(dtype), (kept[0] if kept else None)
 
 
@@ -236,27 +236,23 @@ def decode_each(op, bufs, lengths, dtype, like, staging: Staging | None = None, 
     staging = staging or Staging()
     dtype = check_dtype(dtype)
     codec = codec_of(op, like)
-    xp = get_xp(like)
     bufs, lengths = list(bufs), [int(n) for n in lengths]
-    if codec is None:
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    if codec is None:  # decoded on the host, each vector uploaded
         values = [to_like(op.decode(buf, n, dtype), like) for buf, n in zip(bufs, lengths)]
-    else:
-        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
-        whole = out if out is not None else xp.empty(int(starts[-1]), dtype=dtype)
-        values = [whole[starts[i] : starts[i + 1]] for i in range(len(bufs))]
-
-        def write(i, extra, body, length, slots):
-            codec.decode(op, extra, body, length, dtype, values[i], False, slots)
-
-        _decode_all(op, codec, bufs, lengths, dtype, like, staging, write)
-        if out is not None:
-            return out
-    if out is not None:
-        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+        if out is None:
+            return values
         for i, v in enumerate(values):
             out[starts[i] : starts[i + 1]] = v
         return out
-    return values
+    whole = out if out is not None else get_xp(like).empty(int(starts[-1]), dtype=dtype)
+    values = [whole[starts[i] : starts[i + 1]] for i in range(len(bufs))]
+
+    def write(i, extra, body, length, slots):
+        codec.decode(op, extra, body, length, dtype, values[i], False, slots)
+
+    _decode_all(op, bufs, lengths, dtype, like, staging, write)
+    return whole if out is not None else values
 
 
 def decode(op, buf, d: int, dtype, like, staging: Staging | None = None):

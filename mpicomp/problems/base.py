@@ -53,9 +53,7 @@ def vdot(xp, a, b):
 def host_data(A):
     """``A`` as the host (NumPy or SciPy) matrix a one-time host computation needs; sparse
     matrices pass as they are (`spectral` copies ``cupyx.scipy.sparse`` itself)."""
-    if _is_sparse(A) or isinstance(A, np.ndarray):
-        return A
-    return to_host(A)
+    return A if _is_sparse(A) else to_host(A)
 
 
 def _is_sparse(A) -> bool:
