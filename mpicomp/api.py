@@ -61,7 +61,7 @@ def local_objective(comm, data, problem: str = "logistic", *, l1: float = 0.0, l
         driver loads it (``seed``, ``groups = size``, the problem's synthetic kind and labels).
     problem : str
         A name of `mpicomp.problems.PROBLEMS` (``"logistic"``, ``"least_squares"``, ``"lasso"``,
-        ``"softmax"``, ``"mlp"``).
+        ``"softmax"``, ``"mlp"``, ``"nn"``).
     l1, l2 : float
         Regularisation weights (the command line's defaults).
     shard : {"contiguous", "random", "label"}
@@ -69,7 +69,8 @@ def local_objective(comm, data, problem: str = "logistic", *, l1: float = 0.0, l
     seed : int
         Seed of a random split and of a data spec.
     **options
-        Further problem options (``hidden`` for the MLP); ``n_classes`` defaults to the data's.
+        Further problem options (``hidden`` for the MLP; ``model``, ``augment``, ``seed`` for
+        ``"nn"``); ``n_classes`` and a network's ``image_shape`` default to the data's.
 
     Returns
     -------
@@ -90,8 +91,11 @@ def local_objective(comm, data, problem: str = "logistic", *, l1: float = 0.0, l
         libsvm = ({"task": LIBSVM_TASK[problem]}
                   if spec.startswith("libsvm:") and problem in LIBSVM_TASK else {})
         data = load(spec, seed=seed, groups=comm.size, **libsvm)
-    if problem in ("softmax", "mlp"):
+    if problem in ("softmax", "mlp", "nn"):
         options.setdefault("n_classes", data.n_classes)
+    if problem == "nn":  # a PyTorch model (`mpicomp.nn.NeuralNetwork`) of the data's images
+        options.setdefault("image_shape", getattr(data, "image_shape", None)
+                           or (1, 1, data.A.shape[1]))
     mine = take_shard(data, comm.rank, comm.size, how=shard, seed=seed)
     local = make_problem(problem, mine.A, mine.y, l1=l1, l2=l2, **options)
     return LocalObjective(local, comm.size * mine.n_samples / data.n_samples)

@@ -47,9 +47,10 @@ def checkpoint_path(trace_path: str | os.PathLike[str]) -> Path:
     return p.with_suffix(".ckpt.h5") if p.suffix == ".h5" else p.with_name(p.name + ".ckpt.h5")
 
 
-def state_record(state: Any) -> dict:
-    """A State dataclass as ``{name: (kind, value)}`` with kind array, generator or scalar."""
-    record = {}
+def state_record(state: Any, extra: dict | None = None) -> dict:
+    """A State dataclass as ``{name: (kind, value)}`` with kind array, generator or scalar,
+    plus the host arrays ``extra`` (the problem's own state, e.g. batch-norm statistics)."""
+    record = {name: ("array", np.asarray(value)) for name, value in (extra or {}).items()}
     for field in dataclasses.fields(state):
         value = getattr(state, field.name)
         if isinstance(value, np.random.Generator):
@@ -67,11 +68,12 @@ def state_record(state: Any) -> dict:
     return record
 
 
-def state_spec(state: Any) -> dict:
-    """What a checkpoint must hold for ``state``: ``{name: (kind, detail)}`` with detail the
-    array's ``(shape, dtype)``, the generator's bit generator, or None for a scalar."""
+def state_spec(state: Any, extra: dict | None = None) -> dict:
+    """What a checkpoint must hold for ``state`` (and ``extra``, see `state_record`):
+    ``{name: (kind, detail)}`` with detail the array's ``(shape, dtype)``, the generator's bit
+    generator, or None for a scalar."""
     spec = {}
-    for name, (kind, value) in state_record(state).items():
+    for name, (kind, value) in state_record(state, extra).items():
         if kind == "array":
             spec[name] = (kind, (tuple(value.shape), value.dtype.str))
         elif kind == "generator":
@@ -286,10 +288,12 @@ def read_resume_meta(path, cfg, algorithm: str, size: int) -> dict:
     return meta
 
 
-def save_gathered(comm, agree, path, state, counters: dict, meta) -> None:
-    """Gather every rank's State and counters; rank 0 writes them with the root attributes
-    ``meta()`` (collective; the write is agreed, so a full disk fails every rank)."""
-    gathered = comm.gather((state_record(state), counters), root=0)
+def save_gathered(comm, agree, path, state, counters: dict, meta,
+                  extra: dict | None = None) -> None:
+    """Gather every rank's State, ``extra`` arrays (`state_record`) and counters; rank 0 writes
+    them with the root attributes ``meta()`` (collective; the write is agreed, so a full disk
+    fails every rank)."""
+    gathered = comm.gather((state_record(state, extra), counters), root=0)
 
     def write():
         if comm.Get_rank() == 0:
@@ -298,11 +302,13 @@ def save_gathered(comm, agree, path, state, counters: dict, meta) -> None:
     agree(write)
 
 
-def load_scattered(comm, agree, path, fresh, counter_names: Sequence[str]) -> tuple[dict, dict]:
+def load_scattered(comm, agree, path, fresh, counter_names: Sequence[str],
+                   extra: dict | None = None) -> tuple[dict, dict]:
     """``(this rank's state record, its counters)`` from the checkpoint (collective): rank 0
     reads every rank's State, checked against the shapes, dtypes and generators of ``fresh`` —
-    each rank's newly initialised State — before anything is allocated from the file."""
-    specs = comm.gather(state_spec(fresh), root=0)
+    each rank's newly initialised State — and of its ``extra`` arrays before anything is
+    allocated from the file."""
+    specs = comm.gather(state_spec(fresh, extra), root=0)
 
     def read():
         if comm.Get_rank() == 0:

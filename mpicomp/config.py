@@ -201,7 +201,7 @@ def _valid_downlink(spec: str) -> None:
 #: settings every app has (the algorithm adds its own, see ``Algorithm.settings``)
 COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("problem", "text", "logistic", "loss over the local shard",
-            choices=("least_squares", "lasso", "logistic", "mlp", "softmax")),
+            choices=("least_squares", "lasso", "logistic", "mlp", "softmax", "nn")),
     Setting("data", "text", "synthetic",
             "data set: synthetic[:KIND][,key=value...] (keys n, d, h, seed, groups, density, "
             "noise, classes), breast_cancer, digits, digits:binary, libsvm:PATH"),
@@ -226,6 +226,11 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("l1", "float", 0.0, "ℓ1 weight λ1 (applied by the prox)", low=0.0),
     Setting("l2", "float", 1e-3, "ℓ2 weight λ2", low=0.0),
     Setting("hidden", "int", 32, "hidden units (problem=mlp)", low=1),
+    Setting("model", "text", "lenet", "problem=nn: the PyTorch model, mlp, lenet, resnet20, "
+            "resnet18, or package.module:function (called with image_shape, n_classes)"),
+    Setting("augment", "bool", False, "problem=nn: random crops and flips of training images"),
+    Setting("per_layer", "bool", False, "problem=nn: compress each parameter tensor on its own "
+            "(the operator's blocks are the model's layers)"),
     Setting("seed", "int", 0, "seed of data, sampling and compression", low=0),
     Setting("dtype", "text", "float64", "precision of the model and messages",
             choices=("float64", "float32")),
@@ -290,6 +295,9 @@ class Config:
     l1: float
     l2: float
     hidden: int
+    model: str
+    augment: bool
+    per_layer: bool
     seed: int
     dtype: str
     trace: str

@@ -165,7 +165,7 @@ class Recorder:
         x = np.asarray(to_host(algo.model(state)), dtype=np.float64)  # a log row's copy
         extra = algo.metrics(state, x)
         on_device = to_like(x, obj.problem.b)  # the shard's device: the model goes back there
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), obj.problem.evaluation():  # leaves training state be
             local = np.concatenate([[obj.loss(on_device)],
                                     to_host(obj.grad(on_device))]).astype(np.float64)
         total = np.empty_like(local)

@@ -111,8 +111,11 @@ class Run:
                               rank_generators(cfg.seed, self.size, self.rank))
             recorder.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
             if cfg.resume:  # the fresh State is the template the checkpoint must match
+                problem = algo.objective.problem
+                extra = problem.checkpoint_arrays()
                 record, saved = load_scattered(self.mpi_comm, self.agree, self.ckpt_path, state,
-                                               COUNTER_NAMES)
+                                               COUNTER_NAMES, extra)
+                problem.restore_arrays({name: record[name][1] for name in extra})
                 state, recorder.counters = self.agree(lambda: (
                     restore_state(algo.state_type, record, state),
                     Counters.restored(saved, algo.comm)))
@@ -170,11 +173,13 @@ class Run:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, algo, state) -> None:
-        """Every rank's State and counters into the checkpoint beside the trace (collective)."""
+        """Every rank's State, its problem's own arrays (batch-norm statistics) and counters into
+        the checkpoint beside the trace (collective)."""
         recorder = self.recorder
         save_gathered(self.mpi_comm, self.agree, self.ckpt_path, state,
                       recorder.counters.saved(algo.comm),
-                      lambda: recorder.checkpoint_meta(state.step))
+                      lambda: recorder.checkpoint_meta(state.step),
+                      algo.objective.problem.checkpoint_arrays())
         self.agree(recorder.note_checkpoint, self.ckpt_path, state.step)
 
     def stop(self, algo, state) -> int:

@@ -23,9 +23,11 @@ from .config import Config
 from .limits import check_dimension, check_fits
 
 SYNTHETIC_KIND = {"logistic": "logistic", "least_squares": "least_squares",
-                  "lasso": "least_squares", "softmax": "multiclass", "mlp": "multiclass"}
+                  "lasso": "least_squares", "softmax": "multiclass", "mlp": "multiclass",
+                  "nn": "multiclass"}
 LIBSVM_TASK = {"logistic": "binary", "least_squares": "regression", "lasso": "regression",
-               "softmax": "multiclass", "mlp": "multiclass"}
+               "softmax": "multiclass", "mlp": "multiclass", "nn": "multiclass"}
+CLASSIFIERS = ("softmax", "mlp", "nn")
 
 
 def data_spec(cfg: Config) -> str:
@@ -65,11 +67,25 @@ def load_data(cfg: Config, size: int):
 
 def problem_options(cfg: Config, train) -> dict:
     options = {"l1": cfg.l1, "l2": cfg.l2}
-    if cfg.problem in ("softmax", "mlp"):
+    if cfg.problem in CLASSIFIERS:
         options["n_classes"] = train.n_classes
     if cfg.problem == "mlp":
         options["hidden"] = cfg.hidden
+    if cfg.problem == "nn":  # data without an image shape is one row of pixels
+        options.update(model=cfg.model, augment=cfg.augment, seed=cfg.seed,
+                       image_shape=getattr(train, "image_shape", None) or (1, 1, train.A.shape[1]))
     return options
+
+
+def limit_torch_threads(size: int) -> None:
+    """One PyTorch thread a rank when several ranks share a node (unless OMP_NUM_THREADS says
+    otherwise), as for NumPy's kernels: threads beyond the cores slow every rank down."""
+    import os
+
+    import torch
+
+    if size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
 
 
 def _as_dtype(A, dtype):
@@ -124,10 +140,14 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     check_dimension(f"the data set {train.name}", dim)
     check_fits(f"--batch {cfg.batch}", cfg.batch * (_row_bytes(train.A) + 16))  # + index, loss
     mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
+    if cfg.problem == "nn":
+        limit_torch_threads(size)
     A = _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device)
     local = make_problem(cfg.problem, A,
                          _on_device(mine.y, cfg.device), **problem_options(cfg, train))
-    if test is not None:  # the held-out problem, on the host, in float64
+    if test is not None and cfg.problem == "nn":  # the same network (its batch-norm statistics)
+        test = local.with_data(test.A, test.y)
+    elif test is not None:  # the held-out problem, on the host, in float64
         test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, train))
     objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
     return train, test, objective, objective.smoothness()
@@ -136,11 +156,11 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
 def reference_point(cfg: Config, train, should_stop: Callable[[], bool]) -> tuple:
     """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only): also when
     ``should_stop()`` turns true during the solve (a stop request; the resumed run solves)."""
-    from .problems import ReferenceInterrupted, make_problem, reference_optimum
+    from .problems import ReferenceInterrupted, is_convex, make_problem, reference_optimum
 
-    whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
-    if not (cfg.reference and whole.convex):
+    if not (cfg.reference and is_convex(cfg.problem)):
         return None, math.nan
+    whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
     try:
         return reference_optimum(whole, warn=False, should_stop=should_stop)
     except ReferenceInterrupted:

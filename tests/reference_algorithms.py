@@ -22,10 +22,14 @@ from mpicomp.problems.data import shard
 class Workers:
     """Shards, problems, weights ``n·m_r/N`` and generators of ``n`` simulated workers."""
 
-    def __init__(self, dataset, n, problem="logistic", seed=0, l1=0.0, l2=0.0):
+    def __init__(self, dataset, n, problem="logistic", seed=0, l1=0.0, l2=0.0, seed_model=None,
+                 **options):
         self.n = n
         self.shards = [shard(dataset, r, n) for r in range(n)]
-        self.problems = [make_problem(problem, s.A, s.y, l1=l1, l2=l2) for s in self.shards]
+        if seed_model is not None:  # a network's initial weights (its problem's ``seed``)
+            options["seed"] = seed_model
+        self.problems = [make_problem(problem, s.A, s.y, l1=l1, l2=l2, **options)
+                         for s in self.shards]
         self.weights = [n * s.n_samples / dataset.n_samples for s in self.shards]
         self.rngs = [rank_generators(seed, n, r) for r in range(n)]
         self.l1 = l1
@@ -33,7 +37,7 @@ class Workers:
     def gradient(self, r, x, batch):
         p = self.problems[r]
         rows = None if batch == 0 else self.rngs[r][1].integers(0, p.n_samples, size=batch)
-        g = p.grad(x, rows)
+        g = p.grad(x, rows).copy()  # a network's gradient is its buffer, reused next call
         return g if self.weights[r] == 1.0 else self.weights[r] * g
 
     def prox(self, z, step):

@@ -89,8 +89,13 @@ class LocalObjective:
     def loss(self, x) -> float:
         return self.weight * self.problem.loss(x)
 
-    def grad(self, x, batch=None):
-        g = self.problem.grad(x, batch)  # host indices: checked there, then uploaded
+    def grad(self, x, batch=None, rng: np.random.Generator | None = None):
+        """``∇(w_i f_i)(x)``; ``rng`` (the rank's sampling generator) goes to a problem that
+        draws per batch (a neural network's data augmentation)."""
+        if rng is None or not getattr(self.problem, "augment", False):
+            g = self.problem.grad(x, batch)  # host indices: checked there, then uploaded
+        else:
+            g = self.problem.grad(x, batch, rng=rng)
         return g if self.weight == 1.0 else self.weight * g
 
     def smoothness(self) -> float | None:
@@ -218,7 +223,7 @@ class Algorithm:
         if self.batch <= 0:
             return self.objective.grad(state.x)
         rows = state.sample_rng.integers(0, self.objective.n_samples, size=self.batch)
-        return self.objective.grad(state.x, rows)
+        return self.objective.grad(state.x, rows, rng=state.sample_rng)
 
     def local_gradient(self, state):
         """`gradient` in the dtype of ``state.x`` (its finiteness is agreed by the exchange

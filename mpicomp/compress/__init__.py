@@ -5,6 +5,8 @@
 """
 
 from .base import Compressor, DecodeError, Payload
+from .layered import PerLayer, per_layer
 from .registry import OPERATORS, make_compressor, parameters
 
-__all__ = ["Compressor", "DecodeError", "Payload", "OPERATORS", "make_compressor", "parameters"]
+__all__ = ["Compressor", "DecodeError", "Payload", "OPERATORS", "make_compressor", "parameters",
+           "PerLayer", "per_layer"]

@@ -17,6 +17,7 @@ as CSR) or a ``cupyx.scipy.sparse`` matrix.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import numbers
 from typing import Any
@@ -262,6 +263,19 @@ class Problem(abc.ABC):
         """A starting ``x⁰``: zeros for the convex problems (subclasses may do better)."""
         xp = namespace(self.b)
         return xp.zeros(self.dim, dtype=xp_dtype(xp, dtype), device=dense_device(self.b))
+
+    def evaluation(self):
+        """A context in which the loss and gradient may be evaluated without changing the
+        problem's own state (a trace row); nothing to guard here, see `NeuralNetwork`."""
+        return contextlib.nullcontext()
+
+    def checkpoint_arrays(self) -> dict:
+        """Arrays of the problem's own state that a checkpoint saves (none here)."""
+        return {}
+
+    def restore_arrays(self, arrays: dict) -> None:
+        """Restore what `checkpoint_arrays` returned."""
+        return None
 
     def __repr__(self) -> str:
         kind = "sparse" if _is_sparse(self.A) else "dense"

@@ -1,13 +1,24 @@
 """Data sets: LIBSVM files, bundled real data, synthetic generators; sharding and test splits.
 
-Nothing here downloads anything. Three sources, all reached through `load` (the ``--data`` flag):
+Nothing here downloads anything. Four sources, all reached through `load` (the ``--data`` flag):
 
 ``libsvm:PATH``
     A LIBSVM / svmlight file the user points to (see `mpicomp.problems.libsvm` for the format
     and errors). Everything after the first ``:`` is the path, so it may contain ``:`` or ``,``.
 ``breast_cancer``, ``digits``, ``digits:binary``
     The real data sets shipped inside scikit-learn (``pip install scikit-learn``; imported only
-    when one of them is asked for). Features are standardised (see `standardize`).
+    when one of them is asked for). Features are standardised (see `standardize`). The digits
+    are 8×8 images: ``image_shape=(1, 8, 8)``.
+``mnist:DIR[,n=N]``, ``cifar10:DIR[,n=N]``
+    Image files the user has downloaded into the directory ``DIR`` (see `mpicomp.problems.images`
+    for the files, formats and errors): MNIST's four idx files (plain or gzipped), CIFAR-10's
+    python-version batches. Pixels become float32 ``(x/255 − mean)/std`` per channel with the
+    usual constants (not `standardize`); ``image_shape`` is ``(1, 28, 28)`` / ``(3, 32, 32)``;
+    labels ``0..9`` (multiclass). ``n=N`` keeps the first ``N`` training samples (quick runs).
+    The directory is everything after the ``:`` up to the first ``,n=`` (blanks allowed around
+    ``n``), so it may contain ``:`` and ``,`` but not ``,n=``; ``dir=DIR`` may also be written.
+    `load` gives the official training set; `load_split` gives the official ``(train, test)``
+    pair (the test files, not a share of the training set).
 ``synthetic[:KIND][,key=value...]``
     Generated from a planted model; ``KIND`` is ``logistic`` (default), ``least_squares`` or
     ``multiclass``. See `make_synthetic` for the keys and for what the heterogeneity knob ``h``
@@ -28,24 +39,28 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import re
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..spec_strings import Form, parse_spec
+from ..spec_strings import Form, check_keys, parse_spec, parse_value, spec_items
+from . import images
 from .libsvm import read_libsvm
 
 TASKS = ("binary", "multiclass", "regression")
 SHARDINGS = ("contiguous", "shuffled", "label")
 SYNTHETIC_KINDS = ("logistic", "least_squares", "multiclass")
 BUNDLED = ("breast_cancer", "digits", "digits:binary")
+IMAGE_SETS = ("mnist", "cifar10")
+IMAGE_KEYS = ("n",)
 DENSE_THRESHOLD = 0.25
 
 _SPEC_HELP = (
     "valid data specs: 'synthetic[:logistic|least_squares|multiclass][,key=value...]' "
     "(keys: n, d, h, seed, groups, density, noise, classes), 'breast_cancer', 'digits', "
-    "'digits:binary', 'libsvm:PATH'"
+    "'digits:binary', 'libsvm:PATH', 'mnist:DIR[,n=N]', 'cifar10:DIR[,n=N]'"
 )
 
 
@@ -58,8 +73,9 @@ class Dataset:
 
     Attributes
     ----------
-    A : numpy.ndarray (float64, 2-D) or scipy.sparse.csr_matrix
-        One sample per row.
+    A : numpy.ndarray (2-D) or scipy.sparse.csr_matrix
+        One sample per row; float64, except float32 for the image sets ``mnist`` and
+        ``cifar10``.
     y : numpy.ndarray
         ``task="binary"``: float64 in ``{-1, +1}``; ``"multiclass"``: int64 in ``0..C−1``;
         ``"regression"``: float64.
@@ -70,6 +86,10 @@ class Dataset:
     meta : dict
         Extras: ``x_true`` (planted model of synthetic data), ``classes`` (original label value of
         each class of a LIBSVM file), ``indices`` (rows of the parent set a shard or split took).
+    image_shape : tuple of 3 ints, optional
+        ``(channels, height, width)`` when each row is an image flattened C-major (row-major of
+        that shape, so ``A[i].reshape(image_shape)`` is image ``i``); their product is the number
+        of columns. None for data that are no images.
     """
 
     A: Any
@@ -77,6 +97,7 @@ class Dataset:
     name: str
     task: str
     meta: dict = dataclasses.field(default_factory=dict)
+    image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if sp.issparse(self.A):
@@ -100,6 +121,25 @@ class Dataset:
         if self.task == "multiclass" and self.y.size and (
                 self.y.dtype.kind not in "iu" or self.y.min() < 0):
             raise ValueError(f"Dataset {self.name!r}: multiclass labels must be integers 0..C-1")
+        if self.image_shape is not None:
+            self.image_shape = self._checked_image_shape(self.image_shape)
+
+    def _checked_image_shape(self, shape) -> tuple[int, int, int]:
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            dims = ()
+        if len(dims) != 3 or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+                for v in dims):
+            raise ValueError(f"Dataset {self.name!r}: image_shape must be 3 integers >= 1 "
+                             f"(channels, height, width), got {shape!r}")
+        dims = tuple(int(v) for v in dims)
+        if dims[0] * dims[1] * dims[2] != self.A.shape[1]:
+            raise ValueError(f"Dataset {self.name!r}: image_shape {dims} holds "
+                             f"{dims[0] * dims[1] * dims[2]} values but A has {self.A.shape[1]} "
+                             "columns")
+        return dims
 
     @property
     def n_samples(self) -> int:
@@ -128,7 +168,8 @@ class Dataset:
         meta = dict(self.meta)
         parent = meta.get("indices")
         meta["indices"] = rows if parent is None else np.asarray(parent)[rows]
-        return Dataset(self.A[rows], self.y[rows], name or self.name, self.task, meta)
+        return Dataset(self.A[rows], self.y[rows], name or self.name, self.task, meta,
+                       self.image_shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,13 +230,17 @@ def shard(dataset: Dataset, rank: int, size: int, how: str = "contiguous",
     return dataset.take(rows, f"{dataset.name}[shard {rank}/{size} {how}]")
 
 
+def _check_fraction(test_fraction) -> None:
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
+            0.0 < test_fraction < 1.0):
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+
+
 def train_test_split(dataset: Dataset, test_fraction: float,
                      seed: int = 0) -> tuple[Dataset, Dataset]:
     """Split into ``(train, test)``: ``round(test_fraction · n)`` rows drawn with
     ``default_rng(seed)`` go to test; both keep the original row order."""
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not (
-            0.0 < test_fraction < 1.0):
-        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    _check_fraction(test_fraction)
     n = dataset.n_samples
     n_test = int(round(test_fraction * n))
     if not 1 <= n_test <= n - 1:
@@ -310,11 +355,15 @@ def _sklearn_datasets():
     return skd
 
 
+DIGITS_SHAPE = (1, 8, 8)
+
+
 def load_bundled(name: str) -> Dataset:
     """A real data set bundled with scikit-learn, **not** standardised (`load` does that).
 
     ``breast_cancer``: 569 × 30, binary, ``+1`` = benign, ``−1`` = malignant.
-    ``digits``: 1797 × 64 (8×8 pixel intensities 0..16), multiclass ``0..9``.
+    ``digits``: 1797 × 64 (8×8 pixel intensities 0..16, ``image_shape=(1, 8, 8)``), multiclass
+    ``0..9``.
     ``digits:binary``: the same images, ``+1`` = even digit, ``−1`` = odd.
     """
     if name not in BUNDLED:
@@ -326,8 +375,78 @@ def load_bundled(name: str) -> Dataset:
     X, t = skd.load_digits(return_X_y=True)
     X = np.asarray(X, dtype=np.float64)
     if name == "digits":
-        return Dataset(X, np.asarray(t, dtype=np.int64), name, "multiclass", {"n_classes": 10})
-    return Dataset(X, np.where(t % 2 == 0, 1.0, -1.0), name, "binary")
+        return Dataset(X, np.asarray(t, dtype=np.int64), name, "multiclass", {"n_classes": 10},
+                       image_shape=DIGITS_SHAPE)
+    return Dataset(X, np.where(t % 2 == 0, 1.0, -1.0), name, "binary",
+                   image_shape=DIGITS_SHAPE)
+
+
+# --------------------------------------------------------------------------------------------
+# Image files (MNIST, CIFAR-10)
+# --------------------------------------------------------------------------------------------
+_IMAGE_READERS = {
+    "mnist": (images.read_mnist, images.MNIST_SHAPE, images.MNIST_MEAN, images.MNIST_STD),
+    "cifar10": (images.read_cifar10, images.CIFAR10_SHAPE, images.CIFAR10_MEAN,
+                images.CIFAR10_STD),
+}
+
+
+def load_images(name: str, directory: str | os.PathLike[str], part: str = "train",
+                n: int | None = None) -> Dataset:
+    """An image data set from the files in ``directory`` (`mpicomp.problems.images`).
+
+    Parameters
+    ----------
+    name : {"mnist", "cifar10"}
+    directory : path-like
+        MNIST: the four idx files; CIFAR-10: the python-version batches (or their parent).
+    part : {"train", "test"}
+        The official training or test set of the files.
+    n : int, optional
+        Keep the first ``n`` samples.
+
+    Returns
+    -------
+    Dataset
+        ``A`` float32 ``N × (C·H·W)``, normalised per channel as ``(x/255 − mean)/std``;
+        ``y`` int64 ``0..9``; task ``"multiclass"``; ``image_shape`` ``(1, 28, 28)`` (MNIST) or
+        ``(3, 32, 32)`` (CIFAR-10); name ``name``; ``meta`` records ``n_classes`` (10), the
+        ``directory``, the ``part``, the normalisation ``mean`` and ``std`` and ``n`` (when
+        given).
+    """
+    if name not in _IMAGE_READERS:
+        raise ValueError(f"unknown image data set {name!r}: choose one of {', '.join(IMAGE_SETS)}")
+    reader, shape, mean, std = _IMAGE_READERS[name]
+    X, y = reader(directory, part, n)
+    meta: dict = {"n_classes": images.N_CLASSES, "directory": os.fspath(directory),
+                  "part": part, "mean": mean, "std": std}
+    if n is not None:
+        meta["n"] = int(n)
+    return Dataset(X, y, name, "multiclass", meta, image_shape=shape)
+
+
+_IMAGE_KEY_START = re.compile(r",\s*(?:" + "|".join(map(re.escape, IMAGE_KEYS)) + r")\s*=")
+
+
+def _parse_image_spec(name: str, text: str, spec: str) -> tuple[str, dict]:
+    """``(directory, keywords)`` of the text after ``mnist:`` / ``cifar10:``: the directory is
+    everything up to the first ``,KEY=`` of a key in `IMAGE_KEYS`; the items after it are
+    ``key=value`` pairs of those keys."""
+    match = _IMAGE_KEY_START.search(text)
+    directory, rest = (text, "") if match is None else (text[:match.start()], text[match.start():])
+    directory = directory.strip()
+    if not directory:
+        raise ValueError(f"{name}:DIR needs a directory after '{name}:', got {spec!r}; "
+                         f"{_SPEC_HELP}")
+    keywords: dict = {}
+    for key, value in spec_items(f"data set {name}", rest):
+        check_keys("data set", name, [key], IMAGE_KEYS, noun="key", hint=_SPEC_HELP)
+        if key in keywords:
+            raise ValueError(f"data spec {spec!r}: key {key!r} is given twice")
+        keywords[key] = parse_value(value)
+    if "n" in keywords:
+        keywords["n"] = _check_int(keywords["n"], "n", 1)
+    return directory, keywords
 
 
 # --------------------------------------------------------------------------------------------
@@ -503,9 +622,13 @@ DATA_FORMS: dict[str, Form] = {
     "breast_cancer": Form(),
     "digits": Form(head="variant", head_choices=("binary",)),
     "libsvm": Form(rest="path", required=("path",)),
+    "mnist": Form(rest="dir", required=("dir",)),
+    "cifar10": Form(rest="dir", required=("dir",)),
 }
 """The data spec grammar (`mpicomp.spec_strings`): ``synthetic[:KIND][,key=value...]`` (the
-kind is a bare first item), ``breast_cancer``, ``digits[:binary]``, ``libsvm:PATH``."""
+kind is a bare first item), ``breast_cancer``, ``digits[:binary]``, ``libsvm:PATH``,
+``mnist:DIR[,n=N]``, ``cifar10:DIR[,n=N]`` (the ``rest`` after the ``:`` is split into the
+directory and its keys by `_parse_image_spec`)."""
 
 
 def _parse_synthetic(params: dict) -> tuple[str, dict]:
@@ -525,9 +648,14 @@ def _parse_synthetic(params: dict) -> tuple[str, dict]:
 # --------------------------------------------------------------------------------------------
 # The spec front door
 # --------------------------------------------------------------------------------------------
-def _load_raw(spec: str, seed: int | None, groups: int | None,
-              libsvm_options: dict) -> tuple[Dataset, bool]:
-    """The data set named by ``spec`` and whether it is standardised by default."""
+def _load_raw(spec: str, seed: int | None, groups: int | None, libsvm_options: dict,
+              official_test: bool = False) -> tuple[Dataset, bool, Dataset | None]:
+    """``(data set, standardised by default?, official test set)`` named by ``spec``.
+
+    The data set is the whole set, or the official training set of a source that has an
+    official split (the image sets). Its test set is read only when ``official_test`` is true;
+    it is None otherwise and for sources without one.
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"data spec must be a non-empty string, got {spec!r}; {_SPEC_HELP}")
     spec = spec.strip()
@@ -535,7 +663,12 @@ def _load_raw(spec: str, seed: int | None, groups: int | None,
     if libsvm_options and name != "libsvm":
         raise TypeError(f"options {sorted(libsvm_options)} apply to libsvm:PATH only, not {spec!r}")
     if name == "libsvm":
-        return load_libsvm(params["path"], **libsvm_options), False
+        return load_libsvm(params["path"], **libsvm_options), False, None
+    if name in IMAGE_SETS:
+        directory, keywords = _parse_image_spec(name, params["dir"], spec)
+        train = load_images(name, directory, "train", keywords.get("n"))
+        test = load_images(name, directory, "test") if official_test else None
+        return train, False, test
     if name == "synthetic":
         kind, keywords = _parse_synthetic(params)
         if seed is not None:
@@ -544,8 +677,8 @@ def _load_raw(spec: str, seed: int | None, groups: int | None,
             keywords.setdefault("groups", groups)
         ds = make_synthetic(kind, **keywords)
         ds.name = spec if params else f"synthetic:{kind}"
-        return ds, False
-    return load_bundled(f"{name}:{params['variant']}" if params else name), True
+        return ds, False, None
+    return load_bundled(f"{name}:{params['variant']}" if params else name), True, None
 
 
 def load(spec: str, *, seed: int | None = None, groups: int | None = None,
@@ -557,16 +690,19 @@ def load(spec: str, *, seed: int | None = None, groups: int | None = None,
     spec : str
         ``"synthetic"``, ``"synthetic:KIND,key=value,..."`` (keys ``n``, ``d``, ``h``, ``seed``,
         ``groups``, ``density``, ``noise``, ``classes``; see `make_synthetic`),
-        ``"breast_cancer"``, ``"digits"``, ``"digits:binary"``, ``"libsvm:PATH"``.
+        ``"breast_cancer"``, ``"digits"``, ``"digits:binary"``, ``"libsvm:PATH"``,
+        ``"mnist:DIR[,n=N]"``, ``"cifar10:DIR[,n=N]"`` (the official training set; see
+        `load_images`).
     seed, groups : int, optional
         Defaults for the synthetic keys of the same name (what the spec says wins); the driver
         passes its ``--seed`` and the world size. Ignored by the other sources.
     standardize_features : bool, optional
-        Standardise columns (`standardize`). Default: yes for the bundled sets, no otherwise.
+        Standardise columns (`standardize`). Default: yes for the bundled sets, no otherwise
+        (the image sets come normalised per channel).
     **libsvm_options
         ``n_features``, ``zero_based``, ``task``, ``dense`` for `load_libsvm`.
     """
-    ds, default_std = _load_raw(spec, seed, groups, libsvm_options)
+    ds, default_std, _ = _load_raw(spec, seed, groups, libsvm_options)
     if default_std if standardize_features is None else standardize_features:
         (ds,) = standardize(ds)
     return ds
@@ -577,16 +713,28 @@ def load_split(spec: str, test_fraction: float, *, split_seed: int = 0,
                standardize_features: bool | None = None,
                **libsvm_options) -> tuple[Dataset, Dataset]:
     """``(train, test)`` for ``spec``: `train_test_split` with ``split_seed``, then (where
-    standardised) statistics from the training part applied to both."""
-    ds, default_std = _load_raw(spec, seed, groups, libsvm_options)
-    train, test = train_test_split(ds, test_fraction, split_seed)
+    standardised) statistics from the training part applied to both.
+
+    The image sets (``mnist:DIR``, ``cifar10:DIR``) have an official split: they return the
+    training set of their files (its first ``n`` samples with ``n=N``) and their whole test
+    set, named ``NAME[train]`` and ``NAME[test]``. ``test_fraction`` (still checked to be in
+    (0, 1)) then only switches the held-out evaluation on, and ``split_seed`` is unused.
+    """
+    ds, default_std, official = _load_raw(spec, seed, groups, libsvm_options,
+                                          official_test=True)
+    if official is None:
+        train, test = train_test_split(ds, test_fraction, split_seed)
+    else:
+        _check_fraction(test_fraction)
+        train = dataclasses.replace(ds, name=f"{ds.name}[train]")
+        test = dataclasses.replace(official, name=f"{official.name}[test]")
     if default_std if standardize_features is None else standardize_features:
         train, test = standardize(train, test)
     return train, test
 
 
 __all__ = [
-    "Dataset", "TASKS", "SHARDINGS", "DENSE_THRESHOLD", "load", "load_split", "load_libsvm",
-    "load_bundled", "make_synthetic", "shard", "shard_indices", "block_bounds",
-    "train_test_split", "standardize",
+    "Dataset", "TASKS", "SHARDINGS", "DENSE_THRESHOLD", "IMAGE_SETS", "load", "load_split",
+    "load_libsvm", "load_bundled", "load_images", "make_synthetic", "shard", "shard_indices",
+    "block_bounds", "train_test_split", "standardize",
 ]

@@ -1,0 +1,1 @@
+"""Neural-network training with PyTorch (needs the optional dependency torch)."""
