@@ -9,6 +9,7 @@ it under failure agreement, so a trace that cannot be written (a full disk) stop
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -172,18 +173,37 @@ class Recorder:
         self.mpi_comm.Allreduce(local, total, op=MPI.SUM)
         total /= self.size
         per_rank = self.mpi_comm.gather(self.counters.vector(algo.comm), root=0)
+        layers = self.layer_attrs(algo)
         loss = float(total[0]) + obj.regulariser(x)
         finite = math.isfinite(loss) and bool(np.isfinite(x).all())
 
         def write_row():  # agreed: a trace that cannot be written (a full disk) stops every rank
             if self.rank == 0:
                 self.append_row(state.step, loss, total[1:], x, per_rank, extra)
+                if layers:
+                    self.trace.set_attrs(**layers)
 
         self.agree(write_row)
         if self.rank == 0 and progress is not None:
             progress.update(state.step, f"loss {loss:.6g}", force=True)
         if check and not finite:
             raise DivergenceError(state.step, "the loss")
+
+    def layer_attrs(self, algo) -> dict:
+        """With ``--per-layer``: the trace attributes ``layers`` (JSON list of ``[name, size]``)
+        and ``layer_bits_up`` (JSON list: information bits of the uplink messages of every rank
+        so far, per layer, at the last row); collective. Empty otherwise."""
+        from mpi4py import MPI
+
+        from .algorithms.base import layered_operator
+
+        op = layered_operator(algo)
+        if op is None:
+            return {}
+        total = np.empty_like(op.total_bits)
+        self.mpi_comm.Allreduce(op.total_bits, total, op=MPI.SUM)
+        return {"layers": json.dumps([[n, s] for n, s in zip(op.names or (), op.sizes)]),
+                "layer_bits_up": json.dumps(total.tolist())}
 
     def append_row(self, step: int, loss: float, grad: np.ndarray, x: np.ndarray, per_rank: list,
                    extra: dict) -> None:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .algorithms import ALGORITHMS, DivergenceError, rank_generators, settings_of
+from .algorithms.base import layered_operator
 from .backend import to_host, to_like
 from .checkpoint import (
     checkpoint_path,
@@ -111,11 +112,10 @@ class Run:
                               rank_generators(cfg.seed, self.size, self.rank))
             recorder.counters = Counters(algo.setup_info.bits_up, algo.setup_info.bits_down)
             if cfg.resume:  # the fresh State is the template the checkpoint must match
-                problem = algo.objective.problem
-                extra = problem.checkpoint_arrays()
+                extra = extra_arrays(algo)
                 record, saved = load_scattered(self.mpi_comm, self.agree, self.ckpt_path, state,
                                                COUNTER_NAMES, extra)
-                problem.restore_arrays({name: record[name][1] for name in extra})
+                restore_extra_arrays(algo, {name: record[name][1] for name in extra})
                 state, recorder.counters = self.agree(lambda: (
                     restore_state(algo.state_type, record, state),
                     Counters.restored(saved, algo.comm)))
@@ -178,8 +178,7 @@ class Run:
         recorder = self.recorder
         save_gathered(self.mpi_comm, self.agree, self.ckpt_path, state,
                       recorder.counters.saved(algo.comm),
-                      lambda: recorder.checkpoint_meta(state.step),
-                      algo.objective.problem.checkpoint_arrays())
+                      lambda: recorder.checkpoint_meta(state.step), extra_arrays(algo))
         self.agree(recorder.note_checkpoint, self.ckpt_path, state.step)
 
     def stop(self, algo, state) -> int:
@@ -190,6 +189,24 @@ class Run:
         if self.rank == 0:
             self.recorder.trace.close()
         return EXIT_CHECKPOINTED
+
+
+def extra_arrays(algo) -> dict:
+    """What a checkpoint holds beyond the State: the problem's own arrays (a network's
+    batch-norm statistics) and, with ``--per-layer``, the bits sent per layer so far."""
+    extra = algo.objective.problem.checkpoint_arrays()
+    layered = layered_operator(algo)
+    if layered is not None:
+        extra["layer_bits"] = layered.total_bits.copy()
+    return extra
+
+
+def restore_extra_arrays(algo, arrays: dict) -> None:
+    """Put back what `extra_arrays` saved (checked against this run's by the reader)."""
+    layered = layered_operator(algo)
+    if layered is not None:
+        layered.total_bits[...] = arrays.pop("layer_bits")
+    algo.objective.problem.restore_arrays(arrays)
 
 
 @contextlib.contextmanager

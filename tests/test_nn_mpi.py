@@ -11,6 +11,7 @@ per neighbour, the ranks in one buffer (as in test_gossip_mpi).
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -89,6 +90,32 @@ def test_a_network_trains_as_its_serial_reference(comm, method):
     assert not np.array_equal(got[-1], got[0])  # it did train
 
 
+def test_per_layer_compression_equals_its_serial_reference(comm):
+    """``--per-layer``: the operator applied to each parameter tensor on its own, the bits of
+    each message the sum of its layers'."""
+    from mpicomp.algorithms.base import uplink_operator
+
+    data = digits()
+    objective = network(comm, data)
+    x0 = objective.problem.initial_point()
+    # the settings uplink_operator reads
+    settings = type("Settings", (), {"per_layer": True, "compressor": "qsgd:s=2",
+                                     "topology": "server"})
+    op = uplink_operator(settings, objective)
+    sizes = [int(np.prod(shape)) for _, shape in objective.problem.layout]
+    assert op.sizes == tuple(sizes) and len(sizes) == 10 and sum(sizes) == x0.size
+    workers = Workers(data, comm.size, "nn", seed=SEED, l2=1e-3, model="lenet", seed_model=2,
+                      image_shape=data.image_shape, n_classes=10)
+    want = run_dcgd(workers, x0, uplink_operator(settings, objective), "server", 0.1, ITERS,
+                    batch=8)
+    algo = make_algorithm("dcgd", objective, comm, op, lr=0.1, batch=8)
+    got = trajectory(algo, x0, ITERS, seed=SEED)
+    for t, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
+    # every rank encoded ITERS messages: per-layer bits add up to the payloads' nbits
+    assert op.total_bits.sum() == ITERS * sum(op.base.body_bits(n, x0.dtype) for n in sizes)
+
+
 # ------------------------------------------------------------------ training through the apps
 def run(comm, main, tmp, *args, name="run.h5", **kwargs):
     """``main(argv)`` on every rank over digits images; (exit status, rank 0's trace)."""
@@ -141,7 +168,7 @@ def test_resume_with_batch_norm_equals_an_uninterrupted_run(comm, mpi_shared_tmp
     import mpicomp.run as run_module
 
     args = ["--model", "nn_models:tiny_cnn", "--iters", 24, "--log-every", 4, "--batch", 8,
-            "--lr", 0.05, "--test-fraction", 0.2, "--compressor", "natural"]
+            "--lr", 0.05, "--test-fraction", 0.2, "--compressor", "qsgd:s=2", "--per-layer"]
     whole_dir, cut_dir = mpi_shared_tmp / "whole", mpi_shared_tmp / "cut"
     if comm.rank == 0:
         whole_dir.mkdir(), cut_dir.mkdir()
@@ -171,6 +198,10 @@ def test_resume_with_batch_norm_equals_an_uninterrupted_run(comm, mpi_shared_tmp
             if k != "wall_time":
                 np.testing.assert_array_equal(resumed[k], v, err_msg=k)
         np.testing.assert_array_equal(resumed.final_x, whole.final_x)
+        # the bits per layer, carried over the checkpoint, sum to the run's uplink bits
+        bits = json.loads(resumed.attrs["layer_bits_up"])
+        assert bits == json.loads(whole.attrs["layer_bits_up"])
+        assert sum(bits) == resumed["bits_up"][-1] and len(bits) == 6
 
 
 def failed_with(comm, t, capsys, *fragments):

@@ -231,6 +231,33 @@ class Algorithm:
         return namespace(state.x).astype(self.gradient(state), state.x.dtype, copy=False)
 
 
+def uplink_operator(cfg, objective: LocalObjective):
+    """``cfg.compressor``, or with ``--per-layer`` that operator applied to each parameter
+    tensor of the network on its own (`mpicomp.compress.layered.PerLayer`)."""
+    if not cfg.per_layer:
+        return cfg.compressor
+    layout = getattr(objective.problem, "layout", None)
+    if layout is None:
+        raise ValueError("--per-layer compresses the parameter tensors of a network one by one: "
+                         "it needs --problem nn")
+    if cfg.topology == "two-phase":
+        raise ValueError("--per-layer needs --topology server or allgather: two-phase splits "
+                         "the vector into one chunk per rank, across the layers")
+    from ..compress import per_layer
+
+    return per_layer(cfg.compressor, [math.prod(shape) for _, shape in layout],
+                     [name for name, _ in layout])
+
+
+def layered_operator(algo):
+    """The `PerLayer` operator ``algo`` sends with (``--per-layer``), or None."""
+    from ..compress import PerLayer
+
+    op = getattr(getattr(algo, "aggregator", None), "compressor", None)
+    op = getattr(algo, "compressor", None) if op is None else op
+    return op if isinstance(op, PerLayer) else None
+
+
 def copy_of(x0):
     """A fresh copy of ``x0`` in its own namespace and device (the state's first array)."""
     return namespace(x0).asarray(x0, copy=True)

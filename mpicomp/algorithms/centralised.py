@@ -25,15 +25,18 @@ class CentralisedAlgorithm(Algorithm):
     step_factor: ClassVar[float]
 
     @classmethod
-    def aggregator_for(cls, cfg, dim: int, comm):
-        """The aggregator of ``cfg.topology`` with ``cfg.compressor`` and the downlink, their
-        parameters checked against the lengths they will compress (no communication)."""
+    def aggregator_for(cls, cfg, objective, comm):
+        """The aggregator of ``cfg.topology`` with ``cfg.compressor`` (per layer with
+        ``--per-layer``) and the downlink, their parameters checked against the lengths they
+        will compress (no communication)."""
         from ..comm.aggregate import make_aggregator
+        from .base import uplink_operator
 
         downlink = cfg.downlink if cfg.downlink not in ("", "none") else None
         if downlink is None and cfg.topology != "allgather":
             downlink = cls.default_downlink
-        return make_aggregator(cfg.topology, comm, cfg.compressor, downlink=downlink, dim=dim)
+        return make_aggregator(cfg.topology, comm, uplink_operator(cfg, objective),
+                               downlink=downlink, dim=objective.dim)
 
     def compressor_spec(self) -> str:
         """The ``compressor`` attribute of traces: the uplink operator as the registry names it."""

@@ -74,7 +74,7 @@ class DCGD(CentralisedAlgorithm):
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
-        aggregator = cls.aggregator_for(cfg, objective.dim, comm)
+        aggregator = cls.aggregator_for(cfg, objective, comm)
         lr = cls.resolved_lr(cfg, aggregator, objective.dim, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, batch=cfg.batch)
 

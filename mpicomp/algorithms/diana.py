@@ -100,7 +100,7 @@ class DIANA(CentralisedAlgorithm):
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         d = objective.dim
-        aggregator = cls.aggregator_for(cfg, d, comm)
+        aggregator = cls.aggregator_for(cfg, objective, comm)
         alpha = cls.theory_alpha(aggregator.compressor, d) if cfg.alpha == "theory" else cfg.alpha
         lr = cls.resolved_lr(cfg, aggregator, d, comm.size, smoothness)
         return cls(objective, comm, aggregator, lr=lr, alpha=alpha, momentum=cfg.momentum,

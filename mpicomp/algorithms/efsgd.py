@@ -72,7 +72,7 @@ class EFSGD(CentralisedAlgorithm):
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
-        return cls(objective, comm, cls.aggregator_for(cfg, objective.dim, comm),
+        return cls(objective, comm, cls.aggregator_for(cfg, objective, comm),
                    lr=require_number(cfg.lr, "lr", "EF-SGD", 0.1), batch=cfg.batch)
 
     def init(self, x0, seeds):

@@ -23,7 +23,15 @@ from ..compress import device, make_compressor
 from ..compress.base import value_bits
 from ..compress.registry import check_lengths
 from ..config import Setting
-from .base import Algorithm, LocalObjective, StepInfo, copy_of, require_number, zeros_like
+from .base import (
+    Algorithm,
+    LocalObjective,
+    StepInfo,
+    copy_of,
+    require_number,
+    uplink_operator,
+    zeros_like,
+)
 
 SCHEDULES = ("constant", "sqrt")
 ORDERS = ("adapt-combine", "combine-adapt")
@@ -287,7 +295,7 @@ class ChocoSGD(GossipAlgorithm):
 
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
-        op = make_compressor(cfg.compressor)
+        op = make_compressor(uplink_operator(cfg, objective))
         check_lengths(op, [objective.dim])  # every message is a whole model's residual
         lr = require_number(cfg.lr, "lr", cls.title, cls.default_lr)
         tau = cls.theory_tau(op, objective.dim) if cfg.tau == "theory" else cfg.tau

@@ -12,7 +12,14 @@ from ..comm.aggregate import ServerAggregator, make_aggregator
 from ..compress import make_compressor
 from ..compress.registry import check_lengths
 from ..config import Setting
-from .base import LocalObjective, StepInfo, copy_of, require_number, zeros_like
+from .base import (
+    LocalObjective,
+    StepInfo,
+    copy_of,
+    require_number,
+    uplink_operator,
+    zeros_like,
+)
 from .centralised import CentralisedAlgorithm
 
 
@@ -115,7 +122,8 @@ class QAdam(CentralisedAlgorithm):
     @classmethod
     def build(cls, cfg, objective, comm, smoothness):
         lr = require_number(cfg.lr, "lr", "quantised Adam", 0.01)
-        aggregator = make_aggregator("server", comm, cfg.compressor, dim=objective.dim)
+        aggregator = make_aggregator("server", comm, uplink_operator(cfg, objective),
+                                     dim=objective.dim)
         weight_quant = None if cfg.weight_quant == "none" else make_compressor(cfg.weight_quant)
         if weight_quant is not None:  # the server sends the whole weight vector with it
             check_lengths(weight_quant, [objective.dim], setting="weight_quant")

@@ -1,4 +1,5 @@
-"""Command line: ``python -m mpicomp.bench compressors|collectives|step [options]`` (``--help``)."""
+"""Command line: ``python -m mpicomp.bench compressors|collectives|step|model [options]``
+(``--help``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpicomp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True,
-                                metavar="{compressors,collectives,step}")
+                                metavar="{compressors,collectives,step,model}")
     comp = sub.add_parser("compressors",
                           help="encode/decode time of every operator vs a memory copy")
     comp.add_argument("--d", type=int, default=None,
@@ -48,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help="step size, or theory: the smallest theory step of the methods")
     step.add_argument("--methods", nargs="*", help="dcgd/identity, diana, natural (default all)")
     step.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
+    model = sub.add_parser("model", help="time per step of a PyTorch network: mpicomp's DCGD vs "
+                           "a plain PyTorch SGD step (1 rank), the compressed methods vs "
+                           "DCGD/identity (under mpiexec)")
+    model.add_argument("--model", default="resnet20",
+                       help="network (mlp, lenet, resnet20, resnet18; default resnet20)")
+    model.add_argument("--batch", type=int, default=32, help="minibatch per rank (default 32)")
+    model.add_argument("--iters", type=int, default=20, help="timed steps per round (default 20)")
+    model.add_argument("--repeat", type=int, default=5,
+                       help="interleaved rounds (the median ratio is reported; default 5)")
+    model.add_argument("--warmup", type=int, default=3,
+                       help="untimed steps of each contender first (default 3)")
+    model.add_argument("--threads", type=int, default=1,
+                       help="torch.set_num_threads (default 1)")
+    model.add_argument("--n", type=int, default=256, help="synthetic images in all (default 256)")
+    model.add_argument("--seed", type=int, default=0, help="seed of data, weights and batches")
+    model.add_argument("--methods", nargs="*",
+                       help="methods to compare with dcgd/identity (default: all under mpiexec; "
+                       "on one rank the comparison is with plain PyTorch unless this is given)")
+    model.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
     return parser
 
 
@@ -65,6 +85,10 @@ def main(argv=None) -> int:
             if args.d is None:
                 args.d = 2**24
             return run_compressors(args)
+        if args.what == "model":
+            from .model import main as run_model
+
+            return run_model(args)
         if args.what == "step":
             from .step import main as run_step
 

@@ -177,6 +177,9 @@ class PerLayer(Compressor):
         #: the base's NaN/Inf detection runs per segment; `encode_body` reports the global index
         self.kernel_checks_finite = base.kernel_checks_finite
         self.last_bits: np.ndarray | None = None
+        #: information bits of every message this instance encoded, per segment (a run's
+        #: per-layer bits; checkpointed with the run)
+        self.total_bits = np.zeros(len(self.sizes), np.int64)
         self._pending_bits: np.ndarray | None = None
 
     # -- properties ----------------------------------------------------------------------------
@@ -253,6 +256,7 @@ class PerLayer(Compressor):
             )
         payload = super().encode(x, rng)
         self.last_bits = self._pending_bits
+        self.total_bits += self.last_bits
         return payload
 
     def encode_body(self, x, rng):

@@ -35,7 +35,7 @@ import torch
 
 from ..backend import is_device_array, namespace
 from ..problems.base import Problem, check_integer_labels
-from .models import build_model, parameter_layout
+from .models import build_model, check_model, parameter_layout
 
 #: samples per forward pass when a whole shard is evaluated (bounds the activations' memory)
 EVAL_CHUNK = 1024
@@ -47,6 +47,15 @@ def as_tensor(array) -> torch.Tensor:
     if isinstance(array, np.ndarray):
         return torch.from_numpy(array)
     return torch.from_dlpack(array)
+
+
+def cuda_device_of(array) -> torch.device:
+    """The CUDA device of a device array (CuPy's ``device.id``; the current one otherwise),
+    made PyTorch's current device too, so both libraries work on the rank's own GPU."""
+    index = getattr(getattr(array, "device", None), "id", None)
+    index = torch.cuda.current_device() if index is None else int(index)
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def check_image_shape(image_shape, n_features: int) -> tuple[int, int, int]:
@@ -73,8 +82,9 @@ class NeuralNetwork(Problem):
     l1, l2 : float
         ``λ1`` (prox) and ``λ2`` (weight decay inside `loss` and `grad`).
     model : str or torch.nn.Module
-        A name of `mpicomp.nn.models.MODELS` or ``package.module:function`` (`build_model`),
-        or a module (the problems of one run share it: `with_data`).
+        A name of `mpicomp.nn.models.MODELS` or ``package.module:function`` (`build_model`,
+        seeded by ``seed``), or a module of your own (moved to the data's device and dtype; its
+        parameters become views of one flat vector). `with_data` shares the module.
     n_classes : int, optional
         ``C`` (default ``max(b) + 1``; pass it in distributed runs).
     image_shape : (int, int, int)
@@ -98,18 +108,26 @@ class NeuralNetwork(Problem):
         dtype = np.dtype(self.A.dtype)
         if dtype not in TORCH_DTYPES:
             raise TypeError(f"a neural network trains in float32 or float64, got {dtype}")
-        if isinstance(model, torch.nn.Module):  # shared: the data goes to its device
-            self.module, self.model_spec = model, getattr(model, "mpicomp_spec", "module")
+        if isinstance(model, torch.nn.Module) and hasattr(model, "mpicomp_flat"):
+            # another problem's network (`with_data`): shared, the data go to its device
+            self.module, self.model_spec = model, model.mpicomp_spec
             self.device = model.mpicomp_flat.device
         else:
-            self.device = (torch.device("cuda", torch.cuda.current_device())
-                           if is_device_array(self.A) else torch.device("cpu"))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                self.module = build_model(model, self.image_shape, self.n_classes)
-            self.module.mpicomp_spec = self.model_spec = str(model)
+            self.device = (cuda_device_of(self.A) if is_device_array(self.A)
+                           else torch.device("cpu"))
+            if isinstance(model, torch.nn.Module):  # the caller's own module, as it is
+                check_model(model, self.image_shape, self.n_classes)
+                self.module, self.model_spec = model, type(model).__name__
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self.seed)
+                    self.module = build_model(model, self.image_shape, self.n_classes)
+                self.model_spec = str(model)
+            self.module.mpicomp_spec = self.model_spec
             self.module.to(device=self.device, dtype=TORCH_DTYPES[dtype])
             flatten_parameters(self.module)
+            # the initial weights, kept: the parameters become the state's vector in `grad`
+            self.module.mpicomp_initial = self.module.mpicomp_own.detach().cpu().numpy().copy()
         self.layout = parameter_layout(self.module)
         self._images = as_tensor(_contiguous(self.A))
         self._labels = as_tensor(self.b)
@@ -133,7 +151,7 @@ class NeuralNetwork(Problem):
     def initial_point(self, rng: np.random.Generator | None = None, dtype=np.float64):
         """The module's initial weights (seeded by ``seed``, so every rank starts alike), as a
         host vector of ``dtype``."""
-        return self.module.mpicomp_flat.detach().cpu().numpy().astype(dtype)
+        return self.module.mpicomp_initial.astype(dtype)
 
     def grad(self, x, batch=None, rng: np.random.Generator | None = None):
         """``∇f(x)`` over the shard or the sample indices ``batch``; ``rng`` draws the
@@ -150,7 +168,7 @@ class NeuralNetwork(Problem):
                 self._cross_entropy(chunk, weight).backward()
         else:
             self.module.train()
-            index = as_tensor(rows).to(self.device)
+            index = as_tensor(rows).to(self.device, torch.int64)  # any integer dtype
             images = self._images.index_select(0, index)
             if self.augment and rng is not None:
                 images = augment(images, self.image_shape, rng)
@@ -168,7 +186,7 @@ class NeuralNetwork(Problem):
             if rows is None:
                 return float(sum(float(self._cross_entropy(chunk, weight))
                                  for chunk, weight in self._chunks()))
-            index = as_tensor(rows).to(self.device)
+            index = as_tensor(rows).to(self.device, torch.int64)
             batch = (self._images.index_select(0, index), self._labels.index_select(0, index))
             return float(self._cross_entropy(batch, 1.0))
 
@@ -215,6 +233,8 @@ class NeuralNetwork(Problem):
         """Point the parameters at ``x`` (same dtype and device: no copy) or copy ``x`` into the
         module's own flat vector."""
         flat = self.module.mpicomp_flat
+        if isinstance(x, np.ndarray) and x.strides[0] < 0:  # torch.from_numpy refuses these
+            x = np.ascontiguousarray(x)
         tensor = as_tensor(x)
         if tensor.dtype != flat.dtype or tensor.device != flat.device \
                 or not tensor.is_contiguous():

@@ -9,6 +9,8 @@
 #   3. MPI: the CUDA-aware query and a staged allgather of GPU payloads (2 ranks)
 #   4. mpiexec -n 4 DIANA with --device gpu against --device cpu: final loss within 1e-6 relative
 #   5. the GPU kernels' speed at d = 2^26 as ratios to a device copy (mpicomp.bench)
+#   6. a PyTorch network on CuPy data: zero-copy parameters and gradients, GPU == CPU to 1e-9,
+#      and 4 ranks of DCGD training LeNet with --device gpu (skipped without PyTorch on CUDA)
 # Exits non-zero when a check fails; every check runs either way. Sizes for a dry run (e.g. on
 # the CUDA simulator with the test suite's CuPy stand-in): MPICOMP_CHECK_MAX_D (2^24),
 # MPICOMP_CHECK_ITERS (300), MPICOMP_CHECK_BENCH_D (2^26), MPICOMP_CHECK_MPI_D (100003).
@@ -74,5 +76,11 @@ step "DIANA --device gpu" diana gpu
 step "DIANA: gpu vs cpu final loss" compare
 step "GPU kernel speed, d = 2^26" timeout 240 python -m mpicomp.bench compressors --device gpu \
     --d "${MPICOMP_CHECK_BENCH_D:-67108864}" --json "$out/gpu-compressors.json"
+step "neural network on the GPU (PyTorch via DLPack)" timeout 120 python tests/device/nn_check.py
+if python -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    step "4 ranks of DCGD training LeNet, --device gpu" timeout 180 "$mpiexec" -n 4 python -m \
+        apps.dcgd --problem nn --model lenet --data digits --device gpu --lr 0.1 --batch 32 \
+        --iters 300 --test-fraction 0.2 --trace "$out/nn-gpu.h5" --overwrite --quiet
+fi
 echo "=== device check: $([[ $failed == 0 ]] && echo all passed || echo FAILED)"
 exit $failed
