@@ -4,7 +4,8 @@
 # own (VENV, default .venv-openmpi; made when missing). .ci/run calls this after tests/run_all.sh.
 # Extra arguments go to pytest.
 #
-# Environment: VENV; MPIRUN (default mpirun.openmpi on PATH, else /usr/bin/mpirun.openmpi);
+# Environment: VENV; MPICOMP_TORCH (a pip requirement for PyTorch installed before the test
+# extra, e.g. torch==2.13.0 for a CPU build held locally; default: what the extra resolves); MPIRUN (default mpirun.openmpi on PATH, else /usr/bin/mpirun.openmpi);
 # MPICOMP_SUITE_TIMEOUT (seconds for the MPI suite, default 1200); MPICOMP_APT=0 skips the
 # apt-get install of Open MPI when it is missing (it needs root).
 set -euo pipefail
@@ -30,6 +31,7 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'from mpi4py import MP
     # on PATH; no cache, so a wheel built against another MPI is never reused
     MPICC=$(command -v mpicc.openmpi) "$venv/bin/python" -m pip install --quiet --no-cache-dir \
         --no-binary=mpi4py mpi4py
+    [[ -z ${MPICOMP_TORCH:-} ]] || "$venv/bin/python" -m pip install --quiet "$MPICOMP_TORCH"
     "$venv/bin/python" -m pip install --quiet -e '.[test]'
 fi
 python=$(cd "$venv" && pwd)/bin/python

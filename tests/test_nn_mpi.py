@@ -159,6 +159,33 @@ def test_digits_reach_95_percent_and_the_compressed_methods_stay_close(comm, mpi
         found
 
 
+@pytest.mark.parametrize("app,args", [
+    ("dcgd", ["--compressor", "terngrad", "--lr", 0.05]),
+    ("diana", ["--compressor", "qsgd:s=4,block=256", "--lr", 0.05]),
+    ("signsgd", ["--lr", 1e-3, "--momentum", 0.9, "--byzantine", 1, "--attack", "flip"]),
+    ("natural", ["--lr", 0.1]),
+    ("qadam", ["--lr", 1e-3, "--compressor", "scaled_sign"]),
+    ("efsgd", ["--lr", 0.05, "--compressor", "topk:k=0.1"]),
+    ("dpsgd", ["--lr", 0.1]),
+    ("choco", ["--lr", 0.1, "--compressor", "topk:k=0.1"]),
+    ("malcom", ["--lr", 0.1, "--l1", 1e-5]),
+])
+def test_every_method_trains_a_network(comm, mpi_shared_tmp, app, args):
+    """30 steps of each method on the MLP and digits lower the training loss by a tenth or more
+    (signSGD with one flipping worker from 2 ranks on; with one rank it is plain signSGD)."""
+    import importlib
+
+    if app == "signsgd" and comm.size < 3:
+        args = args[:4]  # a Byzantine worker needs a majority of honest ones
+    main = importlib.import_module(f"apps.{app}").main
+    rc, t = run(comm, main, mpi_shared_tmp, "--model", "mlp", "--batch", 16, "--iters", 30,
+                "--log-every", 30, *args)
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        loss = t["loss"]
+        assert loss[-1] < 0.9 * loss[0], (app, loss)
+
+
 def test_resume_with_batch_norm_equals_an_uninterrupted_run(comm, mpi_shared_tmp):
     """A CNN with batch norm: its running statistics (which the trace's loss and test accuracy
     use, in evaluation mode) are saved with the checkpoint, so stopping at step 13 and resuming
