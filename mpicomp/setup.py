@@ -135,6 +135,12 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     from .problems.data import shard
 
     ALGORITHMS[algorithm].check_topology(cfg.topology, size)
+    network_only = [flag for flag, used in (("--model", cfg.model != "lenet"),
+                                            ("--augment", cfg.augment)) if used]
+    if cfg.problem != "nn" and network_only:
+        verb = "is" if len(network_only) == 1 else "are"
+        raise ValueError(f"{' and '.join(network_only)} {verb} for neural networks: add "
+                         f"--problem nn (the problem is {cfg.problem})")
     train, test = load_data(cfg, size)
     dim = train.A.shape[1]
     check_dimension(f"the data set {train.name}", dim)

@@ -109,3 +109,73 @@ def test_step_rejects_a_warmup_longer_than_the_run(comm, capsys):
 
     assert main(["step", "--dims", "8", "--iters", "5", "--warmup", "4"]) == 2
     assert "--warmup 4 leaves too few steps" in capsys.readouterr().err
+
+
+def _check_model_rows(found: dict, names: list, ranks: int, repeat: int) -> None:
+    rows = found["rows"]
+    assert [r["method"] for r in rows] == names
+    assert found["ranks"] == ranks and found["baseline"] == names[0] and found["dim"] > 0
+    for r in rows:
+        assert r["ranks"] == ranks and len(r["ratios"]) == len(r["cpu_ratios"]) == repeat
+        assert len(r["ms_per_step_runs"]) == len(r["cpu_ms_per_step_runs"]) == repeat
+        for key in ("ms_per_step", "ratio", "cpu_ms_per_step", "cpu_ratio"):
+            assert np.isfinite(r[key]) and r[key] > 0, (r["method"], key, r[key])
+        assert all(np.isfinite(v) and v > 0 for v in r["ratios"] + r["cpu_ratios"])
+    assert rows[0]["ratios"] == [1.0] * repeat  # the baseline against itself, round by round
+
+
+def test_model_cli_one_rank_compares_with_plain_torch(tmp_path):
+    from mpicomp.bench import model
+
+    out = tmp_path / "model.json"
+    cmd = [sys.executable, "-m", "mpicomp.bench", "model", "--model", "mlp", "--batch", "8",
+           "--n", "48", "--iters", "3", "--repeat", "2", "--warmup", "1", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    _check_model_rows(found, [model.TORCH, model.BASELINE], 1, 2)
+    assert found["model"] == "mlp" and found["batch"] == 8 and found["threads"] == 1
+    # the same weights and batches: one step apart by rounding only
+    assert found["first_step_rel_diff"] < 1e-5
+    assert f"| {model.TORCH} |" in done.stdout and f"| {model.BASELINE} |" in done.stdout
+    assert "target: dcgd/identity / torch SGD ≤ 1.1" in done.stdout
+    bad = subprocess.run(cmd[:-2] + ["--methods", "nosuch"], capture_output=True, text=True,
+                         timeout=300)
+    assert (bad.returncode == 2 and "unknown methods ['nosuch']" in bad.stderr
+            and "Traceback" not in bad.stderr)
+
+
+@pytest.mark.mpi
+def test_model_rows_for_every_method(comm, mpi_shared_tmp, capsys):
+    import torch
+
+    from mpicomp.bench import model
+    from mpicomp.bench.__main__ import build_parser
+
+    out = mpi_shared_tmp / "model.json"
+    argv = ["model", "--model", "lenet", "--batch", "4", "--n", "32", "--iters", "2",
+            "--repeat", "2", "--warmup", "1", "--json", str(out)]
+    if comm.size == 1:  # one rank compares with torch unless methods are named
+        argv += ["--methods", *model.METHODS]
+    threads = torch.get_num_threads()
+    try:
+        assert model.main(build_parser().parse_args(argv)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    if comm.rank == 0:
+        found = json.loads(out.read_text())
+        _check_model_rows(found, list(model.METHODS), comm.size, 2)
+        bits = {r["method"]: r["bits_up_per_step"] for r in found["rows"]}
+        d = found["dim"]
+        assert bits[model.BASELINE] == 32 * d and bits["signum m=0.9"] == d
+        assert bits["dcgd/natural"] == 9 * d > bits["dcgd/qsgd:s=4"]
+        printed = capsys.readouterr().out
+        assert all(f"| {m} |" in printed for m in model.METHODS)
+
+
+@pytest.mark.mpi
+def test_model_rejects_bad_sizes(comm, capsys):
+    from mpicomp.bench.__main__ import main
+
+    assert main(["model", "--model", "mlp", "--iters", "0"]) == 2
+    assert "need --iters ≥ 1" in capsys.readouterr().err

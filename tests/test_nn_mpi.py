@@ -269,6 +269,13 @@ def test_bad_models_and_image_files_fail_every_rank_with_one_message(comm, mpi_s
     failed_with(comm, t, capsys, *fragments)
 
 
+def test_network_flags_without_the_network_problem_are_refused(comm, mpi_shared_tmp, capsys):
+    trace = str(mpi_shared_tmp / "run.h5")
+    rc = apps.dcgd.main(["--model", "resnet20", "--trace", trace, "--progress", "off"], comm)
+    assert comm.allgather(rc) == [EXIT_BAD_INPUT] * comm.size
+    failed_with(comm, None, capsys, "--model is for neural networks: add --problem nn")
+
+
 def test_methods_that_need_a_smoothness_constant_ask_for_lr(comm, mpi_shared_tmp, capsys):
     rc, t = run(comm, apps.diana.main, mpi_shared_tmp, "--iters", 2)
     assert rc == EXIT_BAD_INPUT
