@@ -55,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model", default="resnet20",
                        help="network (mlp, lenet, resnet20, resnet18; default resnet20)")
     model.add_argument("--batch", type=int, default=32, help="minibatch per rank (default 32)")
-    model.add_argument("--iters", type=int, default=20, help="timed steps per round (default 20)")
-    model.add_argument("--repeat", type=int, default=5,
-                       help="interleaved rounds (the median ratio is reported; default 5)")
-    model.add_argument("--warmup", type=int, default=3,
-                       help="untimed steps of each contender first (default 3)")
+    model.add_argument("--iters", type=int,
+                       help="timed steps per round (default 20 on one rank, 5 on several)")
+    model.add_argument("--repeat", type=int, help="interleaved rounds (the median ratio is "
+                       "reported; default 5 on one rank, 3 on several)")
+    model.add_argument("--warmup", type=int, help="untimed steps of each contender first "
+                       "(default 3 on one rank, 2 on several)")
     model.add_argument("--threads", type=int, default=1,
                        help="torch.set_num_threads (default 1)")
     model.add_argument("--n", type=int, default=256, help="synthetic images in all (default 256)")

@@ -16,10 +16,12 @@ batch size and the same batches (indices drawn from the same generator as mpicom
     opt.zero_grad(); loss = F.cross_entropy(model(xb), yb); loss.backward(); opt.step()
 
 with ``torch.optim.SGD(lr=0.1)``. The ratio mpicomp / torch is what mpicomp adds to a step
-(target: at most 1.1).
+(target: at most 1.1). Check: before the timing both take one step from the same weights on the
+same batch, and the largest relative difference of the two models is printed (rounding only).
 
 Several ranks: every method of ``--methods`` (default all of `METHODS`) against DCGD with the
-identity compressor at the same rank count, in the same run.
+identity compressor at the same rank count, in the same run (``--methods`` on one rank runs
+this comparison there too).
 
 Timing: ``torch.set_num_threads(--threads)`` (default 1) for everything. Each contender first
 takes ``--warmup`` untimed steps; then ``--repeat`` rounds, each running ``--iters`` steps of
@@ -27,7 +29,11 @@ every contender in turn (A B A B …: interleaved, so a slow spell of the machin
 A step's time is the difference of ``time.perf_counter`` stamps taken after consecutive steps
 (the first after a barrier before the round); a contender's time in a round is the median over
 its steps, maximum over ranks. The ratio to the baseline is formed within a round and its median
-over rounds is reported, with the median times and the range of the ratios.
+over rounds is reported, with the median times and the range of the ratios. The same is done
+with the process's CPU time (``time.process_time``): on a machine shared with other work it
+leaves out the time the process waited for a core, so its ratio is the steadier one on one
+rank; under MPI it includes the time a rank spins in a collective waiting for the others.
+Defaults (`DEFAULTS`): 20 steps × 5 rounds after 3 on one rank, 5 × 3 after 2 on several.
 """
 
 from __future__ import annotations
@@ -68,6 +74,12 @@ METHODS = {
                                    options=(("error_feedback", True),)),
     "choco/topk:k=0.01 ring": Method("choco", "topk:k=0.01", "ring"),
 }
+
+
+#: ``--iters``, ``--repeat``, ``--warmup`` by default on one rank (False) and on several (True):
+#: seven methods on n ranks cost 7n/2 times the one-rank comparison's compute per step
+DEFAULTS = {False: {"iters": 20, "repeat": 5, "warmup": 3},
+            True: {"iters": 5, "repeat": 3, "warmup": 2}}
 
 
 def synthetic_images(n: int, seed: int = 0):
@@ -170,8 +182,10 @@ def timed_round(comm, stepper, iters: int) -> tuple[float, float]:
         stepper.step()
         stamps.append(time.perf_counter())
         cpu.append(time.process_time())
-    wall, used = float(np.median(np.diff(stamps))), float(np.median(np.diff(cpu)))
-    return tuple(comm.allreduce(np.array([wall, used]), op=MPI.MAX).tolist())
+    mine = np.array([np.median(np.diff(stamps)), np.median(np.diff(cpu))])
+    worst = np.empty_like(mine)
+    comm.Allreduce(mine, worst, op=MPI.MAX)
+    return float(worst[0]), float(worst[1])
 
 
 def interleaved(comm, steppers: dict, baseline: str, iters: int, repeat: int,
@@ -292,6 +306,9 @@ def main(args) -> int:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
+    for name, value in DEFAULTS[comm.Get_size() > 1].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     rows, info = run(comm, model=args.model, batch=args.batch, iters=args.iters,
                      repeat=args.repeat, warmup=args.warmup, threads=args.threads, n=args.n,
                      seed=args.seed, methods=args.methods)

