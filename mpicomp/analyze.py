@@ -147,7 +147,8 @@ def compressor_parameters(spec: str) -> dict:
     JSON keeps, where it would make a float infinity null). A composition ``A+B``
     (``topk:k=0.01+natural``) gives the parameters of both parts (``compressor_k``); a key both
     parts have is named after the second part's operator too (``compressor_<name>_<key>``).
-    Parameters the spec leaves out (the operator's defaults) give no field.
+    Parameters the spec leaves out (the operator's defaults) give no field. A per-layer operator
+    (``qsgd:s=4|layers=10``) gives its base's parameters and ``compressor_layers``.
 
     Parameters
     ----------
@@ -160,6 +161,9 @@ def compressor_parameters(spec: str) -> dict:
         ``{"compressor_s": 4, "compressor_block": 512}`` for that example; empty for ``natural``.
     """
     fields = {}
+    spec, _, layers = spec.partition("|layers=")  # per layer: the base's parameters, the count
+    if layers:
+        fields[COMPRESSOR_PREFIX + "layers"] = parse_value(layers)
     for part in spec.split("+"):
         operator, _, arguments = part.partition(":")
         for key, value in spec_items(operator.strip(), arguments):

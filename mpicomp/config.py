@@ -297,7 +297,7 @@ class Config:
     hidden: int
     model: str
     augment: bool
-    per_layer: bool
+    per_layer: bool | None = None  # not signSGD, D-PSGD
     seed: int
     dtype: str
     trace: str

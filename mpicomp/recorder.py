@@ -191,8 +191,10 @@ class Recorder:
 
     def layer_attrs(self, algo) -> dict:
         """With ``--per-layer``: the trace attributes ``layers`` (JSON list of ``[name, size]``)
-        and ``layer_bits_up`` (JSON list: information bits of the uplink messages of every rank
-        so far, per layer, at the last row); collective. Empty otherwise."""
+        and ``layer_bits_up`` (JSON list: information bits of the compressed messages of every
+        rank so far, each copy a gossip rank sends counted, per layer, at the last row: they sum
+        to ``bits_up`` but for one-time exact exchanges such as DIANA's ``--shift-init grad``);
+        collective. Empty otherwise."""
         from mpi4py import MPI
 
         from .algorithms.base import layered_operator
@@ -201,7 +203,7 @@ class Recorder:
         if op is None:
             return {}
         total = np.empty_like(op.total_bits)
-        self.mpi_comm.Allreduce(op.total_bits, total, op=MPI.SUM)
+        self.mpi_comm.Allreduce(op.total_bits * algo.copies_sent(), total, op=MPI.SUM)
         return {"layers": json.dumps([[n, s] for n, s in zip(op.names or (), op.sizes)]),
                 "layer_bits_up": json.dumps(total.tolist())}
 

@@ -136,7 +136,8 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
 
     ALGORITHMS[algorithm].check_topology(cfg.topology, size)
     network_only = [flag for flag, used in (("--model", cfg.model != "lenet"),
-                                            ("--augment", cfg.augment)) if used]
+                                            ("--augment", cfg.augment),
+                                            ("--per-layer", cfg.per_layer)) if used]
     if cfg.problem != "nn" and network_only:
         verb = "is" if len(network_only) == 1 else "are"
         raise ValueError(f"{' and '.join(network_only)} {verb} for neural networks: add "
@@ -151,6 +152,9 @@ def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
     A = _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device)
     local = make_problem(cfg.problem, A,
                          _on_device(mine.y, cfg.device), **problem_options(cfg, train))
+    if cfg.problem == "nn" and cfg.batch == 1 and local.has_batch_norm():
+        raise ValueError(f"--batch 1 cannot train {cfg.model}: batch norm needs two samples a "
+                         "batch (use --batch 2 or more)")
     if test is not None and cfg.problem == "nn":  # the same network (its batch-norm statistics)
         test = local.with_data(test.A, test.y)
     elif test is not None:  # the held-out problem, on the host, in float64

@@ -436,6 +436,18 @@ def mpi_shared_tmp(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 @pytest.fixture
+def one_torch_thread():
+    """PyTorch on one thread during the test (its CPU kernels are then deterministic, so runs
+    can be compared bit for bit); the thread count is restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def mpi_skip_unless(request: pytest.FixtureRequest) -> Callable[[bool, str], None]:
     """A function ``skip_unless(condition, reason)`` that skips the test on every rank unless
     ``condition`` holds on every rank. Collective under MPI: call it on all ranks."""

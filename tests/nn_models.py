@@ -13,6 +13,13 @@ def tiny_cnn(image_shape, n_classes):
                          nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, n_classes))
 
 
+def with_dropout(image_shape, n_classes):
+    """An MLP with dropout (draws from PyTorch's generator in training mode)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(image_shape[0] * image_shape[1] * image_shape[2],
+                                                 32), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(32, n_classes))
+
+
 def integer_weights(image_shape, n_classes):
     """A module with an integer parameter (refused: parameters must be floating point)."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(image_shape[0] * image_shape[1]

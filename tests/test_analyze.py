@@ -352,6 +352,8 @@ def csv_text(summaries) -> str:
     ("randk:k=0.1,shared=1+dither:p=2,s=8", {"compressor_k": 0.1, "compressor_shared": 1,
                                              "compressor_p": 2, "compressor_s": 8}),
     ("topk:k=5+other:k=2", {"compressor_k": 5, "compressor_other_k": 2}),  # a key in both parts
+    ("qsgd:s=2,block=256|layers=6", {"compressor_s": 2, "compressor_block": 256,
+                                     "compressor_layers": 6}),  # --per-layer
 ])
 def test_compressor_parameters(spec, fields):
     assert analyze.compressor_parameters(spec) == fields

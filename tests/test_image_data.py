@@ -504,3 +504,43 @@ def test_libsvm_options_refused_for_images(tmp_path):
     make_mnist(tmp_path)
     with pytest.raises(TypeError, match="libsvm:PATH only"):
         load(f"mnist:{tmp_path}", dense=True)
+
+
+class _ForgedArray:
+    """Pickles as ``numpy.ndarray(shape, uint8)``: memory the file does not hold."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return (np.ndarray, (self.shape, np.dtype(np.uint8)))
+
+
+@pytest.mark.parametrize("forged", ["ndarray", "reconstruct"])
+def test_a_cifar_pickle_cannot_allocate_what_it_does_not_hold(tmp_path, forged):
+    import pickle
+
+    if forged == "ndarray":
+        data = _ForgedArray((50000, 3072))
+    else:  # _reconstruct asked for a large array directly, before its BUILD step
+        data = type("Big", (), {"__reduce__": lambda self: (
+            np._core.multiarray._reconstruct, (np.ndarray, (50000, 3072), b"B"))})()
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": data, b"labels": [0] * 50000}, protocol=4))
+    with pytest.raises(ValueError, match="not a CIFAR-10 batch") as err:
+        read_cifar10_batch(path)
+    assert "50000" in str(err.value)
+
+
+def test_a_gzip_bomb_is_read_no_further_than_its_header_allows(tmp_path):
+    import gzip
+
+    header = (0x00000801).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as f:  # 3 labels announced, 64 MiB of zeros after them
+        f.write(header + bytes(3))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match="trailing data"):
+        read_idx(path, "labels")

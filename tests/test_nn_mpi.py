@@ -26,6 +26,7 @@ import apps.natural  # noqa: E402
 import apps.qadam  # noqa: E402
 import apps.signsgd  # noqa: E402
 from reference_algorithms import Workers, run_choco, run_dcgd, run_diana, run_signum  # noqa: E402
+from test_run_mpi import failed_with  # noqa: E402
 
 from mpicomp import local_objective, make_algorithm, trajectory  # noqa: E402
 from mpicomp.comm.graphs import make_graph  # noqa: E402
@@ -33,16 +34,8 @@ from mpicomp.problems.data import load  # noqa: E402
 from mpicomp.run import EXIT_BAD_INPUT, EXIT_FINISHED  # noqa: E402
 from mpicomp.trace import read_trace  # noqa: E402
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.usefixtures("one_torch_thread")]
 SEED, ITERS = 4, 6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def digits(n=160):
@@ -231,18 +224,6 @@ def test_resume_with_batch_norm_equals_an_uninterrupted_run(comm, mpi_shared_tmp
         assert sum(bits) == resumed["bits_up"][-1] and len(bits) == 6
 
 
-def failed_with(comm, t, capsys, *fragments):
-    if comm.rank != 0:
-        return
-    err = capsys.readouterr().err
-    for fragment in fragments:
-        assert fragment in err, err
-        if t is not None:
-            assert fragment in t.attrs["error"], t.attrs["error"]
-    if t is not None:
-        assert t.status == "failed"
-
-
 MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 
@@ -269,11 +250,39 @@ def test_bad_models_and_image_files_fail_every_rank_with_one_message(comm, mpi_s
     failed_with(comm, t, capsys, *fragments)
 
 
+def test_per_layer_bits_of_gossip_count_every_copy_and_sum_to_bits_up(comm, mpi_shared_tmp):
+    rc, t = run(comm, apps.choco.main, mpi_shared_tmp, "--model", "mlp", "--lr", 0.1,
+                "--compressor", "qsgd:s=4", "--per-layer", "--iters", 5, "--log-every", 5)
+    assert rc == EXIT_FINISHED
+    if comm.rank == 0:
+        bits = json.loads(t.attrs["layer_bits_up"])
+        assert len(bits) == 4 and sum(bits) == t["bits_up"][-1]  # degree copies of each message
+        assert (sum(bits) > 0) == (comm.size > 1)
+        assert t.attrs["compressor"] == "qsgd:s=4|layers=4"
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--batch", 1, "--model", "nn_models:tiny_cnn"],
+     ["--batch 1 cannot train nn_models:tiny_cnn", "batch norm"]),
+    (["--per-layer", "--topology", "two-phase"], ["--per-layer needs --topology server"]),
+])
+def test_settings_a_network_cannot_use_are_refused(comm, mpi_shared_tmp, capsys, args,
+                                                    fragments):
+    rc, t = run(comm, apps.dcgd.main, mpi_shared_tmp, "--lr", 0.1, "--iters", 2, *args)
+    assert rc == EXIT_BAD_INPUT
+    failed_with(comm, t, capsys, *fragments)
+
+
 def test_network_flags_without_the_network_problem_are_refused(comm, mpi_shared_tmp, capsys):
     trace = str(mpi_shared_tmp / "run.h5")
-    rc = apps.dcgd.main(["--model", "resnet20", "--trace", trace, "--progress", "off"], comm)
+    rc = apps.dcgd.main(["--model", "resnet20", "--per-layer", "--trace", trace, "--progress",
+                         "off"], comm)
     assert comm.allgather(rc) == [EXIT_BAD_INPUT] * comm.size
-    failed_with(comm, None, capsys, "--model is for neural networks: add --problem nn")
+    failed_with(comm, None, capsys,
+                "--model and --per-layer are for neural networks: add --problem nn")
+    rc = apps.signsgd.main(["--problem", "nn", "--per-layer", "--trace", trace], comm)
+    assert comm.allgather(rc) == [EXIT_BAD_INPUT] * comm.size  # signs: nothing per layer
+    failed_with(comm, None, capsys, "unknown flag '--per-layer'")
 
 
 def test_methods_that_need_a_smoothness_constant_ask_for_lr(comm, mpi_shared_tmp, capsys):

@@ -28,12 +28,7 @@ SHAPE = (1, 8, 8)
 BN_MODEL = "nn_models:tiny_cnn"  # tests/nn_models.py: conv, batch norm, ReLU, pool, linear
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -327,6 +322,40 @@ def test_with_data_shares_the_module(digits):
     before = buffers(p)
     q.predict(x)
     assert_same(buffers(p), before)
+    p.grad(x, np.arange(12, 20))  # a training step moves the statistics the held-out set uses
+    assert_same(q.checkpoint_arrays(), buffers(p))
+    assert not np.array_equal(q.checkpoint_arrays()["buffer:1.running_mean"],
+                              before["buffer:1.running_mean"])
+
+
+def test_no_chunk_of_a_full_shard_holds_one_sample(digits, monkeypatch):
+    """Batch norm refuses a batch of one in training mode: a shard of 2·chunk + 1 samples is
+    cut into chunk and chunk + 1, and its gradient is their weighted mean."""
+    A, b = digits
+    monkeypatch.setattr(nn_problem, "EVAL_CHUNK", 4)
+    p = network(A[:9], b[:9], model=BN_MODEL, seed=3)
+    assert [len(c[0][1]) for c in p._chunks()] == [4, 5]
+    x = p.initial_point()
+    g = p.grad(x).copy()
+    ref = reference_net(BN_MODEL, 3)
+    want = (4 * reference_grad(ref, x, A, b, np.arange(4))[0]
+            + 5 * reference_grad(ref, x, A, b, np.arange(4, 9))[0]) / 9
+    np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-15)
+
+
+def test_evaluations_leave_pytorchs_random_generator_as_it_was(digits):
+    """A trace row's gradient runs in training mode: dropout draws there must not shift the
+    training run's draws."""
+    A, b = digits
+    p = network(A[:16], b[:16], model="nn_models:with_dropout")
+    x = p.initial_point()
+    before = torch.get_rng_state()
+    with p.evaluation():
+        p.grad(x)
+        p.loss(x)
+    assert torch.equal(torch.get_rng_state(), before)
+    p.grad(x, np.arange(8))  # training: dropout draws
+    assert not torch.equal(torch.get_rng_state(), before)
 
 
 def test_a_small_network_overfits_64_digits(digits):

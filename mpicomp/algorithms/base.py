@@ -174,6 +174,11 @@ class Algorithm:
         ranks hold different models)."""
         return state.x
 
+    def copies_sent(self) -> int:
+        """Copies of each encoded message this rank sends, as ``bits_up`` counts them: one
+        towards a server or into an allgather (gossip: one per neighbour)."""
+        return 1
+
     def metrics(self, state, model) -> dict:
         """Values of `columns` at this state (collective; ``model`` is `model`'s value)."""
         return {}

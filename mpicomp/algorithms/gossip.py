@@ -179,7 +179,7 @@ class DPSGD(GossipAlgorithm):
     name = "dpsgd"
     title = "D-PSGD"
     state_type = DPSGDState
-    unused_settings = ("downlink", "compressor")
+    unused_settings = ("downlink", "compressor", "per_layer")
     reported = ("lr", "order", "schedule", "batch")
     settings = GRAPH_SETTINGS + (
         Setting("order", "text", "adapt-combine",
@@ -304,6 +304,9 @@ class ChocoSGD(GossipAlgorithm):
 
     def compressor_spec(self) -> str:
         return self.compressor.spec()
+
+    def copies_sent(self) -> int:
+        return self.gossip.degree
 
     def init(self, x0, seeds):
         x = copy_of(x0)

@@ -80,7 +80,7 @@ class Signum(CentralisedAlgorithm):
     name = "signsgd"
     state_type = SignumState
     topologies = VOTE_MODES
-    unused_settings = ("compressor", "downlink")
+    unused_settings = ("compressor", "downlink", "per_layer")
     reported = ("lr", "momentum", "weight_decay", "byzantine", "attack", "batch")
     settings = (
         Setting("topology", "text", "server",

@@ -205,17 +205,25 @@ class NeuralNetwork(Problem):
     # -- batch-norm statistics and other buffers ------------------------------------------------
     @contextlib.contextmanager
     def evaluation(self):
-        """Evaluation mode, the running statistics left as they were at the end (a trace row's
-        full-shard gradient, which runs in training mode, runs inside it)."""
+        """Evaluation mode, the running statistics and PyTorch's random generators left as they
+        were at the end (a trace row's full-shard gradient, which runs in training mode, runs
+        inside it: dropout's draws there do not change the training run)."""
         saved = [t.clone() for t in self.module.buffers()]
         was_training = self.module.training
         self.module.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
         try:
-            yield
+            with torch.random.fork_rng(devices=devices):
+                yield
         finally:
             for t, old in zip(self.module.buffers(), saved):
                 t.copy_(old)
             self.module.train(was_training)
+
+    def has_batch_norm(self) -> bool:
+        """Whether the module normalises over the batch (then a batch needs two samples)."""
+        return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                   for m in self.module.modules())
 
     def checkpoint_arrays(self) -> dict:
         """``{name: host array}`` of the module's buffers (batch-norm statistics), for
@@ -245,10 +253,13 @@ class NeuralNetwork(Problem):
             bind_parameters(self.module, tensor)
 
     def _chunks(self):
-        """``((images, labels), weight)`` over the shard in chunks of `EVAL_CHUNK`."""
+        """``((images, labels), weight)`` over the shard in chunks of `EVAL_CHUNK` (the last one
+        up to one sample longer, so no chunk holds a single sample)."""
         m = self.n_samples
-        for i in range(0, m, EVAL_CHUNK):
-            j = min(m, i + EVAL_CHUNK)
+        starts = list(range(0, m, EVAL_CHUNK))
+        if len(starts) > 1 and m - starts[-1] == 1:  # batch norm needs two samples a batch
+            starts.pop()
+        for i, j in zip(starts, [*starts[1:], m]):
             yield (self._images[i:j], self._labels[i:j]), (j - i) / m
 
     def _logits(self, images):

@@ -26,6 +26,7 @@ the formula evaluated in float64 and rounded once to float32.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import zlib
@@ -125,13 +126,17 @@ def _normalised(raw: np.ndarray, mean: Sequence[float], std: Sequence[float],
     return out
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The contents of ``path``, gunzipped when its name ends in ``.gz``."""
+def _read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The contents of ``path``, gunzipped when its name ends in ``.gz``; at most ``limit``
+    bytes (a forged archive cannot expand beyond what the caller can use)."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+                return f.read(-1 if limit is None else limit)
+        if limit is None:
+            return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read(limit)
     except (OSError, EOFError, zlib.error) as exc:
         raise ValueError(f"{path}: cannot be read: {exc}") from None
 
@@ -160,9 +165,9 @@ def read_idx(path: str | os.PathLike[str], kind: str) -> np.ndarray:
     if kind not in ("images", "labels"):
         raise ValueError(f"kind must be 'images' or 'labels', got {kind!r}")
     path = Path(os.fspath(path))
-    data = _read_bytes(path)
     magic, ndim = (_IDX_IMAGES, 3) if kind == "images" else (_IDX_LABELS, 1)
     header = 4 + 4 * ndim
+    data = _read_bytes(path, header)  # the header first: it bounds what is read next
     if len(data) < 4:
         raise ValueError(f"{path}: not an idx file: it has only {len(data)} bytes")
     found = int.from_bytes(data[:4], "big")
@@ -176,7 +181,8 @@ def read_idx(path: str | os.PathLike[str], kind: str) -> np.ndarray:
     if kind == "images" and dims[1:] != MNIST_SHAPE[1:]:
         raise ValueError(f"{path}: images are {dims[1]}×{dims[2]}, expected "
                          f"{MNIST_SHAPE[1]}×{MNIST_SHAPE[2]}")
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)
+    data = _read_bytes(path, header + expected + 1)  # one byte more shows trailing data
     payload = len(data) - header
     what = (f"{dims[0]} images of {dims[1]}×{dims[2]} pixels" if kind == "images"
             else f"{dims[0]} labels")
@@ -286,10 +292,31 @@ class CifarUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise _Refused(f"it asks to load {module}.{name}")
         if name == "_reconstruct":
-            # Resolved here, not by import: importing numpy.core warns under NumPy 2.
-            core = getattr(np, "_core", None) or np.core
-            return core.multiarray._reconstruct
-        return getattr(np, name)
+            return _empty_reconstruct
+        # ``ndarray`` only as the class argument of ``_reconstruct``: a sentinel, never the
+        # constructor itself, so no pickle can allocate an array of a size the file does not hold
+        return _NDARRAY if name == "ndarray" else np.dtype
+
+
+class _NdarraySentinel:
+    """Stands for ``numpy.ndarray`` in a CIFAR-10 pickle; calling it is refused."""
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused(f"it asks to call numpy.ndarray{args!r} itself (an array of a size the "
+                       "file does not hold)")
+
+
+_NDARRAY = _NdarraySentinel()
+
+
+def _empty_reconstruct(cls, shape, dtype):
+    """NumPy's ``_reconstruct`` as array pickles call it: an empty array whose contents and
+    size come from the pickle's own data (its BUILD step); anything else is refused."""
+    if cls is not _NDARRAY or tuple(shape) != (0,):
+        raise _Refused(f"it asks to build an array of class {cls!r} and shape {shape!r}")
+    # Resolved here, not by import: importing numpy.core warns under NumPy 2.
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct(np.ndarray, (0,), dtype)
 
 
 def _unpickle_batch(path: Path) -> dict:
