@@ -162,12 +162,11 @@ class NeuralNetwork(Problem):
         self._bind(x)
         grad = self.module.mpicomp_flat_grad
         grad.zero_()
+        self.module.train()
         if rows is None:
-            self.module.train()
             for chunk, weight in self._chunks():
                 self._cross_entropy(chunk, weight).backward()
         else:
-            self.module.train()
             index = as_tensor(rows).to(self.device, torch.int64)  # any integer dtype
             images = self._images.index_select(0, index)
             if self.augment and rng is not None:
