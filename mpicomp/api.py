@@ -80,22 +80,20 @@ def local_objective(comm, data, problem: str = "logistic", *, l1: float = 0.0, l
     from .problems import make_problem
     from .problems.data import load
     from .problems.data import shard as take_shard
+    from .setup import CLASSIFIERS, LIBSVM_TASK, data_spec, image_shape_of
 
     if isinstance(data, str):
         from types import SimpleNamespace
-
-        from .setup import LIBSVM_TASK, data_spec
 
         # the problem's synthetic kind, and the task of LIBSVM labels
         spec = data_spec(SimpleNamespace(data=data, problem=problem))
         libsvm = ({"task": LIBSVM_TASK[problem]}
                   if spec.startswith("libsvm:") and problem in LIBSVM_TASK else {})
         data = load(spec, seed=seed, groups=comm.size, **libsvm)
-    if problem in ("softmax", "mlp", "nn"):
+    if problem in CLASSIFIERS:
         options.setdefault("n_classes", data.n_classes)
     if problem == "nn":  # a PyTorch model (`mpicomp.nn.NeuralNetwork`) of the data's images
-        options.setdefault("image_shape", getattr(data, "image_shape", None)
-                           or (1, 1, data.A.shape[1]))
+        options.setdefault("image_shape", image_shape_of(data))
     mine = take_shard(data, comm.rank, comm.size, how=shard, seed=seed)
     local = make_problem(problem, mine.A, mine.y, l1=l1, l2=l2, **options)
     return LocalObjective(local, comm.size * mine.n_samples / data.n_samples)

@@ -71,10 +71,16 @@ def problem_options(cfg: Config, train) -> dict:
         options["n_classes"] = train.n_classes
     if cfg.problem == "mlp":
         options["hidden"] = cfg.hidden
-    if cfg.problem == "nn":  # data without an image shape is one row of pixels
+    if cfg.problem == "nn":
         options.update(model=cfg.model, augment=cfg.augment, seed=cfg.seed,
-                       image_shape=getattr(train, "image_shape", None) or (1, 1, train.A.shape[1]))
+                       image_shape=image_shape_of(train))
     return options
+
+
+def image_shape_of(data) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a data set's images; data without an image shape is one row of
+    pixels, ``(1, 1, d)``."""
+    return getattr(data, "image_shape", None) or (1, 1, data.A.shape[1])
 
 
 def limit_torch_threads(size: int) -> None:

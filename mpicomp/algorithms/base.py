@@ -92,10 +92,7 @@ class LocalObjective:
     def grad(self, x, batch=None, rng: np.random.Generator | None = None):
         """``∇(w_i f_i)(x)``; ``rng`` (the rank's sampling generator) goes to a problem that
         draws per batch (a neural network's data augmentation)."""
-        if rng is None or not getattr(self.problem, "augment", False):
-            g = self.problem.grad(x, batch)  # host indices: checked there, then uploaded
-        else:
-            g = self.problem.grad(x, batch, rng=rng)
+        g = self.problem.grad(x, batch, rng=rng)  # host indices: checked there, then uploaded
         return g if self.weight == 1.0 else self.weight * g
 
     def smoothness(self) -> float | None:

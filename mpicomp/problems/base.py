@@ -221,11 +221,13 @@ class Problem(abc.ABC):
             value += 0.5 * self.l2 * float(vdot(namespace(x), x, x))
         return float(value)
 
-    def grad(self, x, batch=None):
+    def grad(self, x, batch=None, rng: np.random.Generator | None = None):
         """``∇f(x)`` over the shard, or over the local sample indices ``batch`` (with repeats).
 
         The minibatch gradient is the mean of the per-sample gradients of ``batch`` plus
         ``λ2·x``; drawn uniformly it is an unbiased estimate of the full local gradient.
+        ``rng`` is the rank's sampling generator, for problems that draw per batch (a neural
+        network's data augmentation); these problems draw nothing.
         """
         x = self._check_x(x)
         g = self._data_grad(x, self._check_batch(batch))
