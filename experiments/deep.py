@@ -138,6 +138,13 @@ def figure(run, name: str, traces, labels, title: str) -> None:
     run.figure(name, traces, labels, title, y="test_accuracy", x=("step", "bits"), log_y=False)
 
 
+def report(run, s: Setup, comm, names, traces, what: str, name: str, title: str) -> None:
+    """A section's table (`header`, one `row` per run, `caption` of ``what``) and figure."""
+    run.table(caption(s, traces[0], comm, what), header(s.target),
+              [row(label, t, s.target) for label, t in zip(names, traces)])
+    figure(run, name, traces, names, title)
+
+
 def sign_methods(run, comm) -> None:
     s = Setup(run)
     n = comm.size
@@ -159,10 +166,9 @@ def sign_methods(run, comm) -> None:
     if comm.rank != 0:
         return
     names = [c[0] for c in cases]
-    run.table(caption(s, traces[0], comm, f"Sign methods against SGD (γ = {SGD_LR}; signSGD "
-                      f"δ = {SIGNSGD_LR}, Signum δ = {SIGNUM_LR})"),
-              header(s.target), [row(name, t, s.target) for name, t in zip(names, traces)])
-    figure(run, "deep-signsgd", traces, names, "Sign methods with a majority vote against SGD")
+    report(run, s, comm, names, traces, f"Sign methods against SGD (γ = {SGD_LR}; signSGD "
+           f"δ = {SIGNSGD_LR}, Signum δ = {SIGNUM_LR})", "deep-signsgd",
+           "Sign methods with a majority vote against SGD")
     sgd, signsgd, signum, *flipped = (accuracy(t) for t in traces)
     lines = [f"- With the vote each worker sends "
              f"{per_worker_step(traces[0]) / per_worker_step(traces[2]):.0f}× fewer bits each "
@@ -193,10 +199,8 @@ def natural(run, comm) -> None:
     if comm.rank != 0:
         return
     names = [c[0] for c in cases]
-    run.table(caption(s, traces[0], comm, f"Natural compression both ways against fp32 (SGD, "
-                      f"γ = {SGD_LR})"),
-              header(s.target), [row(name, t, s.target) for name, t in zip(names, traces)])
-    figure(run, "deep-natural", traces, names, "Natural compression both ways against fp32")
+    report(run, s, comm, names, traces, f"Natural compression both ways against fp32 (SGD, "
+           f"γ = {SGD_LR})", "deep-natural", "Natural compression both ways against fp32")
     (fp32, nat), bits = (accuracy(t) for t in traces), [to_target(t, s.target)[1] for t in traces]
     per_coord = per_worker_step(traces[1]) / int(traces[1].attrs["dim"])
     saving = (f"{bits[0] / bits[1]:.1f}× fewer bits to {s.target:.0%}"
@@ -217,10 +221,9 @@ def qadam(run, comm) -> None:
     if comm.rank != 0:
         return
     names = [c[0] for c in cases]
-    run.table(caption(s, traces[0], comm, f"Quantised Adam against Adam (η = {ADAM_LR}, β1 = 0.9, "
-                      "β2 = 0.999; exact weights back)"),
-              header(s.target), [row(name, t, s.target) for name, t in zip(names, traces)])
-    figure(run, "deep-qadam", traces, names, "Quantised Adam with and without error feedback")
+    report(run, s, comm, names, traces, f"Quantised Adam against Adam (η = {ADAM_LR}, β1 = 0.9, "
+           "β2 = 0.999; exact weights back)", "deep-qadam",
+           "Quantised Adam with and without error feedback")
     adam, ef, no_ef = (accuracy(t) for t in traces)
     steps = [to_target(t, s.target)[0] for t in traces]
     later = steps[2] > steps[1] or (np.isnan(steps[2]) and not np.isnan(steps[1]))
@@ -249,9 +252,11 @@ def gossip(run, comm) -> None:
     if comm.rank != 0:
         return
     names = [c[0] for c in cases]
-    rows = [[*row(name, t, s.target)[:3], f"{per_worker_step(t):.3g}",
-             *row(name, t, s.target)[5:], f"{t['sparsity'][-1]:.4f}"]
-            for name, t in zip(names, traces)]
+    rows = []
+    for name, t in zip(names, traces):  # one "bits sent" column, and the zeros of x̄
+        full = row(name, t, s.target)
+        rows.append([*full[:3], f"{per_worker_step(t):.3g}", *full[5:],
+                     f"{t['sparsity'][-1]:.4f}"])
     run.table(caption(s, traces[0], comm, f"Decentralised on a ring: Malcom-PSGD against "
                       f"CHOCO-SGD ({GOSSIP_Q}, τ = 1 + ω, γ = 0.5, η = {GOSSIP_LR}; the "
                       "network average x̄)"),
