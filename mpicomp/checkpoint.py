@@ -21,13 +21,15 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from .backend import is_device_array, to_host, to_like
 from .diskspace import abandon, check_free_space, failure_text
+
+if TYPE_CHECKING:  # h5py is imported where a file is opened: ranks that write none skip it
+    import h5py
 
 FORMAT = "mpicomp-checkpoint"
 VERSION = 1
@@ -119,6 +121,8 @@ def write_checkpoint(path: str | os.PathLike[str], meta: dict, records: list[dic
     try:
         check_free_space(path, 2 * arrays + (64 << 10) * len(records) + (1 << 20),
                          f"writing checkpoint {path}")
+        import h5py
+
         f = h5py.File(tmp, "w")
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}; the previous checkpoint "
@@ -171,6 +175,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict:
     if not path.exists():
         raise CheckpointError(f"no checkpoint to resume from: {path} does not exist (a run "
                               "writes one with --checkpoint-every N or on SIGTERM/SIGUSR2)")
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             return _meta(path, f)
@@ -190,6 +196,8 @@ def _rank_group(path: Path, group: h5py.Group, spec: dict, counter_names: Sequen
     if unknown or missing:
         raise CheckpointError(f"{where} does not hold this run's state: missing {missing}, "
                               f"unknown {unknown}")
+    import h5py
+
     record = {}
     for name, (kind, detail) in spec.items():
         if kind == "array":
@@ -234,6 +242,8 @@ def read_checkpoint(path: str | os.PathLike[str], specs: Sequence[dict],
     every rank at the checkpoint's step, and exactly the driver's ``counter_names``."""
     path = Path(path)
     meta = read_checkpoint_meta(path)
+    import h5py
+
     try:
         with h5py.File(path, "r") as f:
             names = [f"rank_{rank:05d}" for rank in range(len(specs))]

@@ -16,8 +16,10 @@ metadata again, which can leave the file unreadable or crash the process. So mpi
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import h5py
+if TYPE_CHECKING:
+    import h5py
 
 
 class DiskFullError(OSError):

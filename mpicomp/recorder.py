@@ -87,12 +87,12 @@ class Recorder:
     # -- the file ------------------------------------------------------------------------------
     def open(self, resume_rows: int | None) -> None:
         """Rank 0: a new trace, or for --resume the old one cut back to the checkpoint's rows."""
+        if self.rank != 0:  # the other ranks never import h5py for the trace
+            return
         from mpi4py import MPI
 
         from .trace import STANDARD_COLUMNS, TraceWriter
 
-        if self.rank != 0:
-            return
         cfg = self.cfg
         try:  # before the trace is touched: one live run per trace, whatever HDF5's locking
             os.makedirs(os.path.dirname(os.path.abspath(cfg.trace)), exist_ok=True)
@@ -132,9 +132,9 @@ class Recorder:
     def mark_failed(self, status: str, message: str) -> str:
         """Rank 0: write ``status`` and ``message`` into the trace (when it is open and writing
         is not what failed); returns the message, with why the trace could not take it."""
-        from .trace import TraceError
-
         if self.rank == 0 and self.trace is not None and self.trace.is_open:
+            from .trace import TraceError
+
             try:
                 self.trace.finish(status, error=message)
             except TraceError as exc:

@@ -41,24 +41,32 @@ def data_spec(cfg: Config) -> str:
     return f"synthetic:{SYNTHETIC_KIND[cfg.problem]}" + (f",{rest}" if rest else "")
 
 
-def load_data(cfg: Config, size: int):
-    """``(train, test or None)``: the whole data set, every rank alike.
+def load_data(cfg: Config, algorithm: str, rank: int, size: int):
+    """This rank's `shards.Part` of the data set (rank 0: every rank's parts, for a source that
+    it reads alone and hands out; the others None), after the checks of the settings that need
+    no data (no communication, so a failure here can be agreed on).
 
     LIBSVM labels are mapped for the problem: two classes to ±1 for logistic regression,
     integer classes to ``0..C−1`` for softmax and the MLP, kept as read for least squares.
     """
-    from .problems.data import load, load_split
+    from .problems.shards import read_part
 
+    ALGORITHMS[algorithm].check_topology(cfg.topology, size)
+    network_only = [flag for flag, used in (("--model", cfg.model != "lenet"),
+                                            ("--augment", cfg.augment),
+                                            ("--per-layer", cfg.per_layer)) if used]
+    if cfg.problem != "nn" and network_only:
+        verb = "is" if len(network_only) == 1 else "are"
+        raise ValueError(f"{' and '.join(network_only)} {verb} for neural networks: add "
+                         f"--problem nn (the problem is {cfg.problem})")
     spec = data_spec(cfg)
     options = {}
     if spec.startswith("libsvm:"):
         options = {"n_features": cfg.features or None, "zero_based": cfg.zero_based,
                    "task": LIBSVM_TASK[cfg.problem]}
     try:
-        if cfg.test_fraction > 0:
-            return load_split(spec, cfg.test_fraction, split_seed=cfg.seed, seed=cfg.seed,
-                              groups=size, **options)
-        return load(spec, seed=cfg.seed, groups=size, **options), None
+        return read_part(spec, rank, size, how=cfg.shard, seed=cfg.seed,
+                         test_fraction=cfg.test_fraction, **options)
     except ValueError as exc:
         if options and "task=" in str(exc):
             raise ValueError(f"the {cfg.problem} problem cannot use these labels: {exc}") from None
@@ -80,7 +88,7 @@ def problem_options(cfg: Config, train) -> dict:
 def image_shape_of(data) -> tuple[int, int, int]:
     """``(C, H, W)`` of a data set's images; data without an image shape is one row of
     pixels, ``(1, 1, d)``."""
-    return getattr(data, "image_shape", None) or (1, 1, data.A.shape[1])
+    return getattr(data, "image_shape", None) or (1, 1, data.n_features)
 
 
 def limit_torch_threads(size: int) -> None:
@@ -133,54 +141,101 @@ class Setup:
     attrs: dict  # trace attributes known once built
 
 
-def local_objective(cfg: Config, algorithm: str, rank: int, size: int):
-    """``(train, test problem or None, objective, its smoothness)``: the data set, the held-out
-    problem, this rank's weighted problem and its smoothness bound (no communication, so a
-    failure here can be agreed on). Sizes that cannot fit fail before they are allocated."""
+def local_objective(cfg: Config, part, size: int):
+    """``(test problem or None, objective, its smoothness)``: the held-out problem (rank 0),
+    this rank's weighted problem over its part and its smoothness bound (no communication, so
+    a failure here can be agreed on). Sizes that cannot fit fail before they are allocated."""
     from .problems import make_problem
-    from .problems.data import shard
 
-    ALGORITHMS[algorithm].check_topology(cfg.topology, size)
-    network_only = [flag for flag, used in (("--model", cfg.model != "lenet"),
-                                            ("--augment", cfg.augment),
-                                            ("--per-layer", cfg.per_layer)) if used]
-    if cfg.problem != "nn" and network_only:
-        verb = "is" if len(network_only) == 1 else "are"
-        raise ValueError(f"{' and '.join(network_only)} {verb} for neural networks: add "
-                         f"--problem nn (the problem is {cfg.problem})")
-    train, test = load_data(cfg, size)
-    dim = train.A.shape[1]
-    check_dimension(f"the data set {train.name}", dim)
-    check_fits(f"--batch {cfg.batch}", cfg.batch * (_row_bytes(train.A) + 16))  # + index, loss
-    mine = shard(train, rank, size, how=cfg.shard, seed=cfg.seed)
+    whole, mine = part.summary, part.mine
+    check_dimension(f"the data set {whole.name}", whole.n_features)
+    check_fits(f"--batch {cfg.batch}", cfg.batch * (_row_bytes(mine.A) + 16))  # + index, loss
     if cfg.problem == "nn":
         limit_torch_threads(size)
     A = _on_device(_as_dtype(mine.A, np.dtype(cfg.dtype)), cfg.device)
     local = make_problem(cfg.problem, A,
-                         _on_device(mine.y, cfg.device), **problem_options(cfg, train))
+                         _on_device(mine.y, cfg.device), **problem_options(cfg, whole))
     if cfg.problem == "nn" and cfg.batch == 1 and local.has_batch_norm():
         raise ValueError(f"--batch 1 cannot train {cfg.model}: batch norm needs two samples a "
                          "batch (use --batch 2 or more)")
+    test = part.test
     if test is not None and cfg.problem == "nn":  # the same network (its batch-norm statistics)
         test = local.with_data(test.A, test.y)
     elif test is not None:  # the held-out problem, on the host, in float64
-        test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, train))
-    objective = LocalObjective(local, size * mine.n_samples / train.n_samples)
-    return train, test, objective, objective.smoothness()
+        test = make_problem(cfg.problem, test.A, test.y, **problem_options(cfg, whole))
+    objective = LocalObjective(local, size * mine.n_samples / whole.n_samples)
+    return test, objective, objective.smoothness()
 
 
-def reference_point(cfg: Config, train, should_stop: Callable[[], bool]) -> tuple:
-    """``(x*, F(x*))`` over the whole training set, or ``(None, nan)`` (rank 0 only): also when
-    ``should_stop()`` turns true during the solve (a stop request; the resumed run solves)."""
-    from .problems import ReferenceInterrupted, is_convex, make_problem, reference_optimum
+#: training sets up to this size (values and indices) are gathered on rank 0 for the solve of
+#: x*, which is then that of one process over the whole set, bit for bit; larger ones are
+#: solved as a sum over the ranks' shards (`problems.distributed.ShardSum`)
+GATHER_LIMIT_BYTES = 32 << 20
+
+
+def reference_problem(cfg: Config, part, mpi_comm):
+    """The whole training set's problem for the solve of ``x*`` (collective): on rank 0 the
+    problem over the gathered shards (small sets, `GATHER_LIMIT_BYTES`) or a `ShardSum` on
+    every rank (larger ones); None on the other ranks of a gathered set."""
+    from .problems import make_problem
+
+    mine = part.mine
+    options = problem_options(cfg, part.summary)
+    if mpi_comm.allreduce(_row_bytes(mine.A) * mine.n_samples) > GATHER_LIMIT_BYTES:
+        from .problems.distributed import ShardSum
+
+        local = make_problem(cfg.problem, mine.A, mine.y, **options)
+        return ShardSum(local, mine.n_samples / part.summary.n_samples, mpi_comm)
+    pieces = mpi_comm.gather((mine.meta["indices"], mine.A, mine.y), root=0)
+    if pieces is None:
+        return None
+    rows = np.concatenate([p[0] for p in pieces])
+    order = np.argsort(rows, kind="stable")
+    A = _stacked([p[1] for p in pieces])
+    return make_problem(cfg.problem, A[order], np.concatenate([p[2] for p in pieces])[order],
+                        **options)
+
+
+def _stacked(blocks):
+    import scipy.sparse as sp
+
+    if sp.issparse(blocks[0]):
+        return sp.vstack(blocks, format="csr")
+    return np.concatenate(blocks)
+
+
+def reference_point(cfg: Config, problem, should_stop: Callable[[], bool]) -> tuple:
+    """``(x*, F(x*))`` of the whole training set's ``problem`` (`reference_problem`; rank 0),
+    or ``(None, nan)``: also when ``should_stop()`` turns true during the solve (a stop
+    request; the resumed run solves)."""
+    from .problems import ReferenceInterrupted, reference_optimum
+
+    try:
+        return reference_optimum(problem, warn=False, should_stop=should_stop)
+    except ReferenceInterrupted:
+        return None, math.nan
+
+
+def solve_reference(cfg: Config, part, mpi_comm, agree: Callable,
+                    should_stop: Callable[[], bool]) -> tuple:
+    """``(x*, F(x*))`` on every rank (collective), ``(None, nan)`` without one: a non-convex
+    problem, ``--no-reference``, or a stop request during the solve."""
+    from .problems import is_convex
 
     if not (cfg.reference and is_convex(cfg.problem)):
         return None, math.nan
-    whole = make_problem(cfg.problem, train.A, train.y, **problem_options(cfg, train))
-    try:
-        return reference_optimum(whole, warn=False, should_stop=should_stop)
-    except ReferenceInterrupted:
-        return None, math.nan
+    problem = agree(reference_problem, cfg, part, mpi_comm)
+
+    def solve():
+        if mpi_comm.Get_rank() != 0:  # a ShardSum's evaluations, or nothing (gathered)
+            return None if problem is None else problem.serve()
+        try:
+            return reference_point(cfg, problem, should_stop)
+        finally:
+            getattr(problem, "release", lambda: None)()
+
+    return mpi_comm.bcast(agree(solve), root=0)
+
 
 def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
               stop_requested: Callable[[], bool], stop_agreed: Callable[[], bool]) -> Setup:
@@ -190,16 +245,20 @@ def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
     whether this rank was asked to stop (it interrupts the solve for x*), ``stop_agreed()``
     whether any rank was (collective; the solve is then skipped, and the resumed run solves).
     """
+    from .problems.shards import scatter_parts, scattered
+
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     if cfg.device == "gpu":  # each rank of a node on its own GPU, round robin
         agree(use_local_gpu, node_rank(mpi_comm))
-    train, test, objective, L_mine = agree(local_objective, cfg, algorithm, rank, size)
+    part = agree(load_data, cfg, algorithm, rank, size)
+    if scattered(data_spec(cfg)):
+        part = scatter_parts(mpi_comm, part)
+    test, objective, L_mine = agree(local_objective, cfg, part, size)
     L_all = mpi_comm.allgather(L_mine)
     smoothness = None if any(v is None for v in L_all) else max(L_all)
     x_star, f_star = None, math.nan
     if not stop_agreed():
-        solved = agree(lambda: reference_point(cfg, train, stop_requested) if rank == 0 else None)
-        x_star, f_star = mpi_comm.bcast(solved, root=0)
+        x_star, f_star = solve_reference(cfg, part, mpi_comm, agree, stop_requested)
     network = None if cfg.network == "none" else cfg.network
     agree(check_gpu_aware, cfg.gpu_aware)
     communicator = Communicator(mpi_comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)
@@ -209,8 +268,9 @@ def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
         communicator.mpi_comm.Free()
         raise
     attrs = {
-        "compressor": algo.compressor_spec(), "dim": objective.dim, "n_samples": train.n_samples,
-        "data": train.name, "smoothness": math.nan if smoothness is None else smoothness,
+        "compressor": algo.compressor_spec(), "dim": objective.dim,
+        "n_samples": part.summary.n_samples, "data": part.summary.name,
+        "smoothness": math.nan if smoothness is None else smoothness,
         "f_star": f_star, "hyperparameters": json.dumps(algo.hyperparameters()),
     }
     return Setup(objective, algo, communicator, x_star, f_star, smoothness, test, attrs)

@@ -179,3 +179,21 @@ def test_model_rejects_bad_sizes(comm, capsys):
 
     assert main(["model", "--model", "mlp", "--iters", "0"]) == 2
     assert "need --iters ≥ 1" in capsys.readouterr().err
+
+
+@pytest.mark.mpi
+def test_memory_reports_the_shard_each_rank_holds(comm):
+    """Each rank's shard is its rows of the set (8 bytes a value and a label), the method's
+    vectors those of DIANA's state, and the ratio is the peak over the stated budget."""
+    from mpicomp.bench import memory
+
+    n, d = 1000, 40
+    row = memory.measure("diana", ["--iters", "3", "--data",
+                                   f"synthetic:logistic,n={n},d={d}"], comm)
+    mine = n // comm.size + (comm.rank < n % comm.size)
+    assert row["shard_mb"] * (1 << 20) == mine * (d + 1) * 8
+    assert row["vectors_mb"] * (1 << 20) >= 2 * d * 8  # at least x and the shift h_i
+    assert row["peak_mb"] > 20
+    budget = memory.SLACK * (row["shard_mb"] + row["vectors_mb"] + memory.LIBRARIES_MB)
+    assert row["budget_mb"] == pytest.approx(budget)
+    assert row["ratio"] == pytest.approx(row["peak_mb"] / budget)

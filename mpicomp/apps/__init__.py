@@ -39,4 +39,5 @@ def app_main(app: str, algorithm: str, defaults: dict) -> Callable[..., int]:
         return run_main(algorithm, argv, comm, defaults=defaults, prog=command(app))
 
     main.__doc__ = f"``{command(app)}``: {algorithm} with the defaults of this app (exit status)."
+    main.algorithm = algorithm
     return main

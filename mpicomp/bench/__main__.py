@@ -1,4 +1,4 @@
-"""Command line: ``python -m mpicomp.bench compressors|collectives|step|model [options]``
+"""Command line: ``python -m mpicomp.bench compressors|collectives|step|model|memory [options]``
 (``--help``)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpicomp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True,
-                                metavar="{compressors,collectives,step,model}")
+                                metavar="{compressors,collectives,step,model,memory}")
     comp = sub.add_parser("compressors",
                           help="encode/decode time of every operator vs a memory copy")
     comp.add_argument("--d", type=int, default=None,
@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     coll.add_argument("--ops", nargs="*", help="operator specs (default: sign natural qsgd:s=4)")
     coll.add_argument("--network", default="10gbe", help="network-model profile (default 10gbe)")
     coll.add_argument("--json", help="also write the rows to this JSON file (rank 0)")
+    memory = sub.add_parser("memory", help="peak RSS per rank of an app's run vs its shard, "
+                            "its vectors and 120 MB of libraries (run under mpiexec)")
+    memory.add_argument("--app", default="diana", help="the app (default diana)")
+    memory.add_argument("--data", help="--data of the run (default: the app's)")
+    memory.add_argument("--iters", type=int, default=5, help="steps (default 5)")
+    memory.add_argument("--no-check", action="store_true",
+                        help="exit 0 even when a rank is over its budget")
+    memory.add_argument("--json", help="also write every rank's figures to this JSON file")
     step = sub.add_parser("step", help="time per step of DCGD, DIANA, natural vs a hand-written "
                           "mpi4py loop (run under mpiexec)")
     step.add_argument("--dims", type=int, nargs="+", default=[64, 1024, 65536],
@@ -90,6 +98,10 @@ def main(argv=None) -> int:
             from .model import main as run_model
 
             return run_model(args)
+        if args.what == "memory":
+            from .memory import main as run_memory
+
+            return run_memory(args)
         if args.what == "step":
             from .step import main as run_step
 

@@ -236,12 +236,10 @@ def _check_fraction(test_fraction) -> None:
         raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
 
 
-def train_test_split(dataset: Dataset, test_fraction: float,
-                     seed: int = 0) -> tuple[Dataset, Dataset]:
-    """Split into ``(train, test)``: ``round(test_fraction · n)`` rows drawn with
-    ``default_rng(seed)`` go to test; both keep the original row order."""
+def split_rows(n: int, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(train rows, test rows)`` of an ``n``-sample set, both sorted: ``round(test_fraction·n)``
+    rows drawn with ``default_rng(seed)`` go to test."""
     _check_fraction(test_fraction)
-    n = dataset.n_samples
     n_test = int(round(test_fraction * n))
     if not 1 <= n_test <= n - 1:
         raise ValueError(
@@ -249,7 +247,13 @@ def train_test_split(dataset: Dataset, test_fraction: float,
             f"{n - n_test} for training; both need at least one"
         )
     perm = np.random.default_rng(seed).permutation(n)
-    test_rows, train_rows = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def train_test_split(dataset: Dataset, test_fraction: float,
+                     seed: int = 0) -> tuple[Dataset, Dataset]:
+    """Split into ``(train, test)`` (`split_rows`); both keep the original row order."""
+    train_rows, test_rows = split_rows(dataset.n_samples, test_fraction, seed)
     return (dataset.take(train_rows, f"{dataset.name}[train]"),
             dataset.take(test_rows, f"{dataset.name}[test]"))
 
@@ -496,17 +500,29 @@ def _planted_model(rng: np.random.Generator, kind: str, d: int, C: int,
     return x_true, support
 
 
-def _shared_draws(rng: np.random.Generator, kind: str, m: int, d: int,
-                  C: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(Z, label_draws)``: the features ``z ~ N(0, I_d)`` of all ``m`` samples, then the
-    randomness of their labels: uniforms (logistic), standard normals (least squares) or
-    ``m × C`` Gumbel draws (multiclass). Independent of ``G`` and ``h``."""
-    Z = rng.standard_normal((m, d))
+def _label_draws(rng: np.random.Generator, kind: str, m: int, C: int) -> np.ndarray:
+    """The randomness of the labels, drawn after the features ``z ~ N(0, I_d)`` of all ``m``
+    samples: uniforms (logistic), standard normals (least squares) or ``m × C`` Gumbel draws
+    (multiclass). Independent of ``G`` and ``h``."""
     if kind == "logistic":
-        return Z, rng.random(m)
+        return rng.random(m)
     if kind == "least_squares":
-        return Z, rng.standard_normal(m)
-    return Z, rng.gumbel(size=(m, C))
+        return rng.standard_normal(m)
+    return rng.gumbel(size=(m, C))
+
+
+#: feature values drawn at a time when the features are skipped over or made group by group
+_DRAW_CHUNK = 1 << 20
+
+
+def _draws_after_features(rng: np.random.Generator, kind: str, m: int, d: int,
+                          C: int) -> np.ndarray:
+    """`_label_draws` of a generator that has not drawn the ``m × d`` features: they are drawn
+    and dropped a few rows at a time (the same stream as one ``(m, d)`` draw)."""
+    rows = max(1, _DRAW_CHUNK // d)
+    for start in range(0, m, rows):
+        rng.standard_normal((min(rows, m - start), d))
+    return _label_draws(rng, kind, m, C)
 
 
 def _group_shift_and_model(rng: np.random.Generator, x_true: np.ndarray, support: np.ndarray,
@@ -552,7 +568,12 @@ def _grouped_samples(rng: np.random.Generator, kind: str, Z: np.ndarray, label_d
     return A, y, group_models
 
 
-def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features: int = 50,
+#: samples of a synthetic data set whose spec does not say (``n``)
+SYNTHETIC_SAMPLES = 1000
+
+
+def make_synthetic(kind: str = "logistic", *, n_samples: int = SYNTHETIC_SAMPLES,
+                   n_features: int = 50,
                    heterogeneity: float = 0.0, groups: int = 1, seed: int = 0,
                    density: float = 1.0, noise: float = 0.1, classes: int = 3) -> Dataset:
     """Data from a planted model, with a knob for how much the workers' data differ.
@@ -599,7 +620,9 @@ def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features:
     model_ss, data_ss, het_ss = np.random.SeedSequence(seed).spawn(3)
     x_true, support = _planted_model(np.random.default_rng(model_ss), kind, d, C, density)
     # Shared draws first (independent of G and h), so h = 0 data are the same for every G.
-    Z, label_draws = _shared_draws(np.random.default_rng(data_ss), kind, m, d, C)
+    data_rng = np.random.default_rng(data_ss)
+    Z = data_rng.standard_normal((m, d))
+    label_draws = _label_draws(data_rng, kind, m, C)
     A, y, group_models = _grouped_samples(np.random.default_rng(het_ss), kind, Z, label_draws,
                                           x_true, support, h, G, noise)
     meta = {"x_true": x_true, "group_models": np.stack(group_models), "groups": G,
@@ -608,6 +631,42 @@ def make_synthetic(kind: str = "logistic", *, n_samples: int = 1000, n_features:
         meta["n_classes"] = C
     name = f"synthetic:{kind},n={m},d={d},h={h:g},groups={G},seed={seed}"
     return Dataset(A, y, name, _SYNTHETIC_TASKS[kind], meta)
+
+
+def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHETIC_SAMPLES,
+                   n_features: int = 50, heterogeneity: float = 0.0, groups: int = 1,
+                   seed: int = 0, density: float = 1.0, noise: float = 0.1,
+                   classes: int = 3) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Rows of `make_synthetic`'s data set without making the whole of it.
+
+    Returns ``(A[rows], y, x_true)``: the rows ``rows`` (an index array, in its order; None: no
+    rows, the labels only), every sample's label and the planted model, bit for bit those of
+    `make_synthetic` with the same arguments. The features are made one group block at a time
+    (the block's labels are one product with its local model, as there), so the memory is the
+    rows kept, one group's block and one label a sample; the time is about twice that of
+    `make_synthetic` (the features are drawn once more to reach the labels' draws).
+    """
+    m, d, G, C, seed, h = _checked_synthetic_arguments(
+        kind, n_samples, n_features, groups, classes, seed, heterogeneity, density, noise)
+    model_ss, data_ss, het_ss = np.random.SeedSequence(seed).spawn(3)
+    x_true, support = _planted_model(np.random.default_rng(model_ss), kind, d, C, density)
+    label_draws = _draws_after_features(np.random.default_rng(data_ss), kind, m, d, C)
+    feature_rng, het_rng = np.random.default_rng(data_ss), np.random.default_rng(het_ss)
+    rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+    order = None if rows is None else np.argsort(rows, kind="stable")
+    out = None if rows is None else np.empty((rows.size, d))
+    y = np.empty(m, dtype=np.int64 if kind == "multiclass" else np.float64)
+    for g in range(G):
+        shift, x_g = _group_shift_and_model(het_rng, x_true, support, h)
+        lo, hi = block_bounds(m, G, g)
+        block = feature_rng.standard_normal((hi - lo, d))
+        block += shift
+        y[lo:hi] = _labels(kind, block @ x_g, label_draws[lo:hi], noise)
+        if rows is not None:
+            first, last = np.searchsorted(rows[order], (lo, hi))
+            mine = order[first:last]
+            out[mine] = block[rows[mine] - lo]
+    return out, y, x_true
 
 
 _SYNTH_KEYS = {
@@ -648,6 +707,28 @@ def _parse_synthetic(params: dict) -> tuple[str, dict]:
 # --------------------------------------------------------------------------------------------
 # The spec front door
 # --------------------------------------------------------------------------------------------
+def parse_data_spec(spec) -> tuple[str, str, dict]:
+    """``(spec stripped, source name, its parameters)`` of a ``--data`` spec (`DATA_FORMS`);
+    ValueError naming the valid specs."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"data spec must be a non-empty string, got {spec!r}; {_SPEC_HELP}")
+    spec = spec.strip()
+    name, params = parse_spec(spec, DATA_FORMS, "data set", noun="key", hint=_SPEC_HELP)
+    return spec, name, params
+
+
+def synthetic_request(spec: str, params: dict, seed: int | None,
+                      groups: int | None) -> tuple[str, dict, str]:
+    """``(kind, make_synthetic keywords, data set name)`` of a parsed ``synthetic`` spec, with
+    ``seed`` and ``groups`` as defaults of the keys of the same name."""
+    kind, keywords = _parse_synthetic(params)
+    if seed is not None:
+        keywords.setdefault("seed", seed)
+    if groups is not None:
+        keywords.setdefault("groups", groups)
+    return kind, keywords, spec if params else f"synthetic:{kind}"
+
+
 def _load_raw(spec: str, seed: int | None, groups: int | None, libsvm_options: dict,
               official_test: bool = False) -> tuple[Dataset, bool, Dataset | None]:
     """``(data set, standardised by default?, official test set)`` named by ``spec``.
@@ -656,10 +737,7 @@ def _load_raw(spec: str, seed: int | None, groups: int | None, libsvm_options: d
     official split (the image sets). Its test set is read only when ``official_test`` is true;
     it is None otherwise and for sources without one.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"data spec must be a non-empty string, got {spec!r}; {_SPEC_HELP}")
-    spec = spec.strip()
-    name, params = parse_spec(spec, DATA_FORMS, "data set", noun="key", hint=_SPEC_HELP)
+    spec, name, params = parse_data_spec(spec)
     if libsvm_options and name != "libsvm":
         raise TypeError(f"options {sorted(libsvm_options)} apply to libsvm:PATH only, not {spec!r}")
     if name == "libsvm":
@@ -670,13 +748,9 @@ def _load_raw(spec: str, seed: int | None, groups: int | None, libsvm_options: d
         test = load_images(name, directory, "test") if official_test else None
         return train, False, test
     if name == "synthetic":
-        kind, keywords = _parse_synthetic(params)
-        if seed is not None:
-            keywords.setdefault("seed", seed)
-        if groups is not None:
-            keywords.setdefault("groups", groups)
+        kind, keywords, ds_name = synthetic_request(spec, params, seed, groups)
         ds = make_synthetic(kind, **keywords)
-        ds.name = spec if params else f"synthetic:{kind}"
+        ds.name = ds_name
         return ds, False, None
     return load_bundled(f"{name}:{params['variant']}" if params else name), True, None
 

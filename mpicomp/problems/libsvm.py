@@ -178,16 +178,18 @@ class _Samples:
     data: np.ndarray
 
 
-def _read_samples(path: PathLike, zero_based: bool, n_features: int | None) -> _Samples:
-    """Parse every line of ``path``; ValueError for a malformed line, a file that is not UTF-8
-    or one without samples."""
+#: samples parsed and checked at a time: the reader holds one block of Python lists at most
+BLOCK_SAMPLES = 8192
+
+
+def _sample_blocks(path: PathLike, zero_based: bool, n_features: int | None,
+                   block: int = BLOCK_SAMPLES):
+    """The samples of ``path``, ``block`` at a time, each block checked as a whole
+    (`_check_block`); ValueError for a malformed line, a file that is not UTF-8 or one without
+    samples. The first error in file order is the one raised."""
     name = os.fspath(path)
-    labels: list[float] = []
-    linenos: list[int] = []       # physical line of each sample
-    counts: list[int] = []        # entries per sample
-    index_chunks: list[list[int]] = []
-    value_chunks: list[list[float]] = []
-    n_lines = 0
+    pending = _Pending()
+    n_lines = n_samples = 0
     try:
         with _open_text(path) as fh:
             for lineno, raw in enumerate(fh, start=1):
@@ -199,27 +201,79 @@ def _read_samples(path: PathLike, zero_based: bool, n_features: int | None) -> _
                 try:
                     label, idx, val = _parse_line(line)
                 except (ValueError, IndexError) as err:
+                    if pending.labels:  # an earlier line's error comes first
+                        _check_block(path, pending.samples(zero_based), zero_based, n_features)
                     _diagnose(f"{name}:{lineno}", line, zero_based, n_features)
                     raise AssertionError(  # pragma: no cover - _diagnose must have raised
                         f"{name}:{lineno}: unparsable line {_short(line)!r}") from err
-                labels.append(label)
-                linenos.append(lineno)
-                counts.append(len(idx))
-                index_chunks.append(idx)
-                value_chunks.append(val)
+                pending.add(label, lineno, idx, val)
+                n_samples += 1
+                if len(pending.labels) == block:
+                    yield _check_block(path, pending.samples(zero_based), zero_based, n_features)
+                    pending = _Pending()
     except UnicodeDecodeError as exc:
         raise ValueError(f"{name}: not a UTF-8 text file ({exc})") from None
-    if not labels:
+    if pending.labels:
+        yield _check_block(path, pending.samples(zero_based), zero_based, n_features)
+    if not n_samples:
         what = "the file is empty" if n_lines == 0 else (
             f"all {n_lines} lines are blank or comments")
         raise ValueError(f"{name}: no samples to read: {what}")
-    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(counts, dtype=np.int64), out=indptr[1:])
-    nnz = int(indptr[-1])
-    cols = np.fromiter((i for chunk in index_chunks for i in chunk), dtype=np.int64, count=nnz)
-    data = np.fromiter((v for chunk in value_chunks for v in chunk), dtype=np.float64, count=nnz)
-    cols -= 0 if zero_based else 1
-    return _Samples(labels, linenos, indptr, cols, data)
+
+
+class _Pending:
+    """The lines of the block being read, as Python lists."""
+
+    def __init__(self):
+        self.labels: list[float] = []
+        self.linenos: list[int] = []       # physical line of each sample
+        self.counts: list[int] = []        # entries per sample
+        self.index_chunks: list[list[int]] = []
+        self.value_chunks: list[list[float]] = []
+
+    def add(self, label: float, lineno: int, idx: list[int], val: list[float]) -> None:
+        self.labels.append(label)
+        self.linenos.append(lineno)
+        self.counts.append(len(idx))
+        self.index_chunks.append(idx)
+        self.value_chunks.append(val)
+
+    def samples(self, zero_based: bool) -> _Samples:
+        indptr = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(np.asarray(self.counts, dtype=np.int64), out=indptr[1:])
+        nnz = int(indptr[-1])
+        cols = np.fromiter((i for chunk in self.index_chunks for i in chunk), dtype=np.int64,
+                           count=nnz)
+        data = np.fromiter((v for chunk in self.value_chunks for v in chunk), dtype=np.float64,
+                           count=nnz)
+        cols -= 0 if zero_based else 1
+        return _Samples(self.labels, self.linenos, indptr, cols, data)
+
+
+def _check_block(path: PathLike, samples: _Samples, zero_based: bool,
+                 n_features: int | None) -> _Samples:
+    """``samples`` if every entry is in range, after a smaller index on its line and finite;
+    else the first bad entry's line is diagnosed token by token (ValueError)."""
+    entry = _first_bad_entry(samples, n_features)
+    if entry is not None:
+        row = int(np.searchsorted(samples.indptr, entry, side="right") - 1)
+        lineno = samples.linenos[row]
+        where = f"{os.fspath(path)}:{lineno}"
+        _diagnose(where, _line_text(path, lineno), zero_based, n_features)
+        raise AssertionError(f"{where}: invalid entry not diagnosed")  # pragma: no cover
+    return samples
+
+
+def _concatenated(blocks: list[_Samples]) -> _Samples:
+    """One `_Samples` of consecutive blocks."""
+    if len(blocks) == 1:
+        return blocks[0]
+    ends = np.cumsum([b.indptr[-1] for b in blocks])
+    indptr = np.concatenate([[0]] + [b.indptr[1:] + (ends[k - 1] if k else 0)
+                                     for k, b in enumerate(blocks)])
+    return _Samples([v for b in blocks for v in b.labels], [v for b in blocks for v in b.linenos],
+                    indptr.astype(np.int64), np.concatenate([b.cols for b in blocks]),
+                    np.concatenate([b.data for b in blocks]))
 
 
 def _first_bad_entry(samples: _Samples, n_features: int | None) -> int | None:
@@ -245,15 +299,20 @@ def _first_bad_entry(samples: _Samples, n_features: int | None) -> int | None:
     return int(np.flatnonzero(bad)[0]) if bad.any() else None
 
 
-def _csr_matrix(samples: _Samples, n_features: int | None, name: str) -> sp.csr_matrix:
-    """The samples as a CSR matrix with sorted indices, ``n_features`` wide (default: up to the
-    largest column seen); int32 indices where they fit."""
-    cols, nnz = samples.cols, samples.cols.size
-    width = n_features if n_features is not None else (int(cols.max()) + 1 if nnz else 1)
+def _width(n_features: int | None, widest: int, name: str) -> int:
+    """The matrix width: ``n_features`` when given, else ``widest`` (checked to fit)."""
+    width = n_features if n_features is not None else widest
     check_dimension(f"{name}: {width} features", width)
+    return width
+
+
+def _csr_matrix(samples: _Samples, width: int) -> sp.csr_matrix:
+    """The samples as a CSR matrix with sorted indices, ``width`` wide; int32 indices where they
+    fit."""
+    nnz = samples.cols.size
     index_dtype = np.int32 if max(width, nnz) < np.iinfo(np.int32).max else np.int64
     A = sp.csr_matrix(
-        (samples.data, cols.astype(index_dtype), samples.indptr.astype(index_dtype)),
+        (samples.data, samples.cols.astype(index_dtype), samples.indptr.astype(index_dtype)),
         shape=(len(samples.labels), width),
     )
     A.has_sorted_indices = True
@@ -291,18 +350,78 @@ def read_libsvm(
     FileNotFoundError
         The file does not exist.
     """
-    name = os.fspath(path)
     n_features = _checked_n_features(n_features)
-    samples = _read_samples(path, zero_based, n_features)
-    # Whole-file checks; the first bad entry's line is then diagnosed token by token.
-    entry = _first_bad_entry(samples, n_features)
-    if entry is not None:
-        row = int(np.searchsorted(samples.indptr, entry, side="right") - 1)
-        lineno = samples.linenos[row]
-        where = f"{name}:{lineno}"
-        _diagnose(where, _line_text(path, lineno), zero_based, n_features)
-        raise AssertionError(f"{where}: invalid entry not diagnosed")  # pragma: no cover
-    return _csr_matrix(samples, n_features, name), np.asarray(samples.labels, dtype=np.float64)
+    samples = _concatenated(list(_sample_blocks(path, zero_based, n_features)))
+    width = _width(n_features, int(samples.cols.max()) + 1 if samples.cols.size else 1,
+                   os.fspath(path))
+    return _csr_matrix(samples, width), np.asarray(samples.labels, dtype=np.float64)
+
+
+@dataclass
+class LibsvmSummary:
+    """What one pass over a LIBSVM file finds, keeping no rows.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray
+        Every sample's label as written (float64).
+    n_features : int
+        The width: ``n_features`` when given, else the largest index seen (at least 1).
+    nnz : int
+        Stored entries in all.
+    """
+
+    labels: np.ndarray
+    n_features: int
+    nnz: int
+
+
+def scan_libsvm(path: PathLike, n_features: int | None = None,
+                zero_based: bool = False) -> LibsvmSummary:
+    """Check every line of ``path`` as `read_libsvm` does, keeping only the labels and the
+    sizes: memory of one block of lines and one float per sample."""
+    n_features = _checked_n_features(n_features)
+    labels, widest, nnz = [], 0, 0
+    for samples in _sample_blocks(path, zero_based, n_features):
+        labels.extend(samples.labels)
+        nnz += samples.cols.size
+        widest = max(widest, int(samples.cols.max()) + 1 if samples.cols.size else 1)
+    return LibsvmSummary(np.asarray(labels, dtype=np.float64),
+                         _width(n_features, widest, os.fspath(path)), nnz)
+
+
+def read_libsvm_rows(path: PathLike, rows, n_features: int,
+                     zero_based: bool = False) -> sp.csr_matrix:
+    """Samples ``rows`` (indices among the file's samples, in the order wanted) of a file that
+    `scan_libsvm` has checked, as a CSR matrix ``n_features`` wide: only those rows are kept."""
+    rows = np.asarray(rows, dtype=np.int64)
+    wanted = np.unique(rows)
+    kept: list[_Samples] = []
+    start = 0
+    for samples in _sample_blocks(path, zero_based, n_features):
+        stop = start + len(samples.labels)
+        lo, hi = np.searchsorted(wanted, (start, stop))
+        if hi > lo:
+            kept.append(_rows_of(samples, wanted[lo:hi] - start))
+        start = stop
+    picked = _concatenated(kept) if kept else _Samples([], [], np.zeros(1, np.int64),
+                                                       np.zeros(0, np.int64), np.zeros(0))
+    if picked.indptr.size - 1 != wanted.size:
+        raise ValueError(f"{os.fspath(path)}: rows up to {int(wanted[-1])} asked for, but the "
+                         f"file has {start} samples (was it changed while being read?)")
+    A = _csr_matrix(picked, n_features)
+    return A if np.array_equal(rows, wanted) else A[np.searchsorted(wanted, rows)]
+
+
+def _rows_of(samples: _Samples, rows: np.ndarray) -> _Samples:
+    """The samples ``rows`` (sorted, within the block) of a block."""
+    lengths = np.diff(samples.indptr)[rows]
+    starts = samples.indptr[rows]
+    entries = (np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+               + np.arange(int(lengths.sum())))
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return _Samples([samples.labels[r] for r in rows], [samples.linenos[r] for r in rows],
+                    indptr, samples.cols[entries], samples.data[entries])
 
 
 def write_libsvm(path: PathLike, A, y, zero_based: bool = False) -> None:
@@ -328,4 +447,4 @@ def write_libsvm(path: PathLike, A, y, zero_based: bool = False) -> None:
             fh.write(f"{label_text} {items}\n" if items else f"{label_text}\n")
 
 
-__all__ = ["read_libsvm", "write_libsvm"]
+__all__ = ["read_libsvm", "scan_libsvm", "read_libsvm_rows", "write_libsvm", "LibsvmSummary"]

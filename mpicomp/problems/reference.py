@@ -28,8 +28,6 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-import scipy.optimize as so
-import scipy.sparse.linalg as spla
 
 from ..backend import get_xp, to_host
 from .base import Problem
@@ -135,6 +133,8 @@ class _Interruptible:
 
 
 def _lbfgs(problem: Problem, xp, x0: np.ndarray, tol: float, max_iter: int) -> ReferenceResult:
+    import scipy.optimize as so  # here, not at import: only the rank that solves needs it
+
     def fun(x):
         xd = xp.asarray(x)
         return problem.loss(xd), np.asarray(to_host(problem.grad(xd)), dtype=np.float64)
@@ -154,6 +154,7 @@ def _lbfgs(problem: Problem, xp, x0: np.ndarray, tol: float, max_iter: int) -> R
 def _newton_polish(problem: Problem, xp, x: np.ndarray, tol: float, max_steps: int = 30,
                    eps: float = 1e-5):
     """Newton–CG from a point near the optimum, using gradients only; ``(x, ‖∇f‖, steps)``."""
+    import scipy.sparse.linalg as spla
 
     def grad(z):
         return np.asarray(to_host(problem.grad(xp.asarray(z))), dtype=np.float64)
