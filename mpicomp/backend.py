@@ -71,6 +71,12 @@ def use_local_gpu(local_rank: int) -> int:
     return gpu
 
 
+def is_sparse(A: Any) -> bool:
+    """Whether ``A`` is a SciPy or ``cupyx.scipy.sparse`` matrix (without importing SciPy:
+    a dense run never loads ``scipy.sparse``)."""
+    return type(A).__module__.startswith(("scipy.sparse", "cupyx.scipy.sparse"))
+
+
 def is_gpu_array(x: Any) -> bool:
     """True if ``x`` is a CuPy array (checked without importing CuPy)."""
     cp = _cupy_if_loaded()

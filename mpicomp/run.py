@@ -43,6 +43,7 @@ from .checkpoint import (
     save_gathered,
 )
 from .comm.agreement import RunError, agree, any_rank
+from .compile import compile_once
 from .config import Config, broadcast_config, build_parser, parse_config
 from .progress import Progress
 from .recorder import COUNTER_NAMES, Counters, Recorder
@@ -263,6 +264,7 @@ def main(algorithm: str, argv: Sequence[str] | None = None, mpi_comm=None, *,
     cfg = broadcast_config(mpi_comm, parse, prog)
     if cfg is None:
         return EXIT_BAD_INPUT
+    compile_once(mpi_comm)
     run = Run(algorithm, cfg, mpi_comm, on_step)
     try:
         return run.execute()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .algorithms import ALGORITHMS, LocalObjective
-from .backend import node_rank, to_device, use_local_gpu
+from .backend import is_sparse, node_rank, to_device, use_local_gpu
 from .comm.communicator import Communicator
 from .comm.cuda_aware import check_gpu_aware
 from .config import Config
@@ -109,9 +109,7 @@ def _as_dtype(A, dtype):
 def _on_device(A, device: str):
     if device == "cpu":
         return A
-    import scipy.sparse as sp
-
-    if sp.issparse(A):
+    if is_sparse(A):
         from cupyx.scipy.sparse import csr_matrix
 
         return csr_matrix(A)
@@ -120,9 +118,7 @@ def _on_device(A, device: str):
 
 def _row_bytes(A) -> float:
     """Bytes of one sample of ``A`` (its values and, when sparse, their column indices)."""
-    import scipy.sparse as sp
-
-    if sp.issparse(A):
+    if is_sparse(A):
         return (A.data.nbytes + A.indices.nbytes) / max(A.shape[0], 1)
     return A.dtype.itemsize * A.shape[1]
 
@@ -197,9 +193,9 @@ def reference_problem(cfg: Config, part, mpi_comm):
 
 
 def _stacked(blocks):
-    import scipy.sparse as sp
+    if is_sparse(blocks[0]):
+        import scipy.sparse as sp
 
-    if sp.issparse(blocks[0]):
         return sp.vstack(blocks, format="csr")
     return np.concatenate(blocks)
 

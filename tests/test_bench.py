@@ -197,3 +197,16 @@ def test_memory_reports_the_shard_each_rank_holds(comm):
     budget = memory.SLACK * (row["shard_mb"] + row["vectors_mb"] + memory.LIBRARIES_MB)
     assert row["budget_mb"] == pytest.approx(budget)
     assert row["ratio"] == pytest.approx(row["peak_mb"] / budget)
+
+
+def test_startup_times_the_app_against_mpi_alone(tmp_path, capsys):
+    """Both launches run (a failing one fails the bench), interleaved, and the app, which
+    imports, builds and steps on top of MPI's start-up, takes longer than MPI alone."""
+    from mpicomp.bench.__main__ import main
+
+    out = tmp_path / "startup.json"
+    assert main(["startup", "--ranks", "2", "--repeat", "2", "--json", str(out)]) == 0
+    times = json.loads(out.read_text())["times"]
+    assert len(times["baseline"]) == len(times["app"]) == 2
+    assert min(times["app"]) > min(times["baseline"]) > 0
+    assert "beyond MPI" in capsys.readouterr().out

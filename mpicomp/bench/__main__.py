@@ -1,5 +1,5 @@
-"""Command line: ``python -m mpicomp.bench compressors|collectives|step|model|memory [options]``
-(``--help``)."""
+"""Command line: ``python -m mpicomp.bench compressors|collectives|step|model|memory|startup
+[options]`` (``--help``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mpicomp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="what", required=True,
-                                metavar="{compressors,collectives,step,model,memory}")
+                                metavar="{compressors,collectives,step,model,memory,startup}")
     comp = sub.add_parser("compressors",
                           help="encode/decode time of every operator vs a memory copy")
     comp.add_argument("--d", type=int, default=None,
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--no-check", action="store_true",
                         help="exit 0 even when a rank is over its budget")
     memory.add_argument("--json", help="also write every rank's figures to this JSON file")
+    startup = sub.add_parser("startup", help="seconds from mpiexec to the end of a one-step run "
+                             "vs MPI's own start-up (launches mpiexec itself)")
+    startup.add_argument("--ranks", type=int, default=64, help="ranks (default 64)")
+    startup.add_argument("--app", default="diana", help="the app (default diana)")
+    startup.add_argument("--repeat", type=int, default=3,
+                         help="interleaved launches of each (median; default 3)")
+    startup.add_argument("--json", help="also write the times to this JSON file")
     step = sub.add_parser("step", help="time per step of DCGD, DIANA, natural vs a hand-written "
                           "mpi4py loop (run under mpiexec)")
     step.add_argument("--dims", type=int, nargs="+", default=[64, 1024, 65536],
@@ -98,6 +105,10 @@ def main(argv=None) -> int:
             from .model import main as run_model
 
             return run_model(args)
+        if args.what == "startup":
+            from .startup import main as run_startup
+
+            return run_startup(args)
         if args.what == "memory":
             from .memory import main as run_memory
 

@@ -64,6 +64,25 @@ def raise_agreed(comm, failure: str | None, error=AggregationError, *, kinds=Non
     raise exc
 
 
+def wait_patiently(comm, longest: float = 0.01) -> None:
+    """Return when every rank of ``comm`` has called this (a barrier that sleeps).
+
+    MPI implementations spin while they wait, so ranks that finish a phase early take the cores
+    from those still working when the ranks outnumber the cores (64 ranks on a laptop, or one
+    rank solving for ``x*`` while the others wait). This polls a non-blocking barrier and sleeps
+    between the polls (1 ms, doubling up to ``longest`` seconds): for cold paths only.
+    """
+    import time
+
+    raw = getattr(comm, "mpi_comm", comm)
+    if raw.Get_size() == 1:
+        return
+    request, pause = raw.Ibarrier(), 0.001
+    while not request.Test():
+        time.sleep(pause)
+        pause = min(2 * pause, longest)
+
+
 def collectively(comm, fn, *args, catch=(ValueError, TypeError), error=AggregationError):
     """Run ``fn(*args)``; if it raises one of ``catch`` on any rank, raise ``error`` on every rank.
 
@@ -86,8 +105,14 @@ class RunError(RuntimeError):
 def agree(comm, fn, *args, error=RunError):
     """``fn(*args)`` on every rank; any exception anywhere becomes ``error`` everywhere, with
     its message once when every failing rank says the same (cold paths: set-up, files)."""
+    def then_wait(*args):
+        try:
+            return fn(*args)
+        finally:  # the ranks done first sleep until the last one is (cold paths)
+            wait_patiently(comm)
+
     try:
-        return collectively(comm, fn, *args, catch=(Exception,), error=error)
+        return collectively(comm, then_wait, *args, catch=(Exception,), error=error)
     except error as exc:
         texts = {text for _, text in getattr(exc, "causes", ())}
         if len(texts) == 1:

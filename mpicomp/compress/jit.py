@@ -1,36 +1,40 @@
 """Optional Numba compilation and the building blocks of every compiled kernel and coder.
 
 `njit` compiles a function when Numba is installed and leaves it plain Python otherwise
-(correct, slow). The blocks: counter-based random words (`counter_rng`'s SplitMix64) and bit
-packing of fixed-width fields one chunk at a time (`bitpack`'s layout), used by
-`numba_kernels` and `coding`.
+(correct, slow); compiled means ahead of time where ``python -m mpicomp.compile`` has built the
+kernels, else by Numba on first use (`aot`: such a process never imports Numba). The blocks:
+counter-based random words (`counter_rng`'s SplitMix64) and bit packing of fixed-width fields
+one chunk at a time (`bitpack`'s layout), used by `numba_kernels` and `coding`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-try:  # pragma: no cover - exercised by whichever environment runs the tests
-    import numba
+from . import aot
 
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover
-    numba = None
-    HAVE_NUMBA = False
+#: Numba is installed (found, not imported: `aot` imports it only when a kernel needs the JIT)
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+#: in kernels: ``numba`` and ``prange`` stand-ins, bound to Numba's when the JIT takes over
+numba = aot.numba_stand_in if HAVE_NUMBA else None
+prange = range
 
 
-def njit(fn):
-    """``numba.njit(cache=True, nogil=True)`` when Numba is installed, else ``fn`` itself."""
+def njit(fn=None, **options):
+    """``numba.njit(cache=True, nogil=True, **options)`` when Numba is installed (a lazy
+    `aot.Kernel`), else ``fn`` itself; ``@njit`` or ``@njit(parallel=True)``."""
+    if fn is None:
+        return lambda f: njit(f, **options)
     if HAVE_NUMBA:
-        return numba.njit(cache=True, nogil=True)(fn)
+        return aot.kernel(fn, {"cache": True, "nogil": True, **options})
     return fn
 
 
-def njit_fast(fn):
+def njit_fast(fn=None, **options):
     """Like `njit`, allowing reassociation (for reductions whose order does not matter)."""
-    if HAVE_NUMBA:
-        return numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})(fn)
-    return fn
+    return njit(fn, fastmath={"reassoc", "nsz"}, **options)
 
 
 U1 = np.uint64(1)

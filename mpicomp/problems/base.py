@@ -23,9 +23,8 @@ import numbers
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..backend import is_device_array, namespace, to_host, to_like
+from ..backend import is_device_array, is_sparse, namespace, to_host, to_like
 
 
 def dense_device(x):
@@ -58,10 +57,7 @@ def host_data(A):
 
 
 def _is_sparse(A) -> bool:
-    if sp.issparse(A):
-        return True
-    mod = type(A).__module__
-    return mod.startswith("cupyx.scipy.sparse")
+    return is_sparse(A)
 
 
 def check_matrix(A, name: str = "A"):

@@ -43,11 +43,10 @@ import re
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
+from ..backend import is_sparse
 from ..spec_strings import Form, check_keys, parse_spec, parse_value, spec_items
 from . import images
-from .libsvm import read_libsvm
 
 TASKS = ("binary", "multiclass", "regression")
 SHARDINGS = ("contiguous", "shuffled", "label")
@@ -100,8 +99,8 @@ class Dataset:
     image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
-        if sp.issparse(self.A):
-            self.A = sp.csr_matrix(self.A)
+        if is_sparse(self.A):
+            self.A = self.A.tocsr()
         else:
             self.A = np.asarray(self.A)
         if self.A.ndim != 2:
@@ -160,7 +159,7 @@ class Dataset:
 
     @property
     def sparse(self) -> bool:
-        return sp.issparse(self.A)
+        return is_sparse(self.A)
 
     def take(self, rows, name: str | None = None) -> Dataset:
         """The rows ``rows`` (an index array) as a new Dataset; ``meta['indices']`` records them."""
@@ -284,7 +283,7 @@ def standardize(train: Dataset, *others: Dataset) -> tuple[Dataset, ...]:
 # --------------------------------------------------------------------------------------------
 # LIBSVM files
 # --------------------------------------------------------------------------------------------
-def _apply_density_rule(A: sp.csr_matrix, dense: bool | None):
+def _apply_density_rule(A, dense: bool | None):
     if dense is None:
         m, d = A.shape
         dense = A.nnz >= DENSE_THRESHOLD * m * d
@@ -336,6 +335,8 @@ def load_libsvm(path: str | os.PathLike[str], *, n_features: int | None = None,
         None: the density rule of this module (dense when ≥ 25 % non-zero); True / False: force
         a dense array / CSR.
     """
+    from .libsvm import read_libsvm  # here: SciPy's sparse matrices only for LIBSVM files
+
     A, y = read_libsvm(path, n_features=n_features, zero_based=zero_based)
     labels, task, classes = _labels_for_task(y, task, os.fspath(path))
     meta: dict = {"density": A.nnz / (A.shape[0] * A.shape[1])}
@@ -643,8 +644,9 @@ def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHE
     rows, the labels only), every sample's label and the planted model, bit for bit those of
     `make_synthetic` with the same arguments. The features are made one group block at a time
     (the block's labels are one product with its local model, as there), so the memory is the
-    rows kept, one group's block and one label a sample; the time is about twice that of
-    `make_synthetic` (the features are drawn once more to reach the labels' draws).
+    rows kept (a group's block whose rows are all kept, in order, is made in place), one other
+    group's block and one label a sample; the time is about twice that of `make_synthetic`
+    (the features are drawn once more to reach the labels' draws).
     """
     m, d, G, C, seed, h = _checked_synthetic_arguments(
         kind, n_samples, n_features, groups, classes, seed, heterogeneity, density, noise)
@@ -659,14 +661,31 @@ def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHE
     for g in range(G):
         shift, x_g = _group_shift_and_model(het_rng, x_true, support, h)
         lo, hi = block_bounds(m, G, g)
-        block = feature_rng.standard_normal((hi - lo, d))
-        block += shift
-        y[lo:hi] = _labels(kind, block @ x_g, label_draws[lo:hi], noise)
+        mine = np.zeros(0, dtype=np.int64)
         if rows is not None:
             first, last = np.searchsorted(rows[order], (lo, hi))
-            mine = order[first:last]
+            mine = order[first:last]  # where the block's rows go in ``out``
+        whole = _whole_block_at(mine, rows, lo, hi)
+        block = out[whole:whole + hi - lo] if whole is not None else np.empty((hi - lo, d))
+        feature_rng.standard_normal(out=block)  # the block made where it is kept, if it is
+        block += shift
+        y[lo:hi] = _labels(kind, block @ x_g, label_draws[lo:hi], noise)
+        if whole is None and mine.size:
             out[mine] = block[rows[mine] - lo]
     return out, y, x_true
+
+
+def _whole_block_at(positions: np.ndarray, rows: np.ndarray | None, lo: int,
+                    hi: int) -> int | None:
+    """The position in the output where the rows ``lo … hi−1`` lie in order, when ``positions``
+    (of the rows asked for within them) are all of them, consecutive; else None."""
+    if positions.size != hi - lo or not positions.size:
+        return None
+    start = int(positions[0])
+    if positions[-1] - start != hi - lo - 1 or not np.array_equal(
+            rows[start:start + hi - lo], np.arange(lo, hi)):
+        return None
+    return start
 
 
 _SYNTH_KEYS = {

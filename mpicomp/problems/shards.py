@@ -37,7 +37,6 @@ from .data import (
     synthetic_part,
     synthetic_request,
 )
-from .libsvm import read_libsvm_rows, scan_libsvm
 
 #: the sources read on rank 0 alone and handed out (small bundled sets, image files)
 SCATTERED_SOURCES = ("breast_cancer", "digits", "mnist", "cifar10")
@@ -171,6 +170,8 @@ def _synthetic(kind, keywords, name, rank, size, how, seed, test_fraction) -> Pa
 
 def _libsvm(path, rank, size, how, seed, test_fraction, *, n_features=None, zero_based=False,
             task=None, dense=None) -> Part:
+    from .libsvm import read_libsvm_rows, scan_libsvm  # SciPy's sparse matrices, for files only
+
     scan = scan_libsvm(path, n_features, zero_based)
     labels, task, classes = _labels_for_task(scan.labels, task, os.fspath(path))
     n, width = labels.size, scan.n_features

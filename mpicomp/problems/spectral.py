@@ -12,10 +12,8 @@ is the fallback if Lanczos does not converge.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
-from ..backend import to_host
+from ..backend import is_sparse, to_host
 
 EXACT_MAX_DIM = 2048  # Gram matrices up to this size are decomposed exactly ...
 EXACT_MAX_WORK = 1e11 # ... when forming them costs at most this many multiply-adds (nnz·min(m, d))
@@ -24,7 +22,7 @@ _SAFETY = 1e-9
 
 def _host_matrix(A):
     """A NumPy or SciPy copy/view of a NumPy, SciPy, CuPy or cupyx.scipy.sparse matrix."""
-    if isinstance(A, np.ndarray) or sp.issparse(A):
+    if isinstance(A, np.ndarray) or (is_sparse(A) and not hasattr(A, "get")):
         return A
     if hasattr(A, "get"):  # cupy array or cupyx.scipy.sparse matrix
         return A.get()
@@ -47,11 +45,13 @@ def lambda_max_gram(A, exact_max_dim: int = EXACT_MAX_DIM, seed: int = 0) -> flo
     m, d = A.shape
     if m == 0 or d == 0:
         return 0.0
-    nnz = A.nnz if sp.issparse(A) else m * d
+    nnz = A.nnz if is_sparse(A) else m * d
     if min(m, d) <= exact_max_dim and nnz * min(m, d) <= EXACT_MAX_WORK:
         G = (A.T @ A) if d <= m else (A @ A.T)
-        G = G.toarray() if sp.issparse(G) else np.asarray(G)
+        G = G.toarray() if is_sparse(G) else np.asarray(G)
         return float(max(np.linalg.eigvalsh(G.astype(np.float64, copy=False))[-1], 0.0))
+    import scipy.sparse.linalg as spla  # here: small Gram matrices need no SciPy
+
     n = d
     op = spla.LinearOperator((n, n), matvec=lambda v: A.T @ (A @ v), dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(n)
