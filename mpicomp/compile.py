@@ -238,6 +238,17 @@ def usable(target: Path, key: str) -> bool:
         return False
 
 
+def byte_compile() -> None:
+    """Write the package's bytecode (``__pycache__``) where it is missing, also when Python is
+    told not to (``PYTHONDONTWRITEBYTECODE``): otherwise every rank of every run compiles each
+    module from source again. A package directory that cannot be written is left as it is."""
+    import compileall
+
+    package = Path(__file__).resolve().parent
+    with contextlib.redirect_stdout(None):
+        compileall.compile_dir(package, quiet=2, workers=1)
+
+
 def jit_marker(key: str) -> Path:
     """The file that says Numba's cache was warmed for ``key`` where no build can be made."""
     return aot.build_dir(key).with_name(f"jit-warm-{key}")
@@ -297,6 +308,7 @@ def main(argv=None) -> int:
     parts = aot.key_parts()
     key = aot.build_key(parts)
     target = aot.build_dir(key)
+    byte_compile()
     if not args.force and usable(target, key):
         print(f"mpicomp.compile: up to date: {target}")
         return 0

@@ -10,6 +10,10 @@ maximum over ranks (a collective is as slow as its slowest rank). Reported per r
   (the `Communicator` counters, summed over ranks);
 - ``model``: network-model time of Allreduce / of the aggregation (max over ranks), on the
   chosen profile.
+
+``twophase`` is the pipelined two-phase aggregator (`TwoPhaseAggregator`), ``twophase-collective``
+the same aggregation through its two blocking collectives (``pipeline=False``): the same bytes
+and results, timed in the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 from ..comm.aggregate import AllgatherAggregator, MajorityVote, ServerAggregator, TwoPhaseAggregator
 from ..comm.communicator import Communicator
 
-AGGREGATORS = ("twophase", "allgather", "server")
+AGGREGATORS = ("twophase", "twophase-collective", "allgather", "server")
 VOTES = ("vote-server", "vote-allgather", "vote-bitsliced")
 DEFAULT_SPECS = ("sign", "natural", "qsgd:s=4")
 
@@ -32,9 +36,12 @@ def make(name: str, comm: Communicator, spec: str):
     if name.startswith("vote-"):
         vote = MajorityVote(comm, name[5:])
         return lambda x, rng, out=None: vote.vote(x)
-    cls = {"twophase": TwoPhaseAggregator, "allgather": AllgatherAggregator,
-           "server": ServerAggregator}[name]
-    agg = cls(comm, spec, downlink=spec) if name == "server" else cls(comm, spec)
+    if name.startswith("twophase"):
+        agg = TwoPhaseAggregator(comm, spec, pipeline=name == "twophase")
+    elif name == "server":
+        agg = ServerAggregator(comm, spec, downlink=spec)
+    else:
+        agg = AllgatherAggregator(comm, spec)
     return agg.reduce  # called with out= a reused array, as a training loop does
 
 

@@ -35,6 +35,7 @@ from ..compress import Compressor, Payload, device, make_compressor
 from ..compress.base import NonFiniteVector, check_dtype
 from ..compress.registry import check_lengths
 from .agreement import (
+    FAILED,
     NON_FINITE,
     STOP,
     AggregationError,
@@ -344,11 +345,29 @@ class TwoPhaseAggregator(Aggregator):
     encodes its n chunks (in chunk order, from its generator) and sends chunk q to rank q;
     rank q averages the n decoded copies in rank order, encodes the average with ``downlink``
     (default: the same operator) and the encoded averages are allgathered.
+
+    Host vectors with fixed-size operators take a pipeline of non-blocking point-to-point
+    messages (`Communicator.exchange`; ``pipeline=False`` turns it off), with the same bytes,
+    results and counters as the two collectives::
+
+        post the receives of both rounds
+        for q in 0 … n−1:   encode chunk q, send it to rank q            (round 1, no copy)
+        for r in 0 … n−1:   wait for rank r's copy of my chunk, decode-add it in float64
+        encode my chunk's mean, send it to every rank                    (round 2)
+        for q in 0 … n−1:   wait for rank q's mean, decode it into its place in the result
+
+    So encoding overlaps with moving the chunks already encoded, and each copy or mean is
+    decoded when it arrives while the later ones are still moving (rank order is kept: sums
+    stay bit for bit). A rank that waits sleeps rather than spins (`communicator.wait_all`),
+    leaving the core to ranks that still compute. Device vectors and operators whose message
+    sizes vary take the two collectives (`Communicator.alltoall_fixed` or ``alltoallv``, then
+    ``allgather_fixed`` or ``allgatherv``).
     """
 
-    def __init__(self, comm, compressor, downlink=None):
+    def __init__(self, comm, compressor, downlink=None, pipeline: bool = True):
         super().__init__(comm, compressor)
         self.down = make_compressor(downlink) if downlink is not None else self.compressor
+        self.pipeline = pipeline
 
     def bounds(self, d: int) -> np.ndarray:
         sizes = [len(c) for c in np.array_split(np.empty(d), self.comm.size)]
@@ -362,6 +381,128 @@ class TwoPhaseAggregator(Aggregator):
         return f"the smallest two-phase chunk (d = {d} over {self.comm.size} ranks)"
 
     def reduce(self, x, rng, own=False, out=None):
+        if (self.pipeline and not is_device_array(x) and self.compressor.fixed_size
+                and self.down.fixed_size):
+            return self._pipelined(x, rng, own, out)
+        return self._collective(x, rng, own, out)
+
+    def _pipelined(self, x, rng, own, out):
+        """`reduce` as a pipeline of point-to-point rounds (the class notes give the scheme).
+
+        Failures follow the collectives' protocol, so every message is still sent and every
+        rank raises the same error once round 2 is in: a rank whose vector has NaN/Inf sends
+        zeros from its first non-finite chunk on, with `NON_FINITE` (NonFiniteInput); an
+        exception while this rank encodes or an owner averages (a copy that does not decode or
+        has the wrong size) is sent as `FAILED` and its text (AggregationError, chained to the
+        exception on the rank where it happened); a mean that does not decode raises its
+        DecodeError on every rank. ``out`` may then hold part of the result. An exception that
+        ends this rank's part at once (an MPI error, KeyboardInterrupt) abandons the rounds.
+        """
+        c, op = self.comm, self.compressor
+        n, me = c.size, c.rank
+        dtype = check_dtype(x.dtype)
+        b = self.bounds(x.size)
+        lengths = np.diff(b).tolist()
+        up = [op.nbytes_max(m, dtype) for m in lengths]
+        down_counts = [self.down.nbytes_max(m, dtype) for m in lengths]
+        self.start(x)
+        scatter = c.exchange("alltoall", up, [up[me]] * n)
+        gather = c.exchange("allgather", down_counts[me], down_counts)
+        try:
+            payloads, flags, cause = self._scatter(scatter, x, b, rng)
+            down, flags, cause = self._owner_mean(scatter, payloads[me], flags, cause,
+                                                  lengths[me], up[me], dtype, rng)
+            gather.send_all(buffer_of(down), flags | (FAILED if cause else 0))
+            size = down_counts[me] if down is None else down.nbytes
+            result = result_array(out, x.size, dtype)
+            failed, bad_mean = flags & (NON_FINITE | FAILED) or cause, None
+            for q in range(n):  # round 2: each mean is decoded as soon as it is there
+                buf, bits, claimed = (down, 0, size) if q == me else gather.take(q)
+                failed = failed or bits & (FAILED | NON_FINITE) or claimed != down_counts[q]
+                if not (failed or bad_mean):
+                    try:
+                        self.down.decode(buf, lengths[q], dtype, out=result[b[q] : b[q + 1]])
+                    except (ValueError, TypeError) as exc:  # the same on every rank
+                        bad_mean = exc
+            scatter.close()
+            gather.close()
+        except BaseException:
+            scatter.abandon()
+            gather.abandon()
+            raise
+        try:
+            gather.settle(flags, cause and failure_text(cause), size)
+        except AggregationError as exc:
+            if cause is None:
+                raise
+            raise exc from cause  # on the rank where it happened, its own traceback too
+        if bad_mean is not None:
+            raise bad_mean
+        mine = None
+        if own:
+            mine = np.empty(x.size, dtype)
+            for q, p in enumerate(payloads):
+                op.decode(p.buffer, lengths[q], dtype, out=mine[b[q] : b[q + 1]])
+        return Aggregate(result, mine, sum(p.nbits for p in payloads),
+                         sum(self.down.body_bits(m, dtype) for m in lengths))
+
+    def _scatter(self, scatter, x, b, rng):
+        """Round 1 on the sending side: chunk q encoded and sent to rank q, in chunk order.
+        Returns ``(payloads, control bits, exception or None)``; zeros go out from the first
+        chunk that is not finite, or from the first exception on (then nothing is encoded)."""
+        flags, cause, payloads = 0, None, []
+        for q in range(self.comm.size):
+            payload = None
+            if cause is None:
+                try:
+                    payload, bits = self.encode(self.compressor, x[b[q] : b[q + 1]], rng)
+                    flags |= bits
+                except Exception as exc:
+                    cause = exc
+            payloads.append(None if flags or cause else payload)
+            scatter.send(q, buffer_of(payloads[q]), flags | (FAILED if cause else 0))
+        return payloads, flags, cause
+
+    def _owner_mean(self, scatter, mine, flags: int, cause, d: int, want: int, dtype, rng):
+        """Round 1 on the receiving side: the rank-order float64 mean of this rank's chunk,
+        each copy decoded and added as it arrives, re-encoded with the downlink operator.
+
+        Returns ``(down payload or None, control bits received, exception or None)`` with the
+        outcome of the collective path: NaN/Inf anywhere wins, then this rank's own failure,
+        then the first copy of the wrong size, then the first copy that does not decode."""
+        c, op = self.comm, self.compressor
+        acc = self.work.get("acc", d, np.float64)
+        acc.fill(0.0)
+        scratch = self.work.get("scratch", d, dtype)
+        wrong_size = bad_copy = None
+        for r in range(c.size):
+            if r == c.rank:
+                buf, size = mine, want if mine is None else mine.nbytes
+            else:
+                buf, bits, size = scatter.take(r)
+                flags |= bits
+            if size != want and wrong_size is None:
+                wrong_size = ValueError(f"chunk payload of {size} bytes from rank {r}, "
+                                        f"expected {want}")
+            if flags & (NON_FINITE | FAILED) or cause or wrong_size or bad_copy:
+                continue  # nothing more to add: round 2 carries the outcome
+            try:
+                op.decode_add(buf, d, dtype, acc, scratch)
+            except Exception as exc:
+                bad_copy = exc
+        cause = cause or wrong_size or bad_copy
+        if flags & (NON_FINITE | FAILED) or cause:
+            return None, flags, None if flags & NON_FINITE else cause
+        mean = self.work.get("mean", d, dtype)
+        np.divide(acc, c.size, out=mean, casting="unsafe")
+        try:
+            return encode_on(self.down, mean, rng), flags, None
+        except Exception as exc:
+            return None, flags, exc
+
+    def _collective(self, x, rng, own=False, out=None):
+        """`reduce` with one ``Alltoallv`` and one ``Allgather(v)`` (device vectors, operators
+        of varying message sizes, ``pipeline=False``)."""
         c = self.comm
         dtype = check_dtype(x.dtype)
         b = self.bounds(x.size)

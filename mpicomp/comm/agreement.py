@@ -64,23 +64,18 @@ def raise_agreed(comm, failure: str | None, error=AggregationError, *, kinds=Non
     raise exc
 
 
-def wait_patiently(comm, longest: float = 0.01) -> None:
-    """Return when every rank of ``comm`` has called this (a barrier that sleeps).
+def wait_patiently(comm) -> None:
+    """Return when every rank of ``comm`` has called this: a barrier that sleeps while it waits
+    (`communicator.wait_all`), for cold paths. MPI implementations spin while they wait, so
+    ranks done with a phase early would take the cores from those still working when the ranks
+    outnumber the cores (64 ranks on a laptop, or one rank solving for ``x*``)."""
+    from mpi4py import MPI
 
-    MPI implementations spin while they wait, so ranks that finish a phase early take the cores
-    from those still working when the ranks outnumber the cores (64 ranks on a laptop, or one
-    rank solving for ``x*`` while the others wait). This polls a non-blocking barrier and sleeps
-    between the polls (1 ms, doubling up to ``longest`` seconds): for cold paths only.
-    """
-    import time
+    from .communicator import wait_all
 
     raw = getattr(comm, "mpi_comm", comm)
-    if raw.Get_size() == 1:
-        return
-    request, pause = raw.Ibarrier(), 0.001
-    while not request.Test():
-        time.sleep(pause)
-        pause = min(2 * pause, longest)
+    if raw.Get_size() > 1:
+        wait_all(MPI, [raw.Ibarrier()])
 
 
 def collectively(comm, fn, *args, catch=(ValueError, TypeError), error=AggregationError):

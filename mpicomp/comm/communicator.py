@@ -11,7 +11,9 @@ counts the bytes of the other ranks' messages that reach this rank. Summed over 
 equals received. ``Allreduce`` is counted as a ring allreduce moves it: 2(n−1)/n·m each way.
 
 The fused collectives of the step path (`FusedCollectives`, `mpicomp.comm.fused`) are
-methods of `Communicator` too.
+methods of `Communicator` too, and `Exchange` is their non-blocking, point-to-point form for
+pipelines (`Communicator.exchange`): messages go out as soon as each is ready and are taken as
+they arrive, counted as the collective they replace.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from ..backend import to_host
 from .agreement import FAILED
-from .fused import FusedCollectives, PayloadSizeError
+from .fused import TRAILER, FusedCollectives, PayloadSizeError, either
 from .netmodel import NetworkModel, make_network_model
 
 
@@ -108,6 +110,10 @@ class Communicator(FusedCollectives):
         #: some rank asked to stop, as learnt from an exchange (the run stops after the step)
         self.stop_agreed = False
         self._layouts = {}  # the fused collectives' message layouts, by sizes
+        self._inboxes = {}  # `Exchange` receive buffers by kind, reused (grown when too small)
+        self._rounds = 0  # `Exchange` rounds started: each takes the next tag
+        #: buffers of the sends of abandoned `Exchange` rounds, kept while MPI may read them
+        self.abandoned = []
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _record(self, op: str, t0: float, sent: int, received: int, model: float) -> None:
@@ -298,3 +304,154 @@ class Communicator(FusedCollectives):
         moved = 2 * (self.size - 1) * m // self.size
         self._record("allreduce", t0, moved, moved, self._model("allreduce", self.size, m))
         return out
+
+    def exchange(self, kind: str, send_counts, recv_counts) -> Exchange:
+        """Start a non-blocking `Exchange` round (collective: every rank starts the same rounds
+        in the same order): this rank's receives are posted at once.
+
+        ``kind`` is the collective it stands for, ``"alltoall"`` (``send_counts[q]`` bytes to
+        rank q) or ``"allgather"`` (one message for all, ``send_counts`` one size);
+        ``recv_counts[r]``: the bytes rank r sends here."""
+        if kind not in ("alltoall", "allgather"):
+            raise ValueError(f"unknown exchange kind {kind!r}: alltoall or allgather")
+        tags = int(self.mpi_comm.Get_attr(self.MPI.TAG_UB)) + 1 - Exchange.FIRST_TAG
+        tag = Exchange.FIRST_TAG + self._rounds % tags
+        self._rounds += 1
+        return Exchange(self, kind, tag, send_counts, recv_counts)
+
+    def inbox(self, kind: str, nbytes: int) -> np.ndarray:
+        """The receive buffer (at least ``nbytes``) that rounds of ``kind`` reuse."""
+        buf = self._inboxes.get(kind)
+        if buf is None or buf.size < nbytes:
+            buf = self._inboxes[kind] = np.empty(nbytes, dtype=np.uint8)
+        return buf
+
+
+def wait_all(MPI, requests) -> None:
+    """``MPI.Request.Waitall`` that leaves the core to other processes while nothing arrives.
+
+    It tests, and once it has waited `SPIN` seconds it sleeps between tests for a tenth of the
+    time waited so far (at most `NAP`): a long wait ends at most about 10 % late, and a rank
+    that waits does not take CPU time from the ranks it waits for (shared memory with more
+    ranks than cores, where MPI's own busy wait would).
+    """
+    if not requests or MPI.Request.Testall(requests):
+        return
+    t0 = time.perf_counter()
+    while not MPI.Request.Testall(requests):
+        waited = time.perf_counter() - t0
+        if waited > SPIN:
+            time.sleep(min(waited / 10, NAP))
+
+
+#: `wait_all`: seconds of busy testing before the first sleep, and the longest sleep
+SPIN, NAP = 50e-6, 2e-3
+
+
+class Exchange:
+    """One non-blocking round of messages of known sizes between every pair of ranks.
+
+    The point-to-point form of `FusedCollectives.alltoall_fixed` and ``allgather_fixed`` for
+    pipelines: the receives are posted when the round starts (`Communicator.exchange`), each
+    message is sent as soon as the caller has it (`send`, `send_all`) and each sender's message
+    is taken as soon as it is there (`take`), so encoding, moving and decoding overlap. A message
+    is the payload, sent from the caller's buffer without a copy when it has its expected size
+    (else cut or zero-padded, as the fused collectives do), then an 8-byte trailer (`TRAILER`:
+    the sender's control bits and the payload's real size); each round has its own tag.
+
+    Every rank sends every message of the round, zeros and control bits if it failed (the
+    fused collectives' protocol), then `close` waits for its sends and counts the round as the
+    collective it replaces (same bytes and network-model time) and `settle` raises the agreed
+    outcome on every rank. `abandon` is for the exceptions that end a rank's part at once. The
+    received views live in a buffer the next round of the same kind reuses.
+    """
+
+    FIRST_TAG = 1 << 10  # rounds take tags FIRST_TAG … MPI.TAG_UB in turn
+
+    def __init__(self, comm: Communicator, kind: str, tag: int, send_counts, recv_counts):
+        self.comm, self.kind, self.tag = comm, kind, tag
+        n, me = comm.size, comm.rank
+        self.send_counts = ([int(send_counts)] * n if kind == "allgather"
+                            else [int(c) for c in send_counts])
+        self.recv_counts = [int(c) for c in recv_counts]
+        self.t0 = time.perf_counter()
+        framed = np.array(self.recv_counts, dtype=np.int64) + TRAILER.size
+        starts = np.cumsum(framed) - framed
+        self.inbox = comm.inbox(kind, int(framed.sum()))
+        self.frames = [self.inbox[s : s + f] for s, f in zip(starts, framed)]
+        self.received = {}  # sender -> request pair of its payload and trailer
+        self.taken = {}  # sender -> (flags, claimed size) of its message
+        self.sends = []
+        self.kept = []  # the buffers of sends in flight
+        irecv = comm.mpi_comm.Irecv
+        for r in range(n):
+            if r != me:
+                frame, size = self.frames[r], self.recv_counts[r]
+                self.received[r] = [irecv([frame[:size], comm.MPI.BYTE], r, tag),
+                                    irecv([frame[size:], comm.MPI.BYTE], r, tag)]
+
+    def send(self, dest: int, buf, flags: int = 0) -> None:
+        """``buf`` (None: zeros) to rank ``dest`` with ``flags`` (this rank's stop request is
+        added); the message to oneself is not sent (the caller keeps it)."""
+        if dest == self.comm.rank:
+            return
+        c, size = self.comm, self.send_counts[dest]
+        real = size if buf is None else int(buf.size)
+        body = c._bytes(buf) if buf is not None and real == size else None
+        if body is None:  # zeros, or a payload of the wrong size: framed as the fused calls do
+            body = c._frame(None if buf is None else c._bytes(buf), size, 0)[:size]
+        trailer = np.frombuffer(TRAILER.pack(c.control(flags), real), dtype=np.uint8)
+        self.kept += [body, trailer]
+        self.sends += [c.mpi_comm.Isend([body, c.MPI.BYTE], dest, self.tag),
+                       c.mpi_comm.Isend([trailer, c.MPI.BYTE], dest, self.tag)]
+
+    def send_all(self, buf, flags: int = 0) -> None:
+        """`send` ``buf`` to every other rank."""
+        for dest in range(self.comm.size):
+            self.send(dest, buf, flags)
+
+    def take(self, source: int) -> tuple[np.ndarray, int, int]:
+        """``(payload, flags, claimed size)`` of rank ``source``'s message, once it is there
+        (not for this rank's own)."""
+        wait_all(self.comm.MPI, self.received[source])
+        frame, size = self.frames[source], self.recv_counts[source]
+        flags, claimed = TRAILER.unpack_from(frame, size)
+        self.taken[source] = (flags, claimed)
+        return frame[:size], flags, claimed
+
+    def close(self) -> None:
+        """Wait for this rank's sends and count the round."""
+        c, me = self.comm, self.comm.rank
+        wait_all(c.MPI, self.sends)
+        self.kept.clear()
+        biggest = max(self.send_counts + self.recv_counts)
+        sent = sum(self.send_counts) - self.send_counts[me]
+        c._record(self.kind + "v", self.t0, sent, sum(self.recv_counts) - self.recv_counts[me],
+                  c._model(self.kind, c.size, biggest))
+
+    def settle(self, flags: int = 0, failure: str | None = None,
+               size: int | None = None) -> None:
+        """After `close`, what ``allgather_fixed`` does once its data is in (every sender's
+        message taken; ``flags``, ``failure`` and the real ``size`` of the payload: this
+        rank's): agree on every rank's control bits, raise the failures on every rank, then a
+        PayloadSizeError on every rank for a payload whose size is not the expected one."""
+        c = self.comm
+        bits = c.control(flags | (FAILED if failure else 0))
+        c.settle(c.agree(bits | either(f for f, _ in self.taken.values())), failure)
+        claimed = [self.taken[r][1] if r in self.taken else self.recv_counts[r]
+                   for r in range(c.size)]
+        if size is not None:
+            claimed[c.rank] = size
+        c.check_sizes(np.array(claimed, dtype=np.int64),
+                      np.array(self.recv_counts, dtype=np.int64), self.kind + "v")
+
+    def abandon(self) -> None:
+        """Leave the round unfinished (an exception that ends this rank's part of it): nothing
+        is waited for, so the exception propagates at once. The requests, the buffers of this
+        rank's sends and the receive buffer stay alive for MPI (`Communicator.abandoned`), and
+        later rounds get a new receive buffer and other tags, so nothing left of this round can
+        reach them. (MPI cannot cancel a send a peer has begun to receive.)"""
+        c = self.comm
+        if c._inboxes.get(self.kind) is self.inbox:
+            del c._inboxes[self.kind]
+        c.abandoned.append((self.sends, self.received, self.kept, self.inbox))

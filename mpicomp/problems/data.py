@@ -519,11 +519,17 @@ _DRAW_CHUNK = 1 << 20
 def _draws_after_features(rng: np.random.Generator, kind: str, m: int, d: int,
                           C: int) -> np.ndarray:
     """`_label_draws` of a generator that has not drawn the ``m × d`` features: they are drawn
-    and dropped a few rows at a time (the same stream as one ``(m, d)`` draw)."""
+    and dropped (`_skip_features`)."""
+    _skip_features(rng, m, d)
+    return _label_draws(rng, kind, m, C)
+
+
+def _skip_features(rng: np.random.Generator, m: int, d: int) -> None:
+    """Draw and drop ``m × d`` standard normals a few rows at a time: the generator then stands
+    where one ``(m, d)`` draw leaves it."""
     rows = max(1, _DRAW_CHUNK // d)
     for start in range(0, m, rows):
         rng.standard_normal((min(rows, m - start), d))
-    return _label_draws(rng, kind, m, C)
 
 
 def _group_shift_and_model(rng: np.random.Generator, x_true: np.ndarray, support: np.ndarray,
@@ -640,13 +646,14 @@ def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHE
                    classes: int = 3) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Rows of `make_synthetic`'s data set without making the whole of it.
 
-    Returns ``(A[rows], y, x_true)``: the rows ``rows`` (an index array, in its order; None: no
-    rows, the labels only), every sample's label and the planted model, bit for bit those of
-    `make_synthetic` with the same arguments. The features are made one group block at a time
-    (the block's labels are one product with its local model, as there), so the memory is the
-    rows kept (a group's block whose rows are all kept, in order, is made in place), one other
-    group's block and one label a sample; the time is about twice that of `make_synthetic`
-    (the features are drawn once more to reach the labels' draws).
+    Returns ``(A[rows], y[rows], x_true)``: the rows ``rows`` (an index array, in its order)
+    and their labels, or for ``rows=None`` no rows and every sample's label, and the planted
+    model, bit for bit those of `make_synthetic` with the same arguments. The features are made
+    one group block at a time (the block's labels are one product with its local model, as
+    there), and the blocks without a row asked for are drawn and dropped a few rows at a time;
+    so the memory is the rows kept (a group's block whose rows are all kept, in order, is made
+    in place), one other group's block and one label draw a sample. The time is about twice
+    that of `make_synthetic` (the features are drawn once more to reach the labels' draws).
     """
     m, d, G, C, seed, h = _checked_synthetic_arguments(
         kind, n_samples, n_features, groups, classes, seed, heterogeneity, density, noise)
@@ -657,20 +664,28 @@ def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHE
     rows = None if rows is None else np.asarray(rows, dtype=np.int64)
     order = None if rows is None else np.argsort(rows, kind="stable")
     out = None if rows is None else np.empty((rows.size, d))
-    y = np.empty(m, dtype=np.int64 if kind == "multiclass" else np.float64)
+    y = np.empty(m if rows is None else rows.size,
+                 dtype=np.int64 if kind == "multiclass" else np.float64)
     for g in range(G):
         shift, x_g = _group_shift_and_model(het_rng, x_true, support, h)
         lo, hi = block_bounds(m, G, g)
-        mine = np.zeros(0, dtype=np.int64)
+        mine = None  # where the block's rows go in ``out`` and ``y``
         if rows is not None:
             first, last = np.searchsorted(rows[order], (lo, hi))
-            mine = order[first:last]  # where the block's rows go in ``out``
-        whole = _whole_block_at(mine, rows, lo, hi)
+            mine = order[first:last]
+            if not mine.size:
+                _skip_features(feature_rng, hi - lo, d)
+                continue
+        whole = None if mine is None else _whole_block_at(mine, rows, lo, hi)
         block = out[whole:whole + hi - lo] if whole is not None else np.empty((hi - lo, d))
         feature_rng.standard_normal(out=block)  # the block made where it is kept, if it is
         block += shift
-        y[lo:hi] = _labels(kind, block @ x_g, label_draws[lo:hi], noise)
-        if whole is None and mine.size:
+        labels = _labels(kind, block @ x_g, label_draws[lo:hi], noise)
+        if mine is None:
+            y[lo:hi] = labels
+            continue
+        y[mine] = labels[rows[mine] - lo]
+        if whole is None:
             out[mine] = block[rows[mine] - lo]
     return out, y, x_true
 

@@ -151,7 +151,7 @@ def _synthetic(kind, keywords, name, rank, size, how, seed, test_fraction) -> Pa
 
     rows, test_rows, train_rows = _rows(n, rank, size, how, seed, test_fraction, labels_of)
     wanted = rows if test_rows is None else np.concatenate([rows, test_rows])
-    A, y, x_true = synthetic_part(kind, wanted, **keywords)
+    A, y, x_true = synthetic_part(kind, wanted, **keywords)  # y: the labels of ``wanted``
     task = _SYNTHETIC_TASKS[kind]
     meta = {"x_true": x_true, "groups": keywords.get("groups", 1),
             "heterogeneity": float(keywords.get("heterogeneity", 0.0))}
@@ -162,9 +162,9 @@ def _synthetic(kind, keywords, name, rank, size, how, seed, test_fraction) -> Pa
         n_classes = 2
     train_name, shard_name, test_name = _names(name, rank, size, how, test_fraction > 0)
     summary = DataSummary(train_name, train_rows.size, A.shape[1], task, n_classes)
-    mine = Dataset(A[:rows.size], y[rows], shard_name, task, {**meta, "indices": rows})
+    mine = Dataset(A[:rows.size], y[:rows.size], shard_name, task, {**meta, "indices": rows})
     test = None if test_rows is None else Dataset(
-        A[rows.size:], y[test_rows], test_name, task, {**meta, "indices": test_rows})
+        A[rows.size:], y[rows.size:], test_name, task, {**meta, "indices": test_rows})
     return Part(summary, mine, test)
 
 
