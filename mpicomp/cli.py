@@ -1,10 +1,11 @@
-"""The ``mpicomp`` command: one subcommand per app, plus ``analyze`` and ``bench``.
+"""The ``mpicomp`` command: one subcommand per app, plus ``analyze``, ``bench`` and ``compile``.
 
 ::
 
     mpiexec -n 4 mpicomp diana --iters 500        # = python -m mpicomp.apps.diana --iters 500
     mpicomp analyze diana.h5 --plot diana.png     # = python -m mpicomp.analyze ...
     mpicomp bench compressors --d 1048576         # = python -m mpicomp.bench ...
+    mpicomp compile                               # = python -m mpicomp.compile
 
 Installed as a console script with the package; ``python -m mpicomp`` is the same command.
 """
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from . import __version__
 from .apps import APPS
 
-TOOLS = {"analyze": "mpicomp.analyze", "bench": "mpicomp.bench.__main__"}
+TOOLS = {"analyze": "mpicomp.analyze", "bench": "mpicomp.bench.__main__",
+         "compile": "mpicomp.compile"}
 
 
 def usage() -> str:
@@ -27,7 +29,8 @@ def usage() -> str:
             f"{__version__}).\n\n"
             f"apps (run under mpiexec; '--help' lists each one's settings):\n  {', '.join(APPS)}\n"
             "tools:\n  analyze  summaries, CSV and figures of traces\n"
-            "  bench    benchmarks (compressors, collectives)\n")
+            "  bench    benchmarks (compressors, collectives, step, model, memory, startup)\n"
+            "  compile  compile the kernels once for this machine\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -274,18 +274,30 @@ def compile_once(mpi_comm) -> None:
         return
     node = mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        if node.Get_rank() == 0 and not ready():
-            print("mpicomp: compiling the kernels once for this machine (python -m "
-                  "mpicomp.compile; about a minute)", file=sys.stderr, flush=True)
+        if node.Get_rank() == 0:
             try:
-                with contextlib.redirect_stdout(sys.stderr):
-                    main([])
+                if not ready() and cache_writable():
+                    print("mpicomp: compiling the kernels once for this machine (python -m "
+                          "mpicomp.compile; about a minute)", file=sys.stderr, flush=True)
+                    with contextlib.redirect_stdout(sys.stderr):
+                        main([])
             except Exception as exc:  # the run goes on; its ranks compile what they use
                 print(f"mpicomp: compiling the kernels failed ({type(exc).__name__}: {exc}); "
                       "each rank compiles what it uses instead", file=sys.stderr, flush=True)
         wait_patiently(node)
     finally:
         node.Free()
+
+
+def cache_writable() -> bool:
+    """Whether builds can be stored (`aot.cache_root`, made if missing): where they cannot,
+    a run does not try one (it would, in vain, at every start)."""
+    root = aot.cache_root()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(root, os.W_OK | os.X_OK)
 
 
 def main(argv=None) -> int:

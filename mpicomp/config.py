@@ -234,6 +234,9 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "int", 0, "seed of data, sampling and compression", low=0),
     Setting("dtype", "text", "float64", "precision of the model and messages",
             choices=("float64", "float32")),
+    Setting("threads", "int", 1, "kernel threads a rank, for the operators with a threaded "
+            "encode (natural, dithering: QSGD, TernGrad, natural dithering); 1: ranks share "
+            "the cores", low=1),
     Setting("trace", "text", "",
             "HDF5 trace path (default: ALGORITHM.h5 in the working directory)"),
     Setting("log_every", "int", 10, "steps between trace rows", low=1),
@@ -300,6 +303,7 @@ class Config:
     per_layer: bool | None = None  # not signSGD, D-PSGD
     seed: int
     dtype: str
+    threads: int
     trace: str
     log_every: int
     device: str

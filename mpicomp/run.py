@@ -265,6 +265,15 @@ def main(algorithm: str, argv: Sequence[str] | None = None, mpi_comm=None, *,
     if cfg is None:
         return EXIT_BAD_INPUT
     compile_once(mpi_comm)
+    if cfg.threads > 1:  # Numba's pool then (the ahead-of-time kernels are single-threaded)
+        from .compress.kernels import set_threads
+
+        try:
+            set_threads(cfg.threads)
+        except ValueError as exc:  # the same on every rank: the same cfg and pool
+            if mpi_comm.Get_rank() == 0:
+                print(f"{prog}: error: --threads: {exc}", file=sys.stderr, flush=True)
+            return EXIT_BAD_INPUT
     run = Run(algorithm, cfg, mpi_comm, on_step)
     try:
         return run.execute()

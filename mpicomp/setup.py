@@ -169,10 +169,11 @@ def local_objective(cfg: Config, part, size: int):
 GATHER_LIMIT_BYTES = 32 << 20
 
 
-def reference_problem(cfg: Config, part, mpi_comm):
+def reference_problem(cfg: Config, part, mpi_comm, agree: Callable):
     """The whole training set's problem for the solve of ``x*`` (collective): on rank 0 the
     problem over the gathered shards (small sets, `GATHER_LIMIT_BYTES`) or a `ShardSum` on
-    every rank (larger ones); None on the other ranks of a gathered set."""
+    every rank (larger ones); None on the other ranks of a gathered set. What can fail is
+    local and agreed on; the collectives run outside the agreement."""
     from .problems import make_problem
 
     mine = part.mine
@@ -180,16 +181,25 @@ def reference_problem(cfg: Config, part, mpi_comm):
     if mpi_comm.allreduce(_row_bytes(mine.A) * mine.n_samples) > GATHER_LIMIT_BYTES:
         from .problems.distributed import ShardSum
 
-        local = make_problem(cfg.problem, mine.A, mine.y, **options)
+        def local_problem():
+            local = make_problem(cfg.problem, mine.A, mine.y, **options)
+            local.smoothness()  # computed here, where a failure is agreed on
+            return local
+
+        local = agree(local_problem)
         return ShardSum(local, mine.n_samples / part.summary.n_samples, mpi_comm)
     pieces = mpi_comm.gather((mine.meta["indices"], mine.A, mine.y), root=0)
-    if pieces is None:
-        return None
-    rows = np.concatenate([p[0] for p in pieces])
-    order = np.argsort(rows, kind="stable")
-    A = _stacked([p[1] for p in pieces])
-    return make_problem(cfg.problem, A[order], np.concatenate([p[2] for p in pieces])[order],
-                        **options)
+
+    def whole_problem():
+        if pieces is None:
+            return None
+        rows = np.concatenate([p[0] for p in pieces])
+        order = np.argsort(rows, kind="stable")
+        A = _stacked([p[1] for p in pieces])
+        return make_problem(cfg.problem, A[order],
+                            np.concatenate([p[2] for p in pieces])[order], **options)
+
+    return agree(whole_problem)
 
 
 def _stacked(blocks):
@@ -220,7 +230,7 @@ def solve_reference(cfg: Config, part, mpi_comm, agree: Callable,
 
     if not (cfg.reference and is_convex(cfg.problem)):
         return None, math.nan
-    problem = agree(reference_problem, cfg, part, mpi_comm)
+    problem = reference_problem(cfg, part, mpi_comm, agree)
 
     def solve():
         if mpi_comm.Get_rank() != 0:  # a ShardSum's evaluations, or nothing (gathered)

@@ -363,7 +363,7 @@ def test_jit_fallback_rebinds_kernels_and_numba_names():
             "lazy_forwards": int(lazy(np.uint64(1), 0, 2, np.empty(1, np.uint64))[0]),
             "expected": int(jit.splitmix(np.uint64(1), 0) & np.uint64(0xFFFFFFFF)),
             "fastmath": sorted(nk._norm2.targetoptions["fastmath"]),
-            "cache": nk.dither_levels._cache.__class__.__name__,
+            "cache": nk.dither_range._cache.__class__.__name__,
             "numba": jit.numba is numba, "prange": jit.prange is numba.prange,
             "late": isinstance(jit.njit(lambda a: a + 1, cache=False), CPUDispatcher),
             "status": aot.status()}))
@@ -416,7 +416,7 @@ def test_compile_is_up_to_date_the_second_time(build):
     assert proc.returncode == 0 and "up to date" in proc.stdout
     manifest = json.loads((build_path(build) / aot.MANIFEST).read_text())
     kernels = {e["kernel"] for e in manifest["entries"]}
-    assert {"mpicomp.compress.numba_kernels.dither_levels",
+    assert {"mpicomp.compress.numba_kernels.dither_range",
             "mpicomp.compress.coding.golomb_encode",
             "mpicomp.compress.coding.elias_decode_values"} <= kernels
     assert manifest["cpu"] and len(manifest["entries"]) == len({e["symbol"] for e in

@@ -48,3 +48,17 @@ def test_nothing_happens_when_compiling_ahead_is_off(comm, monkeypatch):
     monkeypatch.setenv("MPICOMP_AOT", "0")
     monkeypatch.setattr(compile_module, "ready", lambda: pytest.fail("looked for a build"))
     compile_module.compile_once(comm)
+
+
+def test_a_cache_that_cannot_be_read_is_reported_not_hung_on(comm, monkeypatch, capsys):
+    pytest.importorskip("numba")
+
+    def unreadable():
+        raise PermissionError("cache denied")
+
+    monkeypatch.setattr(compile_module, "ready", unreadable)
+    monkeypatch.setattr(compile_module, "main", lambda argv=None: pytest.fail("built"))
+    compile_module.compile_once(comm)  # returns on every rank
+    comm.Barrier()
+    if node_of(comm) == 0:
+        assert "PermissionError: cache denied" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--json", help="also write the rows to this JSON file")
     comp.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                       help="gpu: the GPU kernels vs a device copy, timed with CUDA events")
+    from .compressors import add_arguments as compressor_arguments
+
+    compressor_arguments(comp)
     coll = sub.add_parser("collectives",
                           help="compressed aggregation vs MPI.Allreduce (run under mpiexec)")
     coll.add_argument("--log2d", type=int, nargs="+", default=[20, 24],

@@ -27,9 +27,12 @@ import time
 
 
 def _mpiexec() -> str:
-    found = os.environ.get("MPIEXEC") or shutil.which("mpiexec")
+    """``$MPIEXEC``, else the ``mpiexec`` beside this Python (the MPI its mpi4py was built
+    for, as a virtual environment's mpich wheel), else the first on ``PATH``."""
     beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return found or beside
+    if os.environ.get("MPIEXEC"):
+        return os.environ["MPIEXEC"]
+    return beside if os.access(beside, os.X_OK) else (shutil.which("mpiexec") or "mpiexec")
 
 
 def _timed(command: list[str], env: dict) -> float:

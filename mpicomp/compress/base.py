@@ -8,6 +8,10 @@ Every operator turns a flat float vector into one contiguous ``uint8`` buffer::
 ``nbits`` counts the information bits of the body (norms, signs, levels, indices, values);
 ``len(buffer) == header_bytes + ceil(nbits / 8)`` for every operator.
 
+Fixed-size operators write their body straight into the message (`Compressor.write_body`):
+`encode` allocates one buffer of ``nbytes_max`` bytes, fills in the header and lets the operator
+write the rest, so no body is built apart and concatenated.
+
 `Compressor.split` is the one place a header is parsed: the magic, operator code, dtype code
 (one of `DTYPES_BY_CODE`), flags (only bits the operator defines, none today) and d must all
 match, else `DecodeError`. Decoders then bound every length and index they read against d
@@ -145,6 +149,8 @@ class Compressor:
     kernel_checks_finite: ClassVar[bool] = False
     #: header flag bits this operator defines (none do yet); `split` rejects any other bit
     header_flags: ClassVar[int] = 0
+    #: `write_body` writes the body in place (fixed-size operators); else `encode_body`
+    writes_in_place: ClassVar[bool] = False
 
     @property
     def unbiased(self) -> bool:
@@ -182,9 +188,17 @@ class Compressor:
         x = check_vector(to_host(x), finite=not self.kernel_checks_finite)
         if self.randomised and rng is None:
             raise ValueError(f"{self.spec()} is randomised: pass rng=np.random.Generator")
+        header = np.frombuffer(HEADER.pack(MAGIC, self.code, DTYPE_CODES[x.dtype], 0, x.size),
+                               np.uint8)
+        if self.writes_in_place:
+            buf = np.empty(self.nbytes_max(x.size, x.dtype), dtype=np.uint8)
+            start = HEADER_BYTES + self.extra_header
+            extra = self.write_body(x, rng, buf[start:])
+            buf[:HEADER_BYTES] = header
+            buf[HEADER_BYTES:start] = np.frombuffer(extra, np.uint8)
+            return Payload(buf, self.body_bits(x.size, x.dtype))
         extra, body, nbits = self.encode_body(x, rng)
-        header = HEADER.pack(MAGIC, self.code, DTYPE_CODES[x.dtype], 0, x.size)
-        parts = [np.frombuffer(header + extra, np.uint8)]
+        parts = [header, np.frombuffer(extra, np.uint8)]
         parts += list(body) if isinstance(body, (list, tuple)) else [body]
         return Payload(np.concatenate(parts), int(nbits))
 
@@ -307,8 +321,16 @@ class Compressor:
         """Exact ``nbits`` for dimension ``d`` (fixed-size operators)."""
         raise NotImplementedError
 
+    def write_body(self, x: np.ndarray, rng, out: np.ndarray) -> bytes:
+        """Write the body of ``x``'s message into ``out`` (exactly ``ceil(body_bits / 8)``
+        bytes, every one written, padding bits zero); return the operator's header fields.
+        Operators that set `writes_in_place` implement it (their `encode_body` calls it)."""
+        raise NotImplementedError  # pragma: no cover
+
     def encode_body(self, x: np.ndarray, rng) -> tuple[bytes, np.ndarray | list, int]:
         """The operator's part of the message of ``x``, which `encode` frames with the header.
+
+        Operators that write in place get it from `write_body`; the others implement it.
 
         Parameters
         ----------
@@ -326,7 +348,10 @@ class Compressor:
         nbits : int
             Information bits of the body.
         """
-        raise NotImplementedError  # pragma: no cover
+        if not self.writes_in_place:
+            raise NotImplementedError  # pragma: no cover
+        body = np.empty(-(-self.body_bits(x.size, x.dtype) // 8), dtype=np.uint8)
+        return self.write_body(x, rng, body), body, self.body_bits(x.size, x.dtype)
 
     def decode_body(self, extra: bytes, body: np.ndarray, d: int, dtype,
                     out: np.ndarray | None = None) -> np.ndarray:

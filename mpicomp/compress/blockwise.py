@@ -80,3 +80,11 @@ def split_block_scalars(body: np.ndarray, d: int, block: int, dtype,
 def scalar_bytes(values: np.ndarray) -> np.ndarray:
     """Little-endian bytes of transmitted scalars."""
     return values.astype(values.dtype.newbyteorder("<")).view(np.uint8)
+
+
+def write_scalars(values: np.ndarray, out: np.ndarray) -> int:
+    """Write the little-endian bytes of transmitted scalars at the start of the bytes ``out``;
+    return how many."""
+    size = values.size * values.itemsize
+    out[:size].view(values.dtype.newbyteorder("<"))[:] = values
+    return size

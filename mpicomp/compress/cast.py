@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .base import Compressor, non_finite_decoded, output_array, value_bits
+from .base import Compressor, non_finite_decoded, output_array, raise_non_finite, value_bits
+from .numpy_kernels import BF16_EXPONENT, FP16_MAX  # the GPU codecs import them from here
 
-FP16_MAX = float(np.finfo(np.float16).max)
-BF16_EXPONENT = 0x7F80
 BF16_MAX = float(np.array(0x7F7F0000, np.uint32).view(np.float32))
 
 
@@ -24,6 +23,7 @@ class Identity(Compressor):
     name = "identity"
     code = 1
     unbiased = True
+    writes_in_place = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return value_bits(dtype) * d
@@ -31,9 +31,9 @@ class Identity(Compressor):
     def omega(self, d: int) -> float:
         return 0.0
 
-    def encode_body(self, x, rng):
-        body = x.astype(x.dtype.newbyteorder("<"), copy=False).view(np.uint8).copy()
-        return b"", body, x.size * value_bits(x.dtype)
+    def write_body(self, x, rng, out):
+        np.copyto(out.view(x.dtype.newbyteorder("<")), x)
+        return b""
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, self.body_bits(d, dtype))
@@ -54,6 +54,8 @@ class FP16(Compressor):
 
     name = "fp16"
     code = 7
+    kernel_checks_finite = True
+    writes_in_place = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return 16 * d
@@ -61,20 +63,21 @@ class FP16(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 - 2.0**-22
 
-    def encode_body(self, x, rng):
-        if x.size and np.abs(x).max() > FP16_MAX:
+    def write_body(self, x, rng, out):
+        if not kernels.backend().fp16_pack(x, out):  # NaN/Inf, or beyond ±65504
+            raise_non_finite(x)
             j = int(np.argmax(np.abs(x)))
             raise ValueError(
                 f"fp16: |x[{j}]| = {abs(x[j]):g} exceeds the float16 range ±{FP16_MAX:g}"
             )
-        return b"", x.astype("<f2").view(np.uint8), 16 * x.size
+        return b""
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
-        half = body.view("<f2")
-        if not np.isfinite(half).all():
-            raise non_finite_decoded(self.spec(), half)
-        return half.astype(dtype)
+        out = output_array(out, d, dtype)
+        if kernels.backend().fp16_unpack(body, out) >= 0:
+            raise non_finite_decoded(self.spec(), body.view("<f2"))
+        return out
 
 
 class BF16(Compressor):
@@ -88,6 +91,8 @@ class BF16(Compressor):
 
     name = "bf16"
     code = 8
+    kernel_checks_finite = True
+    writes_in_place = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return 16 * d
@@ -95,23 +100,23 @@ class BF16(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 - 2.0**-16
 
-    def encode_body(self, x, rng):
-        with np.errstate(over="ignore"):  # float64 beyond float32's range: reported below
-            f32 = x.astype(np.float32)
-        bits = f32.view(np.uint32).astype(np.uint64)
-        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
-        overflow = (rounded & BF16_EXPONENT) == BF16_EXPONENT  # also catches f32 = ±Inf
-        if overflow.any():
-            j = int(np.argmax(overflow))
+    def write_body(self, x, rng, out):
+        if not kernels.backend().bf16_pack(x, out):  # NaN/Inf, or past the largest bfloat16
+            raise_non_finite(x)
+            with np.errstate(over="ignore"):  # float64 beyond float32's range
+                bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+            rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            j = int(np.argmax((rounded & BF16_EXPONENT) == BF16_EXPONENT))
             raise ValueError(
                 f"bf16: |x[{j}]| = {abs(x[j]):g} rounds past the largest finite bfloat16 "
                 f"±{BF16_MAX:g} (bfloat16 has float32's range)"
             )
-        return b"", rounded.astype("<u2").view(np.uint8), 16 * x.size
+        return b""
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, 16 * d)
-        values = (body.view("<u2").astype(np.uint32) << 16).view(np.float32)
-        if not np.isfinite(values).all():
+        out = output_array(out, d, dtype)
+        if kernels.backend().bf16_unpack(body, out) >= 0:
+            values = (body.view("<u2").astype(np.uint32) << 16).view(np.float32)
             raise non_finite_decoded(self.spec(), values)
-        return values.astype(dtype)
+        return out

@@ -28,6 +28,7 @@ from .base import Compressor, DecodeError, n_blocks, value_bits
 from .bitpack import packed_nbytes
 from .counter_rng import draw_key
 from .level_coders import CODERS, DenseCoder, LevelCoder, TritCoder
+from .workspace import scratch
 
 
 def _check_p(p) -> float:
@@ -53,7 +54,8 @@ class DitherBase(Compressor):
     format of the operator's ``level_coder``.
 
     Subclasses set ``level_coder`` and implement `_levels` (the level kernel) and `_unit` (the
-    value of level factor 1 in a block of norm ν).
+    value of level factor 1 in a block of norm ν). With a fixed-size coder the body is written in
+    place (`write_body`): the dense coder's fields are the level kernel's output itself.
     """
 
     unbiased = True
@@ -73,6 +75,10 @@ class DitherBase(Compressor):
         return self.level_coder.fixed_size
 
     @property
+    def writes_in_place(self) -> bool:
+        return self.level_coder.fixed_size
+
+    @property
     def extra_header(self) -> int:
         return self.level_coder.extra_header
 
@@ -89,15 +95,37 @@ class DitherBase(Compressor):
     def accumulates(self, dtype) -> bool:
         return self.level_coder.accumulates
 
+    def write_body(self, x, rng, out):
+        head = n_blocks(x.size, self.block) * x.itemsize
+        if isinstance(self.level_coder, DenseCoder):  # the fields are the section
+            nu = self._quantise(x, rng, out[head:])
+        else:
+            fields = scratch("dither fields", packed_nbytes(x.size, self.level_coder.width))
+            nu = self._quantise(x, rng, fields)
+            out[head:] = self.level_coder.encode(fields, x.size)[1]
+        blockwise.write_scalars(nu, out)
+        return b""
+
     def encode_body(self, x, rng):
-        key = draw_key(rng)
-        x, block = self._prepare(x)
-        nu = blockwise.round_up(blockwise.finite_norms(x, block, self.p), x.dtype)
-        fields = np.zeros(packed_nbytes(x.size, self.level_coder.width), dtype=np.uint8)
-        self._levels(x, nu, block, np.uint64(key), fields)
-        head = blockwise.scalar_bytes(nu)
+        if self.writes_in_place:
+            return super().encode_body(x, rng)
+        fields = scratch("dither fields", packed_nbytes(x.size, self.level_coder.width))
+        head = blockwise.scalar_bytes(self._quantise(x, rng, fields))
         extra, section, nbits = self.level_coder.encode(fields, x.size)
         return extra, [head, section], head.size * 8 + nbits
+
+    def _quantise(self, x, rng, fields) -> np.ndarray:
+        """Draw the key, write the packed signed-level fields of ``x`` into ``fields``; return
+        the block norms as sent (in x's dtype, rounded up)."""
+        key = draw_key(rng)
+        block = blockwise.effective_block(x.size, self.block)
+        nu, bound = self._norms(x, block)
+        self._levels(x, nu, block, np.uint64(key), fields, bound)
+        return nu
+
+    def _norms(self, x, block) -> tuple[np.ndarray, np.ndarray | None]:
+        """(block norms as sent, None): TernGrad's clipping also returns its bounds."""
+        return blockwise.round_up(blockwise.finite_norms(x, block, self.p), x.dtype), None
 
     def decode_body(self, extra, body, d, dtype, out=None):
         block, unit, section = self._split(body, d, dtype)
@@ -123,8 +151,9 @@ class DitherBase(Compressor):
         """Vector actually quantised (TernGrad clips it) and its block length."""
         return x, blockwise.effective_block(x.size, self.block)
 
-    def _levels(self, x, nu, block, key, out) -> None:  # pragma: no cover - abstract
-        """The packed signed-level fields of ``x`` with block norms ``nu`` into ``out``."""
+    def _levels(self, x, nu, block, key, out, bound=None) -> None:  # pragma: no cover
+        """The packed signed-level fields of ``x`` with block norms ``nu`` into ``out`` (every
+        byte written); ``bound``: clip each block to ±bound first (TernGrad)."""
         raise NotImplementedError
 
     def _unit(self, nu: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
@@ -183,10 +212,11 @@ class Dither(DitherBase):
             return math.sqrt(b) - 1 if s == 1 else min(b / s**2, math.sqrt(b) / s)
         return b - 1 if s == 1 else min(b * b / (4 * s * s), b / s)
 
-    def _levels(self, x, nu, block, key, out):
+    def _levels(self, x, nu, block, key, out, bound=None):
         with np.errstate(divide="ignore"):
             scale = np.where(nu > 0, self.s / nu.astype(np.float64), 0.0)
-        kernels.backend().dither_levels(x, scale, block, self.s, key, self.level_coder.width, out)
+        kernels.backend().dither_levels(x, scale, block, self.s, key, self.level_coder.width, out,
+                                        bound)
 
     def _unit(self, nu):
         return nu / self.s  # values ±ℓ·(ν/s)
@@ -255,11 +285,29 @@ class TernGrad(Dither):
         x, block = super()._prepare(x)
         if not self.clip or x.size == 0:
             return x, block
-        nb = -(-x.size // block)
-        sigma = np.array([np.std(x[b * block : (b + 1) * block], dtype=np.float64)
-                          for b in range(nb)])
-        bound = blockwise.per_element(self.clip * sigma, block, x.size)
-        return np.clip(x, -bound, bound).astype(x.dtype), block
+        bound = kernels.backend().clip_bounds(x, block, self.clip)
+        limit = blockwise.per_element(bound, block, x.size)
+        return np.clip(x, -limit, limit).astype(x.dtype), block
+
+    def _norms(self, x, block):
+        """The ℓ∞ norms of the clipped blocks, and the clip bounds (None without clipping).
+
+        Without building the clipped vector: a block's norm is max|x_B| if no coordinate
+        exceeds the bound, else the bound rounded to x's dtype (the value clipped coordinates
+        take, never below max|x_B| over the others). Non-finite bounds (NaN/Inf input, or a
+        σ that overflows) take the clipped vector's norms, with their errors (an infinite
+        bound clips nothing).
+        """
+        if not self.clip or x.size == 0:
+            return super()._norms(x, block)
+        bound = kernels.backend().clip_bounds(x, block, self.clip)
+        if not np.isfinite(bound).all():
+            return super()._norms(self._prepare(x)[0], block)[0], bound
+        largest = blockwise.norms(x, block, math.inf)
+        with np.errstate(over="ignore"):  # a bound beyond float32's range clips nothing
+            clipped = bound.astype(x.dtype).astype(np.float64)
+        nu = np.where(largest > bound, clipped, largest)
+        return blockwise.round_up(nu, x.dtype), bound
 
 
 class NaturalDither(DitherBase):
@@ -292,7 +340,7 @@ class NaturalDither(DitherBase):
         t = b ** (1 / r) * 2.0 ** (1 - self.s)
         return 1 / 8 + t * min(1.0, t)
 
-    def _levels(self, x, nu, block, key, out):
+    def _levels(self, x, nu, block, key, out, bound=None):
         with np.errstate(divide="ignore"):
             inv = np.where(nu > 0, 1.0 / nu.astype(np.float64), 0.0)
         kernels.backend().natural_dither_levels(x, inv, block, self.s, key, self.level_coder.width,

@@ -8,7 +8,11 @@ check that):
     all_finite, copy_finite, norms, pack_fields, unpack_fields, sign_pack, sign_unpack,
     dither_levels, signed_level_values, natural_dither_levels, symbol_values, natural_pack,
     natural_unpack, natural_add32, block_extremes, uniform_levels, uniform_values,
-    indices_at_least
+    indices_at_least, fp16_pack, fp16_unpack, bf16_pack, bf16_unpack, clip_bounds
+
+Thread count: `set_threads` / `threads` (``MPICOMP_THREADS``, read on first use; default 1)
+choose how many threads the compiled kernels that have a multi-threaded form use (`threads`
+module); the bytes do not depend on it.
 
 Numba is optional. The compiled kernels are used when it is installed, unless the environment
 variable ``MPICOMP_KERNELS=numpy`` (read on first use, not at import) or `forced` says
@@ -24,6 +28,11 @@ from types import ModuleType
 
 from . import numba_kernels, numpy_kernels
 from .jit import HAVE_NUMBA
+from .threads import ENV_VAR as THREADS_ENV_VAR
+from .threads import set_threads, threads
+
+__all__ = ["KERNEL_CHOICES", "ENV_VAR", "THREADS_ENV_VAR", "active", "backend", "shared", "forced",
+           "set_threads", "threads"]
 
 KERNEL_CHOICES = ("numba", "numpy")
 #: the environment variable that picks the kernels: "numba" (the default) or "numpy"

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import kernels
 from .base import Compressor, DecodeError, output_array, raise_non_finite
-from .bitpack import check_padding, packed_nbytes
+from .bitpack import check_padding
 from .counter_rng import draw_key
 
 #: bits of one C_nat field, per dtype: the sign and the exponent
@@ -39,6 +39,7 @@ class Natural(Compressor):
     unbiased = True
     randomised = True
     kernel_checks_finite = True
+    writes_in_place = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return d * FIELD_BITS[np.dtype(dtype)]
@@ -46,18 +47,15 @@ class Natural(Compressor):
     def omega(self, d: int) -> float:
         return 1 / 8
 
-    def encode_body(self, x, rng):
-        key = draw_key(rng)
-        width = FIELD_BITS[x.dtype]
-        out = np.zeros(packed_nbytes(x.size, width), dtype=np.uint8)
-        bad = kernels.backend().natural_pack(x, np.uint64(key), out)
+    def write_body(self, x, rng, out):
+        bad = kernels.backend().natural_pack(x, np.uint64(draw_key(rng)), out)
         if bad >= 0:
             raise_non_finite(x)
             raise ValueError(
                 f"natural: |x[{bad}]| = {abs(x[bad]):g} would round up past the largest finite "
                 f"power of two of {x.dtype}"
             )
-        return b"", out, x.size * width
+        return b""
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_fields(body, d, dtype)

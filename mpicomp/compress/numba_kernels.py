@@ -2,9 +2,11 @@
 
 The entry points (`kernels` lists them) take the arguments of their namesakes in
 `numpy_kernels` and write the same bytes; `kernels.backend` chooses between the two modules.
-Most are one kernel; those at the end wrap one, or fall back to the NumPy twin's pieces where
-nothing is compiled (whole-byte field widths, float64 natural compression). The other kernels
-here are their building blocks. Numba is optional (`jit.njit`).
+Most are one kernel; those at the end wrap one, choose its multi-threaded form (``*_threads``,
+``parallel=True``: ranges of whole chunks, one per thread, when `threads.parts` says so), or
+fall back to the NumPy twin's pieces where nothing is compiled (whole-byte field widths, float64
+natural compression). The other kernels here are their building blocks. Numba is optional
+(`jit.njit`).
 
 Bit layout and random words are those of `bitpack` and `counter_rng`.
 """
@@ -23,9 +25,11 @@ from .jit import (
     njit_fast,
     pack_chunk,
     pack_uint,
+    prange,
     unpack_chunk,
     unpack_uint,
 )
+from .threads import parts
 
 MANT52 = np.uint64((1 << 52) - 1)
 INV_2_32 = 2.0**-32
@@ -115,28 +119,34 @@ def block_norms(x, block, p):
     return out
 # --- signs -----------------------------------------------------------------------------------
 @njit
-def sign_pack(x, out):
-    """Bit j of ``out`` = 1 where x[j] < 0 (sign(0) = +1); returns False if x has NaN/Inf."""
-    d = x.size
-    full = d // 8
-    for i in range(full):
-        j = 8 * i
-        out[i] = (
-            (x[j] < 0)
-            | ((x[j + 1] < 0) << 1)
-            | ((x[j + 2] < 0) << 2)
-            | ((x[j + 3] < 0) << 3)
-            | ((x[j + 4] < 0) << 4)
-            | ((x[j + 5] < 0) << 5)
-            | ((x[j + 6] < 0) << 6)
-            | ((x[j + 7] < 0) << 7)
-        )
-    if d % 8:
-        byte = 0
-        for j in range(8 * full, d):
-            byte |= (x[j] < 0) << (j - 8 * full)
-        out[full] = byte
-    return all_finite(x)
+def sign_pack_bits(bits, negative_above, exponent, out):
+    """Bit j of ``out`` = 1 where the float bit pattern ``bits[j]`` is negative (unsigned
+    ``> negative_above``, the pattern of −0, so sign(0) = +1); returns False if a value is NaN
+    or ±Inf (``exponent``, the exponent mask, all ones), checked in the same pass.
+
+    Whole 64-coordinate words are packed into one uint64 each (the loops vectorise).
+    """
+    d = bits.size
+    words = d // 64
+    rows = bits[: 64 * words].reshape(words, 64)
+    packed = out[: 8 * words].view(np.uint64)
+    worst = exponent ^ exponent
+    for i in range(words):
+        row = rows[i]
+        w = np.uint64(0)
+        for k in range(64):
+            w |= np.uint64(row[k] > negative_above) << np.uint64(k)
+        for k in range(64):
+            worst = max(worst, row[k] & exponent)
+        packed[i] = w
+    for i in range(8 * words, (d + 7) // 8):
+        byte = np.uint32(0)
+        for j in range(8 * i, min(d, 8 * i + 8)):
+            v = bits[j]
+            byte |= np.uint32(v > negative_above) << np.uint32(j - 8 * i)
+            worst = max(worst, v & exponent)
+        out[i] = np.uint8(byte)
+    return worst != exponent
 
 
 @njit
@@ -176,18 +186,22 @@ def sign_unpack(buf, scales, block, out, accumulate=False):
 
 # --- dithering (random dithering / QSGD / TernGrad) ------------------------------------------
 @njit
-def dither_levels(x, scale, block, s, key, width, out):
-    """Signed-level fields ``level | sign << (width − 1)`` packed into ``out``.
+def dither_range(x, scale, block, s, key, width, out, lo, hi, bound):
+    """Signed-level fields ``level | sign << (width − 1)`` of coordinates lo … hi−1 (lo a
+    multiple of `CHUNK`) packed into ``out``.
 
     ``level = ⌊t + u_j⌋`` with ``t = |x_j|·scale[block]``, ``u_j = word32_j·2⁻³²``, capped at s;
-    the sign bit is set only for non-zero levels.
+    the sign bit is set only for non-zero levels. With a non-empty ``bound`` (TernGrad's
+    clipping) x_j is first clipped to ±bound[block] and rounded to x's dtype, as
+    ``np.clip(x, −bound, bound).astype(x.dtype)`` does.
     """
-    d = x.size
     words64 = np.empty(CHUNK // 2, dtype=np.uint64)
     fields = np.empty(CHUNK, dtype=np.uint32)
+    rounded = np.empty_like(x[:1])  # stores a clipped value in x's dtype
     sbit = np.uint32(1) << np.uint32(width - 1)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
+    clipping = bound.size > 0
+    for c0 in range(lo, hi, CHUNK):
+        n = min(CHUNK, hi - c0)
         words = chunk_words(key, c0, n, words64)
         j = c0
         while j < c0 + n:  # runs of one block inside the chunk
@@ -195,13 +209,112 @@ def dither_levels(x, scale, block, s, key, width, out):
             stop = min(c0 + n, (b + 1) * block)
             sc = scale[b]
             xs, ws, fs = x[j:stop], words[j - c0 : stop - c0], fields[j - c0 : stop - c0]
-            for i in range(xs.size):
-                v = np.float64(xs[i])
-                t = abs(v) * sc
-                lev = min(np.int64(t + np.float64(np.int64(ws[i])) * INV_2_32), s)
-                fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
+            if clipping:
+                top = bound[b]
+                for i in range(xs.size):
+                    rounded[0] = min(max(np.float64(xs[i]), -top), top)
+                    v = np.float64(rounded[0])
+                    lev = min(np.int64(abs(v) * sc + np.float64(np.int64(ws[i])) * INV_2_32), s)
+                    fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
+            else:
+                for i in range(xs.size):
+                    v = np.float64(xs[i])
+                    lev = min(np.int64(abs(v) * sc + np.float64(np.int64(ws[i])) * INV_2_32), s)
+                    fs[i] = np.uint32(lev) | (sbit * np.uint32((lev > 0) & (v < 0)))
             j = stop
         pack_chunk(fields, n, width, out, c0 * width)
+
+
+@njit(parallel=True)
+def dither_threads(x, scale, block, s, key, width, out, bound, nparts):
+    """`dither_range` of the whole vector, in ``nparts`` ranges of whole chunks at once."""
+    span = _span(x.size, nparts)
+    for p in prange(nparts):
+        lo = min(x.size, p * span)
+        dither_range(x, scale, block, s, key, width, out, lo, min(x.size, lo + span), bound)
+
+
+@njit
+def _span(d, nparts):
+    """Coordinates of each of ``nparts`` parts of ``d``: a whole number of chunks."""
+    chunks = (d + CHUNK - 1) // CHUNK
+    return (chunks + nparts - 1) // nparts * CHUNK
+
+
+@njit
+def _first_bad(bad):
+    """The first non-negative entry of ``bad`` (one per part, in order), else −1."""
+    for p in range(bad.size):
+        if bad[p] >= 0:
+            return bad[p]
+    return -1
+
+
+# --- TernGrad's clipping ---------------------------------------------------------------------
+@njit
+def _term(x, i, center, square):
+    """x[i] in float64, or ``(x[i] − center)²`` when ``square``."""
+    v = np.float64(x[i])
+    if square:
+        v -= center
+        return v * v
+    return v
+
+
+@njit
+def _pairwise(x, lo, n, center, square):
+    """NumPy's pairwise float64 sum of ``_term`` over x[lo:lo+n]: below 8 terms in order, up
+    to 128 in 8 lanes, else the two halves; the same additions in the same order."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += _term(x, i, center, square)
+        return res
+    if n <= 128:
+        r0, r1 = _term(x, lo, center, square), _term(x, lo + 1, center, square)
+        r2, r3 = _term(x, lo + 2, center, square), _term(x, lo + 3, center, square)
+        r4, r5 = _term(x, lo + 4, center, square), _term(x, lo + 5, center, square)
+        r6, r7 = _term(x, lo + 6, center, square), _term(x, lo + 7, center, square)
+        m = n - n % 8
+        for i in range(lo + 8, lo + m, 8):
+            r0 += _term(x, i, center, square)
+            r1 += _term(x, i + 1, center, square)
+            r2 += _term(x, i + 2, center, square)
+            r3 += _term(x, i + 3, center, square)
+            r4 += _term(x, i + 4, center, square)
+            r5 += _term(x, i + 5, center, square)
+            r6 += _term(x, i + 6, center, square)
+            r7 += _term(x, i + 7, center, square)
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        for i in range(lo + m, lo + n):
+            res += _term(x, i, center, square)
+        return res
+    half = n // 2
+    half -= half % 8
+    return (_pairwise(x, lo, half, center, square)
+            + _pairwise(x, lo + half, n - half, center, square))
+
+
+@njit
+def block_std(x, block, buffer):
+    """``np.std(x_B, dtype=np.float64)`` of each block, bit for bit: the mean's sum runs over
+    ``buffer``-element pieces when x is float32 (NumPy's casting buffer), then the pairwise
+    sum of the squared deviations."""
+    d = x.size
+    nb = (d + block - 1) // block
+    out = np.empty(nb, dtype=np.float64)
+    for b in range(nb):
+        lo = b * block
+        n = min(d, lo + block) - lo
+        if x.itemsize == 8:
+            total = _pairwise(x, lo, n, 0.0, False)
+        else:
+            total = 0.0
+            for p in range(lo, lo + n, buffer):
+                total += _pairwise(x, p, min(buffer, lo + n - p), 0.0, False)
+        mean = total / n
+        out[b] = math.sqrt(_pairwise(x, lo, n, mean, True) / n)
+    return out
 
 
 # --- uniform grid (weight quantisation) -------------------------------------------------------
@@ -325,18 +438,18 @@ def signed_level_values(buf, norm, block, s, width, pow2, out, accumulate=False,
 
 # --- natural compression ---------------------------------------------------------------------
 @njit
-def natural_pack32(bits, key, out):
-    """C_nat of float32 bit patterns: fields ``sign << 8 | exponent'`` (9 bits).
+def natural_pack32(bits, key, out, lo, hi):
+    """C_nat of the float32 bit patterns lo … hi−1 (lo a multiple of `CHUNK`): fields
+    ``sign << 8 | exponent'`` (9 bits).
 
     Rounds the exponent up with probability mantissa/2²³ (the top 23 bits of the word decide,
     so the probability is exact). Returns the first index whose input is NaN/Inf or whose
     exponent would round up to 255, or −1.
     """
-    d = bits.size
     words64 = np.empty(CHUNK // 2, dtype=np.uint64)
     fields = np.empty(CHUNK, dtype=np.uint32)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
+    for c0 in range(lo, hi, CHUNK):
+        n = min(CHUNK, hi - c0)
         words = chunk_words(key, c0, n, words64)
         worst = np.uint32(0)
         bc = bits[c0 : c0 + n]
@@ -355,6 +468,17 @@ def natural_pack32(bits, key, out):
                     return c0 + i
         pack_chunk(fields, n, 9, out, c0 * 9)
     return -1
+
+
+@njit(parallel=True)
+def natural_pack32_threads(bits, key, out, nparts):
+    """`natural_pack32` of the whole vector in ``nparts`` ranges at once; the first bad index."""
+    span = _span(bits.size, nparts)
+    bad = np.full(nparts, -1, dtype=np.int64)
+    for p in prange(nparts):
+        lo = min(bits.size, p * span)
+        bad[p] = natural_pack32(bits, key, out, lo, min(bits.size, lo + span))
+    return _first_bad(bad)
 
 
 @njit
@@ -407,16 +531,16 @@ def natural_add32(buf, acc):
 
 # --- natural dithering -----------------------------------------------------------------------
 @njit
-def natural_dither_levels(x, inv_norm, block, s, key, width, out):
-    """Level index L ∈ {0…s} (value 2^(L−s), 0 for L = 0) with unbiased rounding, plus sign."""
-    d = x.size
+def natural_dither_range(x, inv_norm, block, s, key, width, out, lo, hi):
+    """Level index L ∈ {0…s} (value 2^(L−s), 0 for L = 0) with unbiased rounding, plus sign,
+    of coordinates lo … hi−1 (lo a multiple of `CHUNK`)."""
     words64 = np.empty(CHUNK // 2, dtype=np.uint64)
     fields = np.empty(CHUNK, dtype=np.uint32)
     sbit = np.uint32(1) << np.uint32(width - 1)
     bottom = 2.0 ** (s - 1)  # 1 / 2^(1−s)
     ybuf = np.empty(CHUNK, dtype=np.float64)
-    for c0 in range(0, d, CHUNK):
-        n = min(CHUNK, d - c0)
+    for c0 in range(lo, hi, CHUNK):
+        n = min(CHUNK, hi - c0)
         words = chunk_words(key, c0, n, words64)
         j = c0
         while j < c0 + n:
@@ -442,6 +566,15 @@ def natural_dither_levels(x, inv_norm, block, s, key, width, out):
         pack_chunk(fields, n, width, out, c0 * width)
 
 
+@njit(parallel=True)
+def natural_dither_threads(x, inv_norm, block, s, key, width, out, nparts):
+    """`natural_dither_range` of the whole vector in ``nparts`` ranges at once."""
+    span = _span(x.size, nparts)
+    for p in prange(nparts):
+        lo = min(x.size, p * span)
+        natural_dither_range(x, inv_norm, block, s, key, width, out, lo, min(x.size, lo + span))
+
+
 # --- top-k candidate filter ------------------------------------------------------------------
 @njit
 def indices_at_least(x, threshold, out):
@@ -464,6 +597,147 @@ def symbol_values(sym, unit, block, out):
         s = sym[j]
         val = np.float64((s + 1) // 2) * unit[j // block]
         out[j] = -val if s > 0 and s % 2 == 0 else val
+
+
+# --- half-precision casts --------------------------------------------------------------------
+#: |x| bit patterns of 65504, float16's largest finite value, as float32 and float64
+FP16_MAX32 = np.uint32(0x477FE000)
+FP16_MAX64 = np.uint64(0x40EFFC0000000000)
+#: 2²⁴: a float16 subnormal is round(|x|·2²⁴)·2⁻²⁴
+HALF_SUB_SCALE = 2.0**24
+
+
+@njit
+def half_bits(x, out):
+    """IEEE float16 bit patterns of ``x`` (float32 or float64, rounded to nearest even straight
+    from x's precision) into the uint16 ``out``; returns False if some |x_j| > 65504 or is
+    NaN/Inf (``out`` is then not meaningful).
+
+    Normal halves round the mantissa with integer arithmetic (a carry moves the exponent);
+    below 2⁻¹⁴ the half is the subnormal round(|x|·2²⁴) (``np.rint``: ties to even). Both are
+    computed and one selected, so the loop vectorises.
+    """
+    if x.itemsize == 4:
+        bits = x.view(np.uint32)
+        worst = np.uint32(0)
+        scale = np.float32(HALF_SUB_SCALE)
+        smallest = np.float32(1.0 / 16384)
+        for j in range(bits.size):
+            b = bits[j]
+            a = b & np.uint32(0x7FFFFFFF)
+            worst = max(worst, a)
+            sub = np.uint32(np.int32(np.rint(min(abs(x[j]), smallest) * scale)))
+            normal = (a - np.uint32(112 << 23) + np.uint32(0xFFF)
+                      + ((a >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+            h = sub if a < np.uint32(113 << 23) else normal
+            out[j] = np.uint16(((b >> np.uint32(16)) & np.uint32(0x8000)) | h)
+        return worst <= FP16_MAX32
+    bits64 = x.view(np.uint64)
+    worst64 = np.uint64(0)
+    for j in range(bits64.size):
+        b = bits64[j]
+        a = b & np.uint64(0x7FFFFFFFFFFFFFFF)
+        worst64 = max(worst64, a)
+        sub64 = np.uint64(np.int64(np.rint(min(abs(x[j]), 1.0 / 16384) * HALF_SUB_SCALE)))
+        normal64 = (a - np.uint64(1008 << 52) + np.uint64((1 << 41) - 1)
+                    + ((a >> np.uint64(42)) & np.uint64(1))) >> np.uint64(42)
+        h64 = sub64 if a < np.uint64(1009 << 52) else normal64
+        out[j] = np.uint16(((b >> np.uint64(48)) & np.uint64(0x8000)) | h64)
+    return worst64 <= FP16_MAX64
+
+
+@njit
+def _half_values32(h, c0, n, bits, values):
+    """float32 values (``values``, whose uint32 view is ``bits``) of the halves h[c0:c0+n];
+    returns the largest ``|h|`` pattern (≥ 0x7C00: NaN/Inf among them).
+
+    The half's sign, exponent and mantissa moved to their float32 places read as a float 2¹¹²
+    times too small (subnormal halves land on float32 subnormals): one exact multiply fixes
+    both, in two loops that vectorise.
+    """
+    worst = np.uint32(0)
+    for i in range(n):
+        v = np.uint32(h[c0 + i])
+        worst = max(worst, v & np.uint32(0x7FFF))
+        bits[i] = ((v & np.uint32(0x8000)) << np.uint32(16)) | (
+            (v & np.uint32(0x7FFF)) << np.uint32(13))
+    for i in range(n):
+        values[i] *= np.float32(2.0**112)
+    return worst
+
+
+@njit
+def half_values(h, out):
+    """``out[j]`` = the float16 pattern h[j] as float32/float64 (exact); returns −1, or the
+    first j whose half is NaN/±Inf."""
+    d = h.size
+    scratch = np.empty(CHUNK, dtype=np.float32)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        if out.itemsize == 4:
+            values = out[c0 : c0 + n]
+            worst = _half_values32(h, c0, n, values.view(np.uint32), values)
+        else:
+            worst = _half_values32(h, c0, n, scratch.view(np.uint32), scratch)
+            oc = out[c0 : c0 + n]
+            for i in range(n):
+                oc[i] = scratch[i]
+        if worst >= np.uint32(0x7C00):
+            for i in range(n):
+                if (h[c0 + i] & np.uint16(0x7C00)) == np.uint16(0x7C00):
+                    return c0 + i
+    return -1
+
+
+@njit
+def brain_bits(x, out):
+    """bfloat16 patterns of ``x`` (float64 first rounded to float32) into the uint16 ``out``:
+    the top half of the float32 pattern, rounded to nearest even; returns False if a value is
+    NaN/Inf or rounds past the largest finite bfloat16."""
+    d = x.size
+    scratch = np.empty(CHUNK, dtype=np.float32)
+    worst = np.uint32(0)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        if x.itemsize == 4:
+            bits = x[c0 : c0 + n].view(np.uint32)
+        else:
+            xc = x[c0 : c0 + n]
+            for i in range(n):
+                scratch[i] = np.float32(xc[i])
+            bits = scratch[:n].view(np.uint32)
+        oc = out[c0 : c0 + n]
+        for i in range(n):
+            b = bits[i]
+            r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+            worst = max(worst, max(b & EXP32, (r & np.uint32(0x7F80)) << np.uint32(16)))
+            oc[i] = np.uint16(r)
+    return worst != EXP32
+
+
+@njit
+def brain_values(h, out):
+    """``out[j]`` = the bfloat16 pattern h[j] as float32/float64 (exact); returns −1, or the
+    first j whose value is NaN/±Inf."""
+    d = h.size
+    scratch = np.empty(CHUNK, dtype=np.float32)
+    for c0 in range(0, d, CHUNK):
+        n = min(CHUNK, d - c0)
+        bits = out[c0 : c0 + n].view(np.uint32) if out.itemsize == 4 else scratch.view(np.uint32)
+        worst = np.uint32(0)
+        for i in range(n):
+            v = np.uint32(h[c0 + i])
+            worst = max(worst, v & np.uint32(0x7F80))
+            bits[i] = v << np.uint32(16)
+        if out.itemsize == 8:
+            oc = out[c0 : c0 + n]
+            for i in range(n):
+                oc[i] = scratch[i]
+        if worst == np.uint32(0x7F80):
+            for i in range(n):
+                if (h[c0 + i] & np.uint16(0x7F80)) == np.uint16(0x7F80):
+                    return c0 + i
+    return -1
 
 
 # --- entry points that are not one kernel ----------------------------------------------------
@@ -509,10 +783,13 @@ def unpack_fields(buf, width, n):
 
 
 def natural_pack(x, key, out):
-    """`numpy_kernels.natural_pack`: compiled for float32, NumPy fields packed here for
-    float64."""
+    """`numpy_kernels.natural_pack`: compiled for float32 (on `threads.parts` threads), NumPy
+    fields packed here for float64."""
     if x.dtype == np.float32:
-        return natural_pack32(x.view(np.uint32), key, out)
+        nparts = parts(x.size)
+        if nparts > 1:
+            return natural_pack32_threads(x.view(np.uint32), key, out, nparts)
+        return natural_pack32(x.view(np.uint32), key, out, 0, x.size)
     fields, bad = numpy_kernels.natural_fields(x, key)
     pack_uint(fields, 1 + np.finfo(x.dtype).nexp, out)
     return bad
@@ -525,3 +802,70 @@ def natural_unpack(buf, out):
     fields = np.empty(out.size, dtype=np.uint32)
     unpack_uint(buf, 1 + np.finfo(out.dtype).nexp, fields)
     return numpy_kernels.natural_values(fields, out)
+
+
+NO_BOUND = np.zeros(0)
+#: per float width: the pattern of −0 (larger unsigned patterns are negative numbers)
+NEGATIVE_ABOVE = {4: np.uint32(0x80000000), 8: np.uint64(0x8000000000000000)}
+
+
+def sign_pack(x, out):
+    """Bit j of ``out`` = 1 where x[j] < 0 (sign(0) = +1); returns False if x has NaN/Inf
+    (one pass over x)."""
+    bits, exponent = BIT_VIEWS[x.itemsize]
+    if out.ctypes.data % 8:  # whole words are written as uint64: pack aligned, then copy
+        aligned = np.empty_like(out)
+        ok = sign_pack_bits(x.view(bits), NEGATIVE_ABOVE[x.itemsize], exponent, aligned)
+        out[:] = aligned
+        return ok
+    return sign_pack_bits(x.view(bits), NEGATIVE_ABOVE[x.itemsize], exponent, out)
+
+
+def dither_levels(x, scale, block, s, key, width, out, bound=None):
+    """Signed-level fields of random dithering into ``out`` (`dither_range` over the whole
+    vector, on `threads.parts` threads); ``bound``: TernGrad's clip per block, or None."""
+    bound = NO_BOUND if bound is None else bound
+    nparts = parts(x.size)
+    if nparts > 1:
+        dither_threads(x, scale, block, s, key, width, out, bound, nparts)
+    else:
+        dither_range(x, scale, block, s, key, width, out, 0, x.size, bound)
+
+
+def natural_dither_levels(x, inv_norm, block, s, key, width, out):
+    """Natural dithering's fields into ``out`` (`natural_dither_range` over the whole vector,
+    on `threads.parts` threads)."""
+    nparts = parts(x.size)
+    if nparts > 1:
+        natural_dither_threads(x, inv_norm, block, s, key, width, out, nparts)
+    else:
+        natural_dither_range(x, inv_norm, block, s, key, width, out, 0, x.size)
+
+
+def clip_bounds(x, block, clip):
+    """TernGrad's clip ``clip·σ_B`` per block (float64; σ_B as ``np.std(x_B, dtype=float64)``
+    gives it, bit for bit)."""
+    return clip * block_std(x, block, np.getbufsize())
+
+
+def fp16_pack(x, out):
+    """float16 patterns of ``x`` into the bytes ``out`` (2 a value, little endian); False if
+    some |x_j| > 65504 or is NaN/Inf."""
+    return half_bits(x, out.view(np.dtype("<u2")))
+
+
+def fp16_unpack(body, out):
+    """``out`` = the float16 values in the bytes ``body``; −1 or the first NaN/Inf coordinate."""
+    return half_values(body.view(np.dtype("<u2")), out)
+
+
+def bf16_pack(x, out):
+    """bfloat16 patterns of ``x`` into the bytes ``out``; False if a value is NaN/Inf or
+    rounds past the largest finite bfloat16."""
+    return brain_bits(x, out.view(np.dtype("<u2")))
+
+
+def bf16_unpack(body, out):
+    """``out`` = the bfloat16 values in the bytes ``body``; −1 or the first NaN/Inf
+    coordinate."""
+    return brain_values(body.view(np.dtype("<u2")), out)

@@ -119,9 +119,20 @@ def sign_unpack(buf, scales, block, out, accumulate=False) -> None:
 
 
 # --- dithering -------------------------------------------------------------------------------
-def dither_levels(x, scale, block, s, key, width, out) -> None:
+def clip_bounds(x, block, clip) -> np.ndarray:
+    """TernGrad's clip ``clip·σ_B`` per block (float64, σ_B = ``np.std(x_B, dtype=float64)``)."""
+    nb = -(-x.size // block)
+    return clip * np.array([np.std(x[b * block : (b + 1) * block], dtype=np.float64)
+                            for b in range(nb)])
+
+
+def dither_levels(x, scale, block, s, key, width, out, bound=None) -> None:
     """Signed-level fields ``level | sign << (width − 1)`` of random dithering into ``out``:
-    ``level = min(⌊|x_j|·scale[block] + u_j⌋, s)``, the sign bit only on non-zero levels."""
+    ``level = min(⌊|x_j|·scale[block] + u_j⌋, s)``, the sign bit only on non-zero levels; with
+    ``bound`` (TernGrad's clip per block) of ``np.clip(x, −bound, bound).astype(x.dtype)``."""
+    if bound is not None:
+        limit = _per_block(bound, block, x.size)
+        x = np.clip(x, -limit, limit).astype(x.dtype)
     t = np.abs(x).astype(np.float64) * _per_block(scale, block, x.size)
     lev = np.minimum((t + words32(key, x.size) * INV_2_32).astype(np.int64), s)
     negative = (x < 0) & (lev > 0)
@@ -175,6 +186,51 @@ def symbol_values(sym, unit, block, out) -> None:
     sym = sym.astype(np.int64)
     val = (sym + 1) // 2 * _per_block(unit, block, sym.size)
     out[:] = np.where((sym > 0) & (sym % 2 == 0), -val, val)
+
+
+# --- half-precision casts --------------------------------------------------------------------
+FP16_MAX = float(np.finfo(np.float16).max)
+BF16_EXPONENT = 0x7F80
+
+
+def fp16_pack(x, out) -> bool:
+    """float16 patterns of ``x`` into the bytes ``out``; False if some |x_j| > 65504 or is
+    NaN/Inf."""
+    if x.size and not np.abs(x).max() <= FP16_MAX:
+        return False
+    out.view("<f2")[:] = x
+    return True
+
+
+def fp16_unpack(body, out) -> int:
+    """``out`` = the float16 values in the bytes ``body``; −1 or the first NaN/Inf coordinate."""
+    half = body.view("<f2")
+    finite = np.isfinite(half)
+    if not finite.all():
+        return int(np.argmin(finite))
+    out[:] = half
+    return -1
+
+
+def bf16_pack(x, out) -> bool:
+    """bfloat16 patterns of ``x`` into the bytes ``out``; False if a value is NaN/Inf or
+    rounds past the largest finite bfloat16."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round to nearest even
+    out.view("<u2")[:] = rounded
+    return all_finite(x) and not ((rounded & BF16_EXPONENT) == BF16_EXPONENT).any()
+
+
+def bf16_unpack(body, out) -> int:
+    """``out`` = the bfloat16 values in the bytes ``body``; −1 or the first NaN/Inf
+    coordinate."""
+    values = (body.view("<u2").astype(np.uint32) << 16).view(np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        return int(np.argmin(finite))
+    out[:] = values
+    return -1
 
 
 # --- natural compression ---------------------------------------------------------------------

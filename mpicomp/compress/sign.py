@@ -39,11 +39,10 @@ def block_mean_abs(x: np.ndarray, block: int) -> np.ndarray:
     return means
 
 
-def _pack_signs(x: np.ndarray) -> np.ndarray:
-    out = np.empty(-(-x.size // 8), dtype=np.uint8)
+def _pack_signs(x: np.ndarray, out: np.ndarray) -> None:
+    """Sign bits of ``x`` into the ``ceil(d / 8)`` bytes ``out``; NaN/Inf raise."""
     if not kernels.backend().sign_pack(x, out):
         raise_non_finite(x)
-    return out
 
 
 def _add_signs(bits: np.ndarray, scales: np.ndarray, block: int, d: int, dtype, acc) -> None:
@@ -65,12 +64,14 @@ class Sign(Compressor):
     name = "sign"
     code = 2
     kernel_checks_finite = True
+    writes_in_place = True
 
     def body_bits(self, d: int, dtype=np.float32) -> int:
         return d
 
-    def encode_body(self, x, rng):
-        return b"", _pack_signs(x), x.size
+    def write_body(self, x, rng, out):
+        _pack_signs(x, out)
+        return b""
 
     def decode_body(self, extra, body, d, dtype, out=None):
         self._check_body_size(body, d)
@@ -105,6 +106,7 @@ class ScaledSign(Compressor):
     name = "scaled_sign"
     code = 3
     kernel_checks_finite = True
+    writes_in_place = True
 
     def __init__(self, block: int = 0):
         if int(block) != block or block < 0:
@@ -120,11 +122,11 @@ class ScaledSign(Compressor):
     def delta(self, d: int) -> float:
         return 1.0 / max(1, d if self.block <= 0 else min(self.block, d))
 
-    def encode_body(self, x, rng):
+    def write_body(self, x, rng, out):
         block = blockwise.effective_block(x.size, self.block)
-        scales = block_mean_abs(x, block).astype(x.dtype)
-        head = blockwise.scalar_bytes(scales)
-        return b"", [head, _pack_signs(x)], self.body_bits(x.size, x.dtype)
+        head = blockwise.write_scalars(block_mean_abs(x, block).astype(x.dtype), out)
+        _pack_signs(x, out[head:])
+        return b""
 
     def _split_body(self, body, d, dtype):
         block, scales, bits = blockwise.split_block_scalars(body, d, self.block, dtype,

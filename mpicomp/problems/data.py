@@ -640,6 +640,19 @@ def make_synthetic(kind: str = "logistic", *, n_samples: int = SYNTHETIC_SAMPLES
     return Dataset(A, y, name, _SYNTHETIC_TASKS[kind], meta)
 
 
+def synthetic_samples(kind: str, keywords: dict) -> int:
+    """``n`` of ``make_synthetic(kind, **keywords)``, after checking every argument as it
+    does (ValueError naming the first bad one)."""
+    import inspect
+
+    bound = inspect.signature(make_synthetic).bind(kind, **keywords)
+    bound.apply_defaults()
+    a = bound.arguments
+    return _checked_synthetic_arguments(
+        kind, a["n_samples"], a["n_features"], a["groups"], a["classes"], a["seed"],
+        a["heterogeneity"], a["density"], a["noise"])[0]
+
+
 def synthetic_part(kind: str = "logistic", rows=None, *, n_samples: int = SYNTHETIC_SAMPLES,
                    n_features: int = 50, heterogeneity: float = 0.0, groups: int = 1,
                    seed: int = 0, density: float = 1.0, noise: float = 0.1,

@@ -183,10 +183,11 @@ BLOCK_SAMPLES = 8192
 
 
 def _sample_blocks(path: PathLike, zero_based: bool, n_features: int | None,
-                   block: int = BLOCK_SAMPLES):
+                   block: int | None = None):
     """The samples of ``path``, ``block`` at a time, each block checked as a whole
     (`_check_block`); ValueError for a malformed line, a file that is not UTF-8 or one without
-    samples. The first error in file order is the one raised."""
+    samples. The first error in file order is the one raised. ``block``: `BLOCK_SAMPLES`."""
+    block = block or BLOCK_SAMPLES
     name = os.fspath(path)
     pending = _Pending()
     n_lines = n_samples = 0

@@ -1,11 +1,13 @@
 """One rank's part of a data set, read without holding the whole set (what the driver loads).
 
 `read_part` gives rank ``r`` of ``size`` the same shard (and rank 0 the same held-out set) as
-`data.load` / `data.load_split` followed by `data.shard`, bit for bit, while a rank holds only
-its own rows:
+`data.load` / `data.load_split` followed by `data.shard`, bit for bit (rows, labels, names,
+indices; a synthetic shard's ``meta`` keeps ``x_true`` but not the groups' models), while a
+rank holds only its own rows:
 
 - ``synthetic``: the rows are made where they are needed (`data.synthetic_part`: one group's
-  block at a time).
+  block at a time, so with fewer groups than ranks a rank briefly holds a group's block, the
+  whole set for ``groups=1``).
 - ``libsvm:PATH``: every rank checks the whole file a block of lines at a time
   (`libsvm.scan_libsvm`: labels, width, entries), then keeps only its rows
   (`libsvm.read_libsvm_rows`).
@@ -25,7 +27,6 @@ import numpy as np
 from .data import (
     _SYNTHETIC_TASKS,
     DENSE_THRESHOLD,
-    SYNTHETIC_SAMPLES,
     Dataset,
     _labels_for_task,
     load,
@@ -36,6 +37,7 @@ from .data import (
     split_rows,
     synthetic_part,
     synthetic_request,
+    synthetic_samples,
 )
 
 #: the sources read on rank 0 alone and handed out (small bundled sets, image files)
@@ -142,7 +144,7 @@ def _names(name: str, rank: int, size: int, how: str, split: bool) -> tuple[str,
 
 
 def _synthetic(kind, keywords, name, rank, size, how, seed, test_fraction) -> Part:
-    n = keywords.get("n_samples", SYNTHETIC_SAMPLES)
+    n = synthetic_samples(kind, keywords)  # its arguments checked first, as make_synthetic does
     labels = []  # every label, made once if label sharding asks for them first
 
     def labels_of():

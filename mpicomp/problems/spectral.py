@@ -22,7 +22,7 @@ _SAFETY = 1e-9
 
 def _host_matrix(A):
     """A NumPy or SciPy copy/view of a NumPy, SciPy, CuPy or cupyx.scipy.sparse matrix."""
-    if isinstance(A, np.ndarray) or (is_sparse(A) and not hasattr(A, "get")):
+    if isinstance(A, np.ndarray) or type(A).__module__.startswith("scipy.sparse"):
         return A
     if hasattr(A, "get"):  # cupy array or cupyx.scipy.sparse matrix
         return A.get()
