@@ -169,11 +169,13 @@ def local_objective(cfg: Config, part, size: int):
 GATHER_LIMIT_BYTES = 32 << 20
 
 
-def reference_problem(cfg: Config, part, mpi_comm, agree: Callable):
+def reference_problem(cfg: Config, part, mpi_comm, agree: Callable, trained=None):
     """The whole training set's problem for the solve of ``x*`` (collective): on rank 0 the
     problem over the gathered shards (small sets, `GATHER_LIMIT_BYTES`) or a `ShardSum` on
-    every rank (larger ones); None on the other ranks of a gathered set. What can fail is
-    local and agreed on; the collectives run outside the agreement."""
+    every rank (larger ones); None on the other ranks of a gathered set. ``trained``, the
+    rank's training problem, serves as its term of the sum when it holds the shard itself
+    (host, float64), so the shard's smoothness is not computed twice. What can fail is local
+    and agreed on; the collectives run outside the agreement."""
     from .problems import make_problem
 
     mine = part.mine
@@ -182,6 +184,8 @@ def reference_problem(cfg: Config, part, mpi_comm, agree: Callable):
         from .problems.distributed import ShardSum
 
         def local_problem():
+            if trained is not None and trained.A is mine.A:
+                return trained
             local = make_problem(cfg.problem, mine.A, mine.y, **options)
             local.smoothness()  # computed here, where a failure is agreed on
             return local
@@ -223,14 +227,15 @@ def reference_point(cfg: Config, problem, should_stop: Callable[[], bool]) -> tu
 
 
 def solve_reference(cfg: Config, part, mpi_comm, agree: Callable,
-                    should_stop: Callable[[], bool]) -> tuple:
+                    should_stop: Callable[[], bool], trained=None) -> tuple:
     """``(x*, F(x*))`` on every rank (collective), ``(None, nan)`` without one: a non-convex
-    problem, ``--no-reference``, or a stop request during the solve."""
+    problem, ``--no-reference``, or a stop request during the solve. ``trained``: see
+    `reference_problem`."""
     from .problems import is_convex
 
     if not (cfg.reference and is_convex(cfg.problem)):
         return None, math.nan
-    problem = reference_problem(cfg, part, mpi_comm, agree)
+    problem = reference_problem(cfg, part, mpi_comm, agree, trained)
 
     def solve():
         if mpi_comm.Get_rank() != 0:  # a ShardSum's evaluations, or nothing (gathered)
@@ -264,7 +269,8 @@ def build_run(cfg: Config, algorithm: str, mpi_comm, agree: Callable,
     smoothness = None if any(v is None for v in L_all) else max(L_all)
     x_star, f_star = None, math.nan
     if not stop_agreed():
-        x_star, f_star = solve_reference(cfg, part, mpi_comm, agree, stop_requested)
+        x_star, f_star = solve_reference(cfg, part, mpi_comm, agree, stop_requested,
+                                         objective.problem)
     network = None if cfg.network == "none" else cfg.network
     agree(check_gpu_aware, cfg.gpu_aware)
     communicator = Communicator(mpi_comm.Dup(), network=network, gpu_aware=cfg.gpu_aware)

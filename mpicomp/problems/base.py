@@ -53,17 +53,13 @@ def vdot(xp, a, b):
 def host_data(A):
     """``A`` as the host (NumPy or SciPy) matrix a one-time host computation needs; sparse
     matrices pass as they are (`spectral` copies ``cupyx.scipy.sparse`` itself)."""
-    return A if _is_sparse(A) else to_host(A)
-
-
-def _is_sparse(A) -> bool:
-    return is_sparse(A)
+    return A if is_sparse(A) else to_host(A)
 
 
 def check_matrix(A, name: str = "A"):
     """Validate a data matrix: 2-D, numeric, finite; SciPy sparse becomes CSR, ints become
     float64."""
-    sparse = _is_sparse(A)
+    sparse = is_sparse(A)
     if sparse:
         A = A.tocsr()
         values = A.data
@@ -276,7 +272,7 @@ class Problem(abc.ABC):
         return None
 
     def __repr__(self) -> str:
-        kind = "sparse" if _is_sparse(self.A) else "dense"
+        kind = "sparse" if is_sparse(self.A) else "dense"
         return (
             f"{type(self).__name__}(m={self.n_samples}, d={self.n_features}, dim={self.dim}, "
             f"{kind}, l1={self.l1:g}, l2={self.l2:g})"
@@ -313,6 +309,6 @@ class Problem(abc.ABC):
         if rows is None:
             return self.A, self.b, self.n_samples
         xp = namespace(self.b)
-        if xp is np or _is_sparse(self.A):  # host arrays and sparse matrices: as always
+        if xp is np or is_sparse(self.A):  # host arrays and sparse matrices: as always
             return self.A[rows], self.b[rows], int(rows.shape[0])
         return xp.take(self.A, rows, axis=0), xp.take(self.b, rows, axis=0), int(rows.shape[0])

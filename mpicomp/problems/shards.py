@@ -145,13 +145,8 @@ def _names(name: str, rank: int, size: int, how: str, split: bool) -> tuple[str,
 
 def _synthetic(kind, keywords, name, rank, size, how, seed, test_fraction) -> Part:
     n = synthetic_samples(kind, keywords)  # its arguments checked first, as make_synthetic does
-    labels = []  # every label, made once if label sharding asks for them first
-
-    def labels_of():
-        labels.append(synthetic_part(kind, None, **keywords)[1])
-        return labels[0]
-
-    rows, test_rows, train_rows = _rows(n, rank, size, how, seed, test_fraction, labels_of)
+    rows, test_rows, train_rows = _rows(  # label sharding makes every label first
+        n, rank, size, how, seed, test_fraction, lambda: synthetic_part(kind, None, **keywords)[1])
     wanted = rows if test_rows is None else np.concatenate([rows, test_rows])
     A, y, x_true = synthetic_part(kind, wanted, **keywords)  # y: the labels of ``wanted``
     task = _SYNTHETIC_TASKS[kind]
